@@ -1,0 +1,1 @@
+"""Roost serving: model repository, ONNX Runtime sessions, dynamic batching, HTTP API."""

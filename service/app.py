@@ -1,0 +1,65 @@
+"""The FastAPI application: built by `create_app(settings)`, resources owned by the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI
+
+from service.api import classify, health, models
+from service.errors import install_error_handlers
+from service.metrics import ServiceMetrics
+from service.registry import ModelRegistry
+from service.settings import ServiceSettings
+from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics = ServiceMetrics()
+        registry = ModelRegistry(settings, metrics)
+        decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="roost-decode")
+        app.state.roost = ServiceState(settings, metrics, registry, decode_pool)
+        # NOTE: models load in the background so /healthz answers at once and /readyz
+        # can say what is still loading.
+        tasks = {asyncio.create_task(_load_then_poll(registry, settings.poll_interval_s))}
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await registry.close()
+            decode_pool.shutdown(wait=True)
+
+    app = FastAPI(
+        title="Roost",
+        summary="Image classification: top-k predictions from batched ONNX Runtime sessions",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(classify.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app
+
+
+async def _load_then_poll(registry: ModelRegistry, interval_s: float) -> None:
+    while True:
+        try:
+            await registry.reload()
+        except Exception:  # a scan error must not kill polling; the next round retries
+            log.exception("model repository reload failed")
+        if interval_s <= 0:
+            return
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,229 @@
+"""Dynamic batching: images from concurrent requests go to the session together.
+
+One `DynamicBatcher` per model version. A batch closes when it holds `max_batch_size` images or
+`max_queue_delay_ms` after its first image arrived (a fixed monotonic deadline), whichever comes
+first; and at once when the queue is empty and no request is still decoding images for this
+version, so a lone request never waits for company that is not coming. While a batch runs, new
+images queue up and form the next one: that is where batching comes from under load.
+
+Requests first `reserve()` room for their images (admission happens before any decode work),
+then `submit()` the decoded arrays; the batcher knows what is still on its way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(slots=True)
+class _Item:
+    image: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    enqueued_at: float
+    deadline: float
+
+
+@dataclass
+class BatchObserver:
+    """Hooks for metrics, so the batcher stays free of Prometheus."""
+
+    on_batch: Callable[[int, float], None] = lambda size, seconds: None
+    on_queue_wait: Callable[[list[float]], None] = lambda waits: None
+    on_depth: Callable[[int], None] = lambda depth: None
+
+
+@dataclass
+class BatcherConfig:
+    max_batch_size: int
+    max_queue_delay_ms: float
+    max_queue_size: int
+    concurrency: int = 1
+    """Batches that may run at once (one per session instance)."""
+
+
+class DynamicBatcher:
+    def __init__(
+        self, run_batch: RunBatch, config: BatcherConfig, observer: BatchObserver | None = None
+    ) -> None:
+        self._run_batch = run_batch
+        self._config = config
+        self._observer = observer or BatchObserver()
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._running = 0
+        self._incoming = 0
+        self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="roost-infer")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._recent_batch_seconds: collections.deque[float] = collections.deque(maxlen=32)
+        self._loop_task = asyncio.get_running_loop().create_task(self._collect_forever())
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def reserve(self, count: int) -> Reservation:
+        """Room for `count` images that the caller is about to decode and submit.
+
+        Raises:
+            Overloaded: the queue has no room for all of them.
+            NotReady: the batcher is shutting down.
+        """
+        if self._closed:
+            raise NotReady("this model version is being unloaded")
+        waiting = len(self._queue) + self._incoming
+        if waiting + count > self._config.max_queue_size:
+            raise Overloaded(
+                f"queue is full ({waiting} images waiting)", retry_after_s=self._retry_after_s()
+            )
+        self._incoming += count
+        return Reservation(self, count)
+
+    def _release(self, count: int) -> None:
+        self._incoming -= count
+        self._arrived.set()  # the collector may be waiting for these images: re-evaluate
+
+    def _enqueue(
+        self, images: list[np.ndarray], deadline: float, reserved: int
+    ) -> list[asyncio.Future[np.ndarray]]:
+        self._incoming -= reserved
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures = []
+        for image in images:
+            future: asyncio.Future[np.ndarray] = loop.create_future()
+            self._queue.append(_Item(image, future, now, deadline))
+            futures.append(future)
+        self._observer.on_depth(len(self._queue))
+        self._arrived.set()
+        return futures
+
+    async def close(self) -> None:
+        """Stop accepting, finish everything queued and running, then stop."""
+        self._closed = True
+        while self._queue or self._running or self._incoming:
+            await asyncio.sleep(0.005)
+        self._loop_task.cancel()
+        await asyncio.gather(self._loop_task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def _collect_forever(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _collect(self) -> list[_Item]:
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        first_at = self._queue[0].enqueued_at
+        close_at = first_at + self._config.max_queue_delay_ms / 1000.0
+        batch: list[_Item] = []
+        while len(batch) < self._config.max_batch_size:
+            if self._queue:
+                item = self._queue.popleft()
+                if item.future.done():  # cancelled by its request (client gone, deadline)
+                    continue
+                if item.deadline <= time.monotonic():
+                    item.future.set_exception(DeadlineExceeded("request deadline passed in queue"))
+                    continue
+                batch.append(item)
+                continue
+            if batch and self._incoming == 0:
+                break  # nothing else is on its way: waiting would only add latency
+            remaining = close_at - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        self._observer.on_depth(len(self._queue))
+        return batch
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        try:
+            started = time.monotonic()
+            self._observer.on_queue_wait([started - item.enqueued_at for item in batch])
+            images = [item.image for item in batch]
+            loop = asyncio.get_running_loop()
+            try:
+                scores = await loop.run_in_executor(self._executor, _stack_and_run, self._run_batch, images)
+            except Exception:
+                log.exception("inference failed for a batch of %d", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(InferenceFailed("inference failed; try again"))
+                return
+            seconds = time.monotonic() - started
+            self._recent_batch_seconds.append(seconds)
+            self._observer.on_batch(len(batch), seconds)
+            for item, row in zip(batch, scores, strict=True):
+                if not item.future.done():
+                    item.future.set_result(row)
+        finally:
+            self._running -= 1
+            self._slots.release()
+            self._arrived.set()  # wake the collector: an idle session may now take a lone item
+
+    def _retry_after_s(self) -> int:
+        """Seconds until the queue ahead would drain, from recent batch times; at least 1."""
+        if not self._recent_batch_seconds:
+            return 1
+        per_batch = sorted(self._recent_batch_seconds)[len(self._recent_batch_seconds) // 2]
+        batches_ahead = len(self._queue) / self._config.max_batch_size / self._config.concurrency
+        return max(1, round(per_batch * batches_ahead + 0.5))
+
+
+class Reservation:
+    """Queue room held for one request while it decodes; use as a context manager."""
+
+    def __init__(self, batcher: DynamicBatcher, count: int) -> None:
+        self._batcher = batcher
+        self._count = count
+
+    def submit(self, images: list[np.ndarray], deadline: float) -> list[asyncio.Future[np.ndarray]]:
+        """Queue the decoded images (as many as reserved) and return a future per image."""
+        if len(images) != self._count:
+            raise ValueError(f"reserved {self._count} images, got {len(images)}")
+        reserved, self._count = self._count, 0
+        return self._batcher._enqueue(images, deadline, reserved)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._count:
+            self._batcher._release(self._count)
+            self._count = 0
+
+
+def _stack_and_run(run_batch: RunBatch, images: list[np.ndarray]) -> np.ndarray:
+    return run_batch(np.stack(images))

@@ -1,0 +1,60 @@
+"""The `roost` command: `roost serve`, plus the training commands when TensorFlow is installed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from service.settings import ServiceSettings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "model_repo") and v is not None}
+    settings = ServiceSettings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roost", description="Roost image classification")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve", help="serve the model repository over HTTP",
+        description="Every option can also be set by environment variable ROOST_<OPTION>.",
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--model-repo", dest="model_repo", help="model repository (default ./model_repo)")
+    serve.set_defaults(func=_serve)
+    try:
+        from training.cli import add_training_commands
+    except ImportError:  # the training package is optional in a slim serving image
+        pass
+    else:
+        add_training_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Building one servable model version from its folder: every check of the contract, then warm-up.
+
+Blocking (file reads, session creation, warm-up inference): the registry runs it in a thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import ServiceError
+from service.model_config import ModelConfig
+from service.model_repository import (
+    Label,
+    ModelCard,
+    RepositoryError,
+    VersionFiles,
+    read_card,
+    read_labels,
+    sha256_of,
+)
+from service.preprocess import decode_image
+from service.runtime import OnnxClassifier
+from service.settings import ServiceSettings
+
+
+@dataclass(frozen=True)
+class VersionArtifacts:
+    """A version that passed every check and is warm: ready to get a batcher and traffic."""
+
+    files: VersionFiles
+    card: ModelCard
+    labels: list[Label]
+    classifier: OnnxClassifier
+
+
+def load_version(
+    files: VersionFiles, config: ModelConfig, settings: ServiceSettings
+) -> VersionArtifacts:
+    """Validate and warm one version. Raises RepositoryError saying what is wrong."""
+    card = read_card(files.path)
+    labels = read_labels(files.path)
+    if not files.onnx_path.is_file():
+        raise RepositoryError("model.onnx is missing")
+    digest = sha256_of(files.onnx_path)
+    if digest.lower() != card.sha256.lower():
+        raise RepositoryError(
+            f"model.onnx sha256 {digest[:12]}... does not match card.json {card.sha256[:12]}..."
+        )
+    classifier = OnnxClassifier(
+        files.onnx_path, card.image_size, len(labels), settings, instances=config.instances
+    )
+    classifier.warm_up(_warm_batch_sizes(classifier, config.max_batch_size))
+    _check_references(files, card, classifier, settings)
+    return VersionArtifacts(files, card, labels, classifier)
+
+
+def _warm_batch_sizes(classifier: OnnxClassifier, max_batch_size: int) -> list[int]:
+    # NOTE: CUDA picks kernels per input shape, so every shape the batcher can form is warmed;
+    # the CPU provider does not specialise, so the smallest and largest are enough.
+    if classifier.on_gpu:
+        return list(range(1, max_batch_size + 1))
+    return sorted({1, max_batch_size})
+
+
+def _check_references(
+    files: VersionFiles, card: ModelCard, classifier: OnnxClassifier, settings: ServiceSettings
+) -> None:
+    """Run the card's reference images through the full serving path; refuse on any mismatch."""
+    for ref in card.references:
+        path = (files.path / ref.file).resolve()
+        if files.path.resolve() not in path.parents or not path.is_file():
+            raise RepositoryError(f"reference image {ref.file!r} is missing")
+        try:
+            image = decode_image(
+                path.read_bytes(), card.image_size, card.resize, settings.max_image_pixels
+            )
+        except ServiceError as exc:
+            raise RepositoryError(f"reference image {ref.file!r}: {exc.message}") from None
+        top1 = int(np.argmax(classifier.run(image[np.newaxis])[0]))
+        if top1 != ref.top1:
+            raise RepositoryError(
+                f"reference {ref.file!r} gives top-1 {top1}, card.json says {ref.top1}"
+            )

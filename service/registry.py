@@ -1,0 +1,281 @@
+"""Which model versions serve: loading, atomic swaps, unloading after in-flight work, states.
+
+The registry is the only writer of routing state. Every change replaces a dict instead of
+mutating it, so a request that looked a version up keeps a consistent view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from service.batcher import BatchObserver, BatcherConfig, DynamicBatcher
+from service.errors import ModelNotFound, NotReady, VersionNotFound
+from service.loading import VersionArtifacts, load_version
+from service.metrics import ServiceMetrics
+from service.model_config import ModelConfig, select_versions
+from service.model_repository import ModelFiles, RepositoryError, VersionFiles, scan_repository
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+VersionState = Literal["loading", "ready", "failed", "unloading"]
+
+
+@dataclass
+class ServedVersion:
+    """A version taking traffic: its artifacts, its batcher and who is using it."""
+
+    name: str
+    version: int
+    config: ModelConfig
+    artifacts: VersionArtifacts
+    batcher: DynamicBatcher
+    leases: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def load_key(self) -> tuple[object, ...]:
+        return (self.artifacts.files.fingerprint, self.config)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[ServedVersion]:
+        """Held by a request from lookup to response, so unloading waits for it."""
+        self.leases += 1
+        self.idle.clear()
+        try:
+            yield self
+        finally:
+            self.leases -= 1
+            if self.leases == 0:
+                self.idle.set()
+
+
+@dataclass
+class VersionStatus:
+    state: VersionState
+    reason: str | None = None
+    load_key: tuple[object, ...] | None = None
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    config: ModelConfig | None = None
+    config_error: str | None = None
+    served: dict[int, ServedVersion] = field(default_factory=dict)
+    status: dict[int, VersionStatus] = field(default_factory=dict)
+
+    def latest(self) -> ServedVersion | None:
+        return self.served[max(self.served)] if self.served else None
+
+
+class ModelRegistry:
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._models: dict[str, ModelEntry] = {}
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.initial_load_done = False
+
+    # --- lookups (request path) -------------------------------------------------------------
+
+    def known_model(self, name: str) -> bool:
+        return name in self._models
+
+    def default_model(self) -> str:
+        if self._settings.default_model:
+            return self._settings.default_model
+        if len(self._models) == 1:
+            return next(iter(self._models))
+        raise ModelNotFound(
+            "name a model (?model=NAME); the server has several and no default is configured"
+        )
+
+    def get(self, name: str, version: int | None = None) -> ServedVersion:
+        entry = self._models.get(name)
+        if entry is None:
+            raise ModelNotFound(f"no model named {name!r}")
+        if version is None:
+            served = entry.latest()
+            if served is None:
+                raise NotReady(f"model {name!r} has no version ready{self._why(entry)}")
+            return served
+        if version in entry.served:
+            return entry.served[version]
+        status = entry.status.get(version)
+        if status is not None and status.state == "loading":
+            raise NotReady(f"version {version} of {name!r} is still loading")
+        if status is not None and status.state == "failed":
+            raise VersionNotFound(f"version {version} of {name!r} failed to load: {status.reason}")
+        raise VersionNotFound(f"model {name!r} has no version {version} serving")
+
+    def models(self) -> dict[str, ModelEntry]:
+        return dict(self._models)
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Ready when the first load is done and every model has a version serving."""
+        reasons = []
+        if not self.initial_load_done:
+            reasons.append("the model repository is still loading")
+        elif not self._models:
+            reasons.append(f"no models found in {self._settings.model_repo.name!r}")
+        for entry in self._models.values():
+            if not entry.served:
+                reasons.append(f"model {entry.name!r} has no version ready{self._why(entry)}")
+            loading = [v for v, s in entry.status.items() if s.state == "loading"]
+            if loading and not entry.served:
+                reasons.append(f"model {entry.name!r} is loading versions {loading}")
+        return not reasons, reasons
+
+    # --- loading (one reload at a time) ------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Bring what is served in line with the repository on disk."""
+        async with self._lock:
+            found = await asyncio.to_thread(scan_repository, self._settings.model_repo)
+            for files in found.values():
+                await self._sync_model(files)
+            for name in set(self._models) - set(found):
+                entry = self._models[name]
+                for version in list(entry.served):
+                    self._retire(entry, version)
+                del self._models[name]
+            self.initial_load_done = True
+            self._metrics.models_loaded.set(sum(1 for e in self._models.values() if e.served))
+
+    async def close(self) -> None:
+        async with self._lock:
+            for entry in self._models.values():
+                for version in list(entry.served):
+                    self._retire(entry, version)
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    async def _sync_model(self, files: ModelFiles) -> None:
+        entry = self._models.setdefault(files.name, ModelEntry(files.name))
+        if files.config is None:
+            if entry.config_error != files.config_error:
+                log.error("model %s: %s; versions already serving stay", files.name, files.config_error)
+                self._metrics.load_failures.labels(files.name).inc()
+            entry.config_error = files.config_error
+            return
+        entry.config_error = None
+        config = ModelConfig.resolve(files.config, self._settings)
+        entry.config = config
+
+        def key(v: int) -> tuple[object, ...]:
+            return (files.versions[v].fingerprint, config)
+
+        candidates = {
+            v for v in files.versions
+            if not (entry.status.get(v) and entry.status[v].state == "failed"
+                    and entry.status[v].load_key == key(v))
+        }
+        while True:
+            wanted = select_versions(config.version_policy, candidates)
+            stale = [v for v in wanted if v not in entry.served or entry.served[v].load_key != key(v)]
+            if not stale:
+                break
+            for version in sorted(stale, reverse=True):
+                if not await self._load(entry, files.versions[version], config, key(version)):
+                    candidates.discard(version)
+        for version in list(entry.served):
+            if version not in wanted:
+                self._retire(entry, version)
+        for version in list(entry.status):
+            if version not in files.versions and version not in entry.served:
+                del entry.status[version]
+
+    async def _load(
+        self, entry: ModelEntry, files: VersionFiles, config: ModelConfig, key: tuple[object, ...]
+    ) -> bool:
+        name, version = entry.name, files.version
+        entry.status[version] = VersionStatus("loading", load_key=key)
+        log.info("loading %s version %d", name, version)
+        try:
+            artifacts = await asyncio.to_thread(load_version, files, config, self._settings)
+        except Exception as exc:  # a broken model must never stop the server
+            reason = str(exc) if isinstance(exc, RepositoryError) else f"{type(exc).__name__}: {exc}"
+            log.error("model %s version %d failed to load: %s", name, version, reason)
+            entry.status[version] = VersionStatus("failed", reason, key)
+            self._metrics.load_failures.labels(name).inc()
+            return False
+        served = ServedVersion(
+            name, version, config, artifacts, self._make_batcher(name, version, config, artifacts)
+        )
+        served.idle.set()
+        previous = entry.served.get(version)
+        entry.served = {**entry.served, version: served}  # the atomic switch
+        entry.status[version] = VersionStatus("ready", load_key=key)
+        self._metrics.version_ready.labels(name, str(version)).set(1)
+        if previous is not None:
+            self._drain_in_background(previous)
+        log.info(
+            "serving %s version %d on %s", name, version, artifacts.classifier.providers[0]
+        )
+        return True
+
+    def _retire(self, entry: ModelEntry, version: int) -> None:
+        served = entry.served[version]
+        entry.served = {v: s for v, s in entry.served.items() if v != version}
+        entry.status[version] = VersionStatus("unloading", load_key=served.load_key)
+        self._metrics.version_ready.remove(entry.name, str(version))
+        self._metrics.queue_depth.remove(entry.name, str(version))
+        log.info("unloading %s version %d after its in-flight requests", entry.name, version)
+
+        def forget() -> None:
+            if entry.status.get(version) and entry.status[version].state == "unloading":
+                del entry.status[version]
+
+        self._drain_in_background(served, on_done=forget)
+
+    def _drain_in_background(
+        self, served: ServedVersion, on_done: Callable[[], None] | None = None
+    ) -> None:
+        async def drain() -> None:
+            await served.idle.wait()
+            await served.batcher.close()
+            if on_done is not None:
+                on_done()
+
+        task = asyncio.get_running_loop().create_task(drain())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _make_batcher(
+        self, name: str, version: int, config: ModelConfig, artifacts: VersionArtifacts
+    ) -> DynamicBatcher:
+        labels = (name, str(version))
+        m = self._metrics
+
+        def on_batch(size: int, seconds: float) -> None:
+            m.batches.labels(*labels).inc()
+            m.images.labels(*labels).inc(size)
+            m.batch_size.labels(*labels).observe(size)
+            m.inference_seconds.labels(*labels).observe(seconds)
+
+        def on_queue_wait(waits: list[float]) -> None:
+            histogram = m.queue_wait_seconds.labels(*labels)
+            for wait in waits:
+                histogram.observe(wait)
+
+        return DynamicBatcher(
+            artifacts.classifier.run,
+            BatcherConfig(
+                config.max_batch_size, config.max_queue_delay_ms, config.max_queue_size,
+                concurrency=config.instances,
+            ),
+            BatchObserver(on_batch, on_queue_wait, m.queue_depth.labels(*labels).set),
+        )
+
+    @staticmethod
+    def _why(entry: ModelEntry) -> str:
+        if entry.config_error:
+            return f" ({entry.config_error})"
+        failed = [f"v{v}: {s.reason}" for v, s in sorted(entry.status.items()) if s.state == "failed"]
+        return f" ({'; '.join(failed)})" if failed else ""

@@ -1,0 +1,118 @@
+"""ONNX Runtime sessions for one model version: provider choice, I/O checks, warm-up, run."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.model_repository import RepositoryError
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def choose_providers(settings: ServiceSettings) -> list[str]:
+    """CUDA first when onnxruntime-gpu sees a GPU and settings allow it, CPU always last."""
+    available = ort.get_available_providers()
+    if settings.use_cuda and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxClassifier:
+    """`instances` sessions over one model.onnx; `run` is thread-safe and uses a free session.
+
+    Raises RepositoryError from the constructor when the model breaks the repository contract.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        image_size: tuple[int, int],
+        num_classes: int,
+        settings: ServiceSettings,
+        instances: int = 1,
+    ) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.intra_op_threads
+        options.inter_op_num_threads = settings.inter_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = choose_providers(settings)
+        model_bytes = path.read_bytes()
+        try:
+            sessions = [
+                ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+                for _ in range(instances)
+            ]
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            raise RepositoryError(f"model.onnx does not load: {_first_line(exc)}") from None
+        self._check_io(sessions[0], image_size, num_classes)
+        self.providers: list[str] = sessions[0].get_providers()
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self._input_name = sessions[0].get_inputs()[0].name
+        self._output_name = sessions[0].get_outputs()[0].name
+        self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
+        for session in sessions:
+            self._free.put(session)
+        self.instances = instances
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.providers[0] == "CUDAExecutionProvider"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities `[N, C]` for a uint8 `[N, H, W, 3]` batch. Blocks; call from a thread."""
+        session = self._free.get()
+        try:
+            (scores,) = session.run([self._output_name], {self._input_name: batch})
+        finally:
+            self._free.put(session)
+        return np.asarray(scores, dtype=np.float32)
+
+    def warm_up(self, batch_sizes: Iterable[int]) -> None:
+        """Run every session once per batch size so the first users don't pay for allocation."""
+        height, width = self.image_size
+        for size in batch_sizes:
+            dummy = np.zeros((size, height, width, 3), dtype=np.uint8)
+            for _ in range(self.instances):
+                scores = self.run(dummy)
+                if scores.shape != (size, self.num_classes):
+                    raise RepositoryError(
+                        f"output shape {list(scores.shape)} for a batch of {size}, "
+                        f"expected [{size}, {self.num_classes}]"
+                    )
+
+    @staticmethod
+    def _check_io(
+        session: ort.InferenceSession, image_size: tuple[int, int], num_classes: int
+    ) -> None:
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1:
+            raise RepositoryError(f"model has {len(inputs)} inputs; expected one image input")
+        spec = inputs[0]
+        if spec.type != "tensor(uint8)":
+            raise RepositoryError(f"input must be uint8, not {spec.type}")
+        shape = list(spec.shape)
+        if len(shape) != 4 or shape[3] != 3:
+            raise RepositoryError(f"input must be NHWC [N, H, W, 3], not {shape}")
+        if all(isinstance(d, int) for d in shape[1:3]) and tuple(shape[1:3]) != image_size:
+            raise RepositoryError(
+                f"input is {shape[1]}x{shape[2]} but card.json says {image_size[0]}x{image_size[1]}"
+            )
+        out_shape = list(outputs[0].shape)
+        if len(out_shape) != 2:
+            raise RepositoryError(f"output must be [N, C] probabilities, not {out_shape}")
+        if isinstance(out_shape[1], int) and out_shape[1] != num_classes:
+            raise RepositoryError(
+                f"model outputs {out_shape[1]} classes but labels.txt has {num_classes}"
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n")[0][:300]

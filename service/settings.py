@@ -1,0 +1,47 @@
+"""Server-wide settings, read from the environment (``ROOST_*``) and the command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Every knob of the service. Per-model `config.json` overrides the batching ones."""
+
+    model_config = SettingsConfigDict(env_prefix="ROOST_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    model_repo: Path = Path("model_repo")
+    default_model: str | None = None
+    """Model used when a request names none; unset means the only model in the repository."""
+
+    # Batching defaults (per-model config.json overrides them).
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
+    max_queue_size: int = Field(512, ge=1)
+    instances: int = Field(1, ge=1, le=64)
+    default_top_k: int = Field(5, ge=1)
+
+    request_timeout_s: float = Field(30.0, gt=0.0)
+    """Deadline per request: past it the client gets 504 and its queued work is dropped."""
+    poll_interval_s: float = Field(10.0, ge=0.0)
+    """How often the repository is re-scanned for new or removed versions; 0 turns it off."""
+
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(60_000_000, ge=1)
+    """Decompression-bomb guard: images declaring more pixels are refused before decoding."""
+    max_files_per_request: int = Field(64, ge=1)
+    decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+
+    use_cuda: bool = True
+    """Use CUDAExecutionProvider when onnxruntime-gpu and a GPU are present."""
+    intra_op_threads: int = Field(0, ge=0)
+    """ONNX Runtime threads per session; 0 lets ONNX Runtime use every core."""
+    inter_op_threads: int = Field(0, ge=0)
+
+    log_level: str = "info"

@@ -1,0 +1,25 @@
+"""What the lifespan builds and every request reads: one object, no module-level globals."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from service.metrics import ServiceMetrics
+from service.registry import ModelRegistry
+from service.settings import ServiceSettings
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    metrics: ServiceMetrics
+    registry: ModelRegistry
+    decode_pool: ThreadPoolExecutor
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.roost
+    return state
