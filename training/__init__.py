@@ -1,0 +1,1 @@
+"""Roost training: Keras transfer learning, evaluation, ONNX export and publishing."""
