@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -175,7 +175,9 @@ class DynamicBatcher:
             images = [item.image for item in batch]
             loop = asyncio.get_running_loop()
             try:
-                scores = await loop.run_in_executor(self._executor, _stack_and_run, self._run_batch, images)
+                scores = await loop.run_in_executor(
+                    self._executor, _stack_and_run, self._run_batch, images
+                )
             except Exception:
                 log.exception("inference failed for a batch of %d", len(batch))
                 for item in batch:

@@ -15,7 +15,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
 
-    overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "model_repo") and v is not None}
+    overrides = {
+        k: v for k, v in vars(args).items() if k in ("host", "port", "model_repo") and v is not None
+    }
     settings = ServiceSettings(**overrides)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -34,12 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost image classification")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
-        "serve", help="serve the model repository over HTTP",
+        "serve",
+        help="serve the model repository over HTTP",
         description="Every option can also be set by environment variable ROOST_<OPTION>.",
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
-    serve.add_argument("--model-repo", dest="model_repo", help="model repository (default ./model_repo)")
+    serve.add_argument(
+        "--model-repo", dest="model_repo", help="model repository (default ./model_repo)"
+    )
     serve.set_defaults(func=_serve)
     try:
         from training.cli import add_training_commands

@@ -8,10 +8,25 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 UNKNOWN_MODEL = "_unknown"
-"""Label value for requests naming a model the server does not have: client text never becomes a label."""
+"""Label value for requests naming a model the server lacks: client text is never a label."""
 
 _LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
 
@@ -21,8 +36,10 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "roost_requests", "Classification requests by outcome (HTTP status code).",
-            ["model", "version", "code"], registry=r,
+            "roost_requests",
+            "Classification requests by outcome (HTTP status code).",
+            ["model", "version", "code"],
+            registry=r,
         )
         self.images = Counter(
             "roost_images", "Images classified.", ["model", "version"], registry=r
@@ -31,36 +48,57 @@ class ServiceMetrics:
             "roost_batch_executions", "Batched session runs.", ["model", "version"], registry=r
         )
         self.request_seconds = Histogram(
-            "roost_request_duration_seconds", "Time from request start to response, classify only.",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+            "roost_request_duration_seconds",
+            "Time from request start to response, classify only.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.decode_seconds = Histogram(
-            "roost_decode_duration_seconds", "Decode + resize time per image.",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+            "roost_decode_duration_seconds",
+            "Decode + resize time per image.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_wait_seconds = Histogram(
-            "roost_queue_wait_seconds", "Time an image waited in the batch queue.",
-            ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
+            "roost_queue_wait_seconds",
+            "Time an image waited in the batch queue.",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.inference_seconds = Histogram(
-            "roost_inference_duration_seconds", "Session run time per batch.",
-            ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
+            "roost_inference_duration_seconds",
+            "Session run time per batch.",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "roost_batch_size", "Images per batched session run.",
-            ["model", "version"], buckets=_BATCH_BUCKETS, registry=r,
+            "roost_batch_size",
+            "Images per batched session run.",
+            ["model", "version"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
-            "roost_queue_depth", "Images waiting in the batch queue.",
-            ["model", "version"], registry=r,
+            "roost_queue_depth",
+            "Images waiting in the batch queue.",
+            ["model", "version"],
+            registry=r,
         )
         self.version_ready = Gauge(
-            "roost_model_version_ready", "1 while a model version is loaded and serving.",
-            ["model", "version"], registry=r,
+            "roost_model_version_ready",
+            "1 while a model version is loaded and serving.",
+            ["model", "version"],
+            registry=r,
         )
         self.load_failures = Counter(
-            "roost_model_load_failures", "Model versions that failed to load.",
-            ["model"], registry=r,
+            "roost_model_load_failures",
+            "Model versions that failed to load.",
+            ["model"],
+            registry=r,
         )
         self.models_loaded = Gauge(
             "roost_models_loaded", "Models with at least one version serving.", registry=r

@@ -14,8 +14,6 @@ def top_k(scores: np.ndarray, k: int, labels: list[Label]) -> list[Prediction]:
     best = np.argpartition(-scores, k - 1)[:k]
     best = best[np.argsort(-scores[best], kind="stable")]
     return [
-        Prediction(
-            label=labels[i].name, index=int(i), score=float(scores[i]), url=labels[i].url
-        )
+        Prediction(label=labels[i].name, index=int(i), score=float(scores[i]), url=labels[i].url)
         for i in best
     ]

@@ -39,7 +39,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             declared = image.width * image.height
             if declared > max_pixels:
                 raise PayloadTooLarge(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from service.batcher import BatchObserver, BatcherConfig, DynamicBatcher
+from service.batcher import BatcherConfig, BatchObserver, DynamicBatcher
 from service.errors import ModelNotFound, NotReady, VersionNotFound
 from service.loading import VersionArtifacts, load_version
 from service.metrics import ServiceMetrics
@@ -160,7 +160,9 @@ class ModelRegistry:
         entry = self._models.setdefault(files.name, ModelEntry(files.name))
         if files.config is None:
             if entry.config_error != files.config_error:
-                log.error("model %s: %s; versions already serving stay", files.name, files.config_error)
+                log.error(
+                    "model %s: %s; versions already serving stay", files.name, files.config_error
+                )
                 self._metrics.load_failures.labels(files.name).inc()
             entry.config_error = files.config_error
             return
@@ -172,13 +174,19 @@ class ModelRegistry:
             return (files.versions[v].fingerprint, config)
 
         candidates = {
-            v for v in files.versions
-            if not (entry.status.get(v) and entry.status[v].state == "failed"
-                    and entry.status[v].load_key == key(v))
+            v
+            for v in files.versions
+            if not (
+                entry.status.get(v)
+                and entry.status[v].state == "failed"
+                and entry.status[v].load_key == key(v)
+            )
         }
         while True:
             wanted = select_versions(config.version_policy, candidates)
-            stale = [v for v in wanted if v not in entry.served or entry.served[v].load_key != key(v)]
+            stale = [
+                v for v in wanted if v not in entry.served or entry.served[v].load_key != key(v)
+            ]
             if not stale:
                 break
             for version in sorted(stale, reverse=True):
@@ -200,7 +208,9 @@ class ModelRegistry:
         try:
             artifacts = await asyncio.to_thread(load_version, files, config, self._settings)
         except Exception as exc:  # a broken model must never stop the server
-            reason = str(exc) if isinstance(exc, RepositoryError) else f"{type(exc).__name__}: {exc}"
+            reason = (
+                str(exc) if isinstance(exc, RepositoryError) else f"{type(exc).__name__}: {exc}"
+            )
             log.error("model %s version %d failed to load: %s", name, version, reason)
             entry.status[version] = VersionStatus("failed", reason, key)
             self._metrics.load_failures.labels(name).inc()
@@ -215,9 +225,7 @@ class ModelRegistry:
         self._metrics.version_ready.labels(name, str(version)).set(1)
         if previous is not None:
             self._drain_in_background(previous)
-        log.info(
-            "serving %s version %d on %s", name, version, artifacts.classifier.providers[0]
-        )
+        log.info("serving %s version %d on %s", name, version, artifacts.classifier.providers[0])
         return True
 
     def _retire(self, entry: ModelEntry, version: int) -> None:
@@ -267,7 +275,9 @@ class ModelRegistry:
         return DynamicBatcher(
             artifacts.classifier.run,
             BatcherConfig(
-                config.max_batch_size, config.max_queue_delay_ms, config.max_queue_size,
+                config.max_batch_size,
+                config.max_queue_delay_ms,
+                config.max_queue_size,
                 concurrency=config.instances,
             ),
             BatchObserver(on_batch, on_queue_wait, m.queue_depth.labels(*labels).set),
@@ -277,5 +287,7 @@ class ModelRegistry:
     def _why(entry: ModelEntry) -> str:
         if entry.config_error:
             return f" ({entry.config_error})"
-        failed = [f"v{v}: {s.reason}" for v, s in sorted(entry.status.items()) if s.state == "failed"]
+        failed = [
+            f"v{v}: {s.reason}" for v, s in sorted(entry.status.items()) if s.state == "failed"
+        ]
         return f" ({'; '.join(failed)})" if failed else ""

@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 
 class Prediction(BaseModel):
     label: str
-    index: int = Field(description="Output index of the class, the line number in labels.txt minus one")
+    index: int = Field(
+        description="Output index of the class, the line number in labels.txt minus one"
+    )
     score: float = Field(description="Probability, 0..1")
     url: str | None = Field(None, description="A page about the class, when labels.txt gives one")
 

@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     """Every knob of the service. Per-model `config.json` overrides the batching ones."""
 
-    model_config = SettingsConfigDict(env_prefix="ROOST_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ROOST_", extra="ignore", use_attribute_docstrings=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

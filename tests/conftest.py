@@ -32,9 +32,20 @@ class RoostServer:
         environment = {**os.environ, "ROOST_POLL_INTERVAL_S": "0", **env}
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
-             "--model-repo", str(repo)],
-            env=environment, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--model-repo",
+                str(repo),
+            ],
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self.client = httpx.Client(base_url=self.url, timeout=30.0)
         self._wait_for("/healthz")

@@ -13,10 +13,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from modelkit import COLOUR_LABELS, colour_model, publish, solid_png
 from PIL import Image
 from skimage import data as photos
-
-from modelkit import COLOUR_LABELS, colour_model, publish, solid_png
 
 
 def encode(array: np.ndarray, fmt: str) -> bytes:
@@ -52,8 +51,14 @@ def colours_server(repo: Path, start_server):  # type: ignore[no-untyped-def]
     publish(repo, "colours", 1, config={"version_policy": "all"})
     publish(repo, "colours", 2, size=(24, 24))
     publish(repo, "other", 1)
-    publish(repo, "other", 2, labels=["a", "b", "c", "d"], size=(16, 16),
-            model=colour_model((16, 16), 4))
+    publish(
+        repo,
+        "other",
+        2,
+        labels=["a", "b", "c", "d"],
+        size=(16, 16),
+        model=colour_model((16, 16), 4),
+    )
     server = start_server(repo, ROOST_MAX_UPLOAD_BYTES=str(1024 * 1024))
     server.wait_ready()
     return server
@@ -78,15 +83,20 @@ def test_classifies_real_photos(colours_server, fmt: str) -> None:  # type: igno
 
 def test_several_files_raw_body_and_top_k(colours_server) -> None:  # type: ignore[no-untyped-def]
     c = colours_server.client
-    files = [("file", (f"{c_}.png", solid_png(rgb), "image/png"))
-             for c_, rgb in [("r", (240, 5, 5)), ("g", (5, 240, 5)), ("b", (5, 5, 240))]]
+    files = [
+        ("file", (f"{c_}.png", solid_png(rgb), "image/png"))
+        for c_, rgb in [("r", (240, 5, 5)), ("g", (5, 240, 5)), ("b", (5, 5, 240))]
+    ]
     r = c.post("/v1/models/colours/classify?top_k=2", files=files)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert [x["predictions"][0]["label"] for x in results] == ["red", "green", "blue"]
     assert all(len(x["predictions"]) == 2 for x in results)
-    raw = c.post("/v1/classify?model=colours&top_k=1", content=solid_png((5, 5, 240)),
-                 headers={"content-type": "image/png"})
+    raw = c.post(
+        "/v1/classify?model=colours&top_k=1",
+        content=solid_png((5, 5, 240)),
+        headers={"content-type": "image/png"},
+    )
     assert raw.status_code == 200
     assert raw.json()["results"][0]["filename"] is None
     assert [p["label"] for p in raw.json()["results"][0]["predictions"]] == ["blue"]
@@ -102,7 +112,9 @@ def test_routing_by_name_and_version(colours_server) -> None:  # type: ignore[no
     assert len(other["results"][0]["predictions"]) == 4  # top_k defaults to 5, capped at C
     models = c.get("/v1/models").json()["models"]
     assert {m["name"]: [v["version"] for v in m["versions"]] for m in models} == {
-        "colours": [1, 2], "other": [2]}  # other has the default policy: latest 1
+        "colours": [1, 2],
+        "other": [2],
+    }  # other has the default policy: latest 1
     detail = c.get("/v1/models/colours").json()
     assert detail["labels"] == COLOUR_LABELS and detail["image_size"] == [24, 24]
     assert detail["card"]["metrics"] == {"test_accuracy": 1.0}
@@ -111,18 +123,78 @@ def test_routing_by_name_and_version(colours_server) -> None:  # type: ignore[no
 @pytest.mark.parametrize(
     ("path", "kwargs", "status", "code"),
     [
-        ("/v1/classify?model=nope", {"content": b"x", "headers": {"content-type": "image/png"}}, 404, "model_not_found"),
-        ("/v1/models/colours/versions/7/classify", {"content": b"x", "headers": {"content-type": "image/png"}}, 404, "version_not_found"),
-        ("/v1/classify?model=colours", {"content": b"just text", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
-        ("/v1/classify?model=colours", {"content": b"<html></html>", "headers": {"content-type": "image/jpeg"}}, 415, "invalid_image"),
-        ("/v1/classify?model=colours", {"content": solid_png((1, 1, 1))[:60], "headers": {"content-type": "image/png"}}, 415, "invalid_image"),
-        ("/v1/classify?model=colours", {"content": b"", "headers": {"content-type": "image/png"}}, 415, "invalid_image"),
-        ("/v1/classify?model=colours&top_k=0", {"content": solid_png((1, 1, 1)), "headers": {"content-type": "image/png"}}, 422, "invalid_parameter"),
-        ("/v1/classify?model=colours&top_k=4", {"content": solid_png((1, 1, 1)), "headers": {"content-type": "image/png"}}, 422, "invalid_parameter"),
-        ("/v1/classify?model=colours&version=abc", {"content": solid_png((1, 1, 1)), "headers": {"content-type": "image/png"}}, 422, "invalid_parameter"),
-        ("/v1/classify?model=colours", {"files": {"other": ("x.png", b"123", "image/png")}}, 400, "bad_request"),
-        ("/v1/classify", {"content": solid_png((1, 1, 1)), "headers": {"content-type": "image/png"}}, 404, "model_not_found"),
-        ("/v1/classify?model=colours", {"content": b"\0" * (1024 * 1024 + 1), "headers": {"content-type": "image/png"}}, 413, "payload_too_large"),
+        (
+            "/v1/classify?model=nope",
+            {"content": b"x", "headers": {"content-type": "image/png"}},
+            404,
+            "model_not_found",
+        ),
+        (
+            "/v1/models/colours/versions/7/classify",
+            {"content": b"x", "headers": {"content-type": "image/png"}},
+            404,
+            "version_not_found",
+        ),
+        (
+            "/v1/classify?model=colours",
+            {"content": b"just text", "headers": {"content-type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "/v1/classify?model=colours",
+            {"content": b"<html></html>", "headers": {"content-type": "image/jpeg"}},
+            415,
+            "invalid_image",
+        ),
+        (
+            "/v1/classify?model=colours",
+            {"content": solid_png((1, 1, 1))[:60], "headers": {"content-type": "image/png"}},
+            415,
+            "invalid_image",
+        ),
+        (
+            "/v1/classify?model=colours",
+            {"content": b"", "headers": {"content-type": "image/png"}},
+            415,
+            "invalid_image",
+        ),
+        (
+            "/v1/classify?model=colours&top_k=0",
+            {"content": solid_png((1, 1, 1)), "headers": {"content-type": "image/png"}},
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/classify?model=colours&top_k=4",
+            {"content": solid_png((1, 1, 1)), "headers": {"content-type": "image/png"}},
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/classify?model=colours&version=abc",
+            {"content": solid_png((1, 1, 1)), "headers": {"content-type": "image/png"}},
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/classify?model=colours",
+            {"files": {"other": ("x.png", b"123", "image/png")}},
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/classify",
+            {"content": solid_png((1, 1, 1)), "headers": {"content-type": "image/png"}},
+            404,
+            "model_not_found",
+        ),
+        (
+            "/v1/classify?model=colours",
+            {"content": b"\0" * (1024 * 1024 + 1), "headers": {"content-type": "image/png"}},
+            413,
+            "payload_too_large",
+        ),
     ],
 )
 def test_error_statuses(colours_server, path, kwargs, status, code) -> None:  # type: ignore[no-untyped-def]
@@ -136,8 +208,11 @@ def test_too_many_pixels_and_files(repo: Path, start_server) -> None:  # type: i
     publish(repo, "colours", 1)
     server = start_server(repo, ROOST_MAX_IMAGE_PIXELS="10000", ROOST_MAX_FILES_PER_REQUEST="2")
     server.wait_ready()
-    big = server.client.post("/v1/classify", content=solid_png((1, 2, 3), (200, 200)),
-                             headers={"content-type": "image/png"})
+    big = server.client.post(
+        "/v1/classify",
+        content=solid_png((1, 2, 3), (200, 200)),
+        headers={"content-type": "image/png"},
+    )
     assert big.status_code == 413 and "pixels" in big.json()["error"]["message"]
     files = [("file", (f"{i}.png", solid_png((1, 2, 3)), "image/png")) for i in range(3)]
     many = server.client.post("/v1/classify", files=files)
@@ -149,11 +224,16 @@ def test_metrics_move_after_requests(colours_server) -> None:  # type: ignore[no
     c = colours_server.client
     before = c.get("/metrics").text
     for _ in range(3):
-        c.post("/v1/classify?model=colours", files={"file": ("x.png", solid_png((9, 9, 9)), "image/png")})
+        c.post(
+            "/v1/classify?model=colours",
+            files={"file": ("x.png", solid_png((9, 9, 9)), "image/png")},
+        )
     c.post("/v1/classify?model=secret-name", content=b"x", headers={"content-type": "image/png"})
     after = c.get("/metrics").text
+
     def delta(name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)
+
     assert delta("roost_requests_total", model="colours", version="2", code="200") == 3
     assert delta("roost_images_total", model="colours") == 3
     assert delta("roost_request_duration_seconds_count", model="colours") == 3
@@ -189,7 +269,9 @@ def test_broken_versions_are_reported_and_skipped(repo: Path, start_server) -> N
     models: list[dict] = []  # type: ignore[type-arg]
     for _ in range(600):
         models = server.client.get("/v1/models").json()["models"]
-        if len(models) == 5 and all(m["versions"] and m["versions"][0]["state"] != "loading" for m in models):
+        if len(models) == 5 and all(
+            m["versions"] and m["versions"][0]["state"] != "loading" for m in models
+        ):
             break
         time.sleep(0.05)
     states = {m["name"]: m["versions"][0] for m in models}
@@ -200,20 +282,31 @@ def test_broken_versions_are_reported_and_skipped(repo: Path, start_server) -> N
     assert "does not load" in states["notonnx"]["reason"]
     assert all(states[n]["state"] == "failed" for n in ("badsha", "badref", "badlabels", "notonnx"))
     assert server.client.get("/readyz").status_code == 503  # failed models are not served
-    ok = server.client.post("/v1/classify?model=good", content=solid_png((1, 200, 1)),
-                            headers={"content-type": "image/png"})
+    ok = server.client.post(
+        "/v1/classify?model=good",
+        content=solid_png((1, 200, 1)),
+        headers={"content-type": "image/png"},
+    )
     assert ok.status_code == 200
-    bad = server.client.post("/v1/classify?model=badsha", content=solid_png((1, 200, 1)),
-                             headers={"content-type": "image/png"})
+    bad = server.client.post(
+        "/v1/classify?model=badsha",
+        content=solid_png((1, 200, 1)),
+        headers={"content-type": "image/png"},
+    )
     assert bad.status_code == 503 and "sha256" in bad.json()["error"]["message"]
     assert metric(server.client.get("/metrics").text, "roost_model_load_failures_total") == 4
 
 
-def _hammer(url: str, model: str, stop: threading.Event, outcomes: list[int], versions: set[int]) -> None:
+def _hammer(
+    url: str, model: str, stop: threading.Event, outcomes: list[int], versions: set[int]
+) -> None:
     with httpx.Client(base_url=url, timeout=30) as client:
         while not stop.is_set():
-            r = client.post(f"/v1/classify?model={model}", content=solid_png((200, 10, 10)),
-                            headers={"content-type": "image/png"})
+            r = client.post(
+                f"/v1/classify?model={model}",
+                content=solid_png((200, 10, 10)),
+                headers={"content-type": "image/png"},
+            )
             outcomes.append(r.status_code)
             if r.status_code == 200:
                 versions.add(r.json()["version"])
@@ -224,8 +317,10 @@ def test_new_and_corrupt_versions_published_under_load(repo: Path, start_server)
     server = start_server(repo)
     server.wait_ready()
     stop, outcomes, versions = threading.Event(), [], set()  # type: ignore[var-annotated]
-    threads = [threading.Thread(target=_hammer, args=(server.url, "colours", stop, outcomes, versions))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=_hammer, args=(server.url, "colours", stop, outcomes, versions))
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     try:
@@ -248,8 +343,11 @@ def test_new_and_corrupt_versions_published_under_load(repo: Path, start_server)
     states = {v["version"]: v["state"] for v in listing["versions"]}
     assert states[2] == "ready" and states[3] == "failed"
     assert 1 not in states or states[1] == "unloading"
-    after = server.client.post("/v1/classify?model=colours", content=solid_png((1, 1, 200)),
-                               headers={"content-type": "image/png"})
+    after = server.client.post(
+        "/v1/classify?model=colours",
+        content=solid_png((1, 1, 200)),
+        headers={"content-type": "image/png"},
+    )
     assert after.json()["version"] == 2
 
 
@@ -260,10 +358,15 @@ def test_removed_version_unloads_and_latest_takes_over(repo: Path, start_server)
     server.wait_ready()
     shutil.rmtree(repo / "colours" / "2")
     server.client.post("/v1/repository/reload")
-    r = server.client.post("/v1/classify", content=solid_png((1, 1, 200)), headers={"content-type": "image/png"})
+    r = server.client.post(
+        "/v1/classify", content=solid_png((1, 1, 200)), headers={"content-type": "image/png"}
+    )
     assert r.json()["version"] == 1
-    gone = server.client.post("/v1/models/colours/versions/2/classify", content=solid_png((1, 1, 200)),
-                              headers={"content-type": "image/png"})
+    gone = server.client.post(
+        "/v1/models/colours/versions/2/classify",
+        content=solid_png((1, 1, 200)),
+        headers={"content-type": "image/png"},
+    )
     assert gone.status_code == 404
 
 
@@ -275,9 +378,13 @@ def test_concurrent_requests_share_batches(repo: Path, start_server) -> None:  #
 
     async def send_all() -> list[int]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+
             async def one() -> int:
-                r = await client.post("/v1/classify", content=png, headers={"content-type": "image/png"})
+                r = await client.post(
+                    "/v1/classify", content=png, headers={"content-type": "image/png"}
+                )
                 return r.status_code
+
             return list(await asyncio.gather(*(one() for _ in range(32))))
 
     codes = asyncio.run(send_all())

@@ -18,7 +18,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get(
-    "/readyz", response_model=Readiness,
+    "/readyz",
+    response_model=Readiness,
     summary="Readiness: 200 only when every model has a version loaded and warm",
     responses={503: {"model": Readiness, "description": "Not ready, with reasons"}},
 )

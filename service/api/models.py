@@ -21,7 +21,9 @@ router = APIRouter(tags=["models"])
 
 
 def summarize(entry: ModelEntry) -> ModelSummary:
-    versions = {v: VersionInfo(version=v, state=s.state, reason=s.reason) for v, s in entry.status.items()}
+    versions = {
+        v: VersionInfo(version=v, state=s.state, reason=s.reason) for v, s in entry.status.items()
+    }
     for v in entry.served:  # a version serving while its replacement loads shows as ready
         versions[v] = VersionInfo(version=v, state="ready")
     latest = entry.latest()
@@ -33,14 +35,18 @@ def summarize(entry: ModelEntry) -> ModelSummary:
     )
 
 
-@router.get("/v1/models", response_model=ModelList, summary="Every model and the state of its versions")
+@router.get(
+    "/v1/models", response_model=ModelList, summary="Every model and the state of its versions"
+)
 async def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
     models = state.registry.models()
     return ModelList(models=[summarize(models[name]) for name in sorted(models)])
 
 
 @router.get(
-    "/v1/models/{name}", response_model=ModelDetail, responses=ERROR_RESPONSES,
+    "/v1/models/{name}",
+    response_model=ModelDetail,
+    responses=ERROR_RESPONSES,
     summary="Labels, input size, versions and card of a model",
 )
 async def model_detail(
@@ -49,7 +55,9 @@ async def model_detail(
     entry = state.registry.models().get(name)
     if entry is None:
         raise ModelNotFound(f"no model named {name!r}")
-    served = state.registry.get(name)  # NotReady when nothing serves: details come from a loaded card
+    served = state.registry.get(
+        name
+    )  # NotReady when nothing serves: details come from a loaded card
     artifacts = served.artifacts
     return ModelDetail(
         **summarize(entry).model_dump(),
@@ -62,7 +70,9 @@ async def model_detail(
 
 
 @router.get(
-    "/v1/models/{name}/ready", response_model=Readiness, responses=ERROR_RESPONSES,
+    "/v1/models/{name}/ready",
+    response_model=Readiness,
+    responses=ERROR_RESPONSES,
     summary="200 when the model has a version serving",
 )
 async def model_ready(
@@ -71,12 +81,15 @@ async def model_ready(
     try:
         state.registry.get(name)
     except NotReady as exc:
-        return JSONResponse(Readiness(ready=False, reasons=[exc.message]).model_dump(), status_code=503)
+        return JSONResponse(
+            Readiness(ready=False, reasons=[exc.message]).model_dump(), status_code=503
+        )
     return Readiness(ready=True)
 
 
 @router.post(
-    "/v1/repository/reload", response_model=ModelList,
+    "/v1/repository/reload",
+    response_model=ModelList,
     summary="Re-scan the model repository now; returns the models after the reload",
 )
 async def reload_repository(state: ServiceState = Depends(get_state)) -> ModelList:

@@ -45,8 +45,9 @@ async def read_uploads(request: Request, settings: ServiceSettings) -> list[Uplo
         return await _multipart_files(request, body, settings.max_files_per_request)
     if content_type.startswith("image/") or content_type.startswith("application/octet-stream"):
         return [Upload(None, body)]
+    sent = content_type or "no content type"
     raise UnsupportedMediaType(
-        f"send multipart/form-data with 'file' parts or an image/* body, not {content_type or 'no content type'!r}"
+        f"send multipart/form-data with 'file' parts or an image/* body, not {sent!r}"
     )
 
 

@@ -1,0 +1,172 @@
+"""DynamicBatcher on its own, with a recording fake session."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batcher import BatcherConfig, DynamicBatcher
+from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+
+
+class FakeSession:
+    """Returns each image's first pixel as its scores; records batch sizes; can block or fail."""
+
+    def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
+        self.batch_sizes: list[int] = []
+        self.delay_s = delay_s
+        self.fail = fail
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.gate.wait(5)
+        self.batch_sizes.append(len(batch))
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("CUDA error: out of memory")
+        return batch[:, 0, 0, :].astype(np.float32)
+
+
+def image(value: int) -> np.ndarray:
+    return np.full((2, 2, 3), value, dtype=np.uint8)
+
+
+def far() -> float:
+    return time.monotonic() + 30
+
+
+async def submit(
+    batcher: DynamicBatcher, values: list[int], deadline: float | None = None
+) -> list[np.ndarray]:
+    with batcher.reserve(len(values)) as slot:
+        futures = slot.submit([image(v) for v in values], deadline or far())
+    return list(await asyncio.gather(*futures))
+
+
+def make(session: FakeSession, **config: float) -> DynamicBatcher:
+    defaults: dict[str, float] = {
+        "max_batch_size": 8,
+        "max_queue_delay_ms": 50,
+        "max_queue_size": 64,
+    }
+    defaults.update(config)
+    return DynamicBatcher(session, BatcherConfig(**defaults))  # type: ignore[arg-type]
+
+
+async def test_concurrent_submits_form_one_batch_with_right_results() -> None:
+    session = FakeSession()
+    batcher = make(session)
+    # Reserve first, as requests still decoding would: the batcher waits for them.
+    slots = [batcher.reserve(1) for _ in range(5)]
+    futures = [f for i, s in enumerate(slots) for f in s.submit([image(i)], far())]
+    results = await asyncio.gather(*futures)
+    assert session.batch_sizes == [5]
+    assert [int(r[0]) for r in results] == [0, 1, 2, 3, 4]
+    await batcher.close()
+
+
+async def test_batch_counts_images_not_requests() -> None:
+    session = FakeSession()
+    batcher = make(session, max_batch_size=4)
+    slots = [batcher.reserve(3) for _ in range(3)]
+    futures = [f for s in slots for f in s.submit([image(1)] * 3, far())]
+    await asyncio.gather(*futures)
+    assert max(session.batch_sizes) <= 4 and sum(session.batch_sizes) == 9
+    await batcher.close()
+
+
+async def test_lone_request_does_not_wait_for_the_delay() -> None:
+    batcher = make(FakeSession(), max_queue_delay_ms=2000)
+    started = time.monotonic()
+    await submit(batcher, [7])
+    assert time.monotonic() - started < 0.5
+    await batcher.close()
+
+
+async def test_batch_closes_at_its_deadline_when_more_is_announced() -> None:
+    session = FakeSession()
+    batcher = make(session, max_queue_delay_ms=100)
+    straggler = batcher.reserve(1)  # announced, never submitted in time
+    started = time.monotonic()
+    await submit(batcher, [1])
+    waited = time.monotonic() - started
+    assert 0.09 <= waited < 1.0
+    straggler.__exit__(None, None, None)
+    await batcher.close()
+
+
+async def test_cancelled_request_does_not_hang_its_batch() -> None:
+    session = FakeSession()
+    session.gate.clear()  # hold the first batch in the session
+    batcher = make(session)
+    first = asyncio.ensure_future(submit(batcher, [0]))
+    await asyncio.sleep(0.05)
+    slots = [batcher.reserve(1) for _ in range(3)]
+    futures = [s.submit([image(i)], far())[0] for i, s in enumerate(slots)]
+    futures[1].cancel()
+    session.gate.set()
+    done = await asyncio.wait_for(asyncio.gather(futures[0], futures[2]), 5)
+    assert [int(d[0]) for d in done] == [0, 2]
+    await first
+    assert session.batch_sizes == [1, 2]  # the cancelled image never reached the session
+    await batcher.close()
+
+
+async def test_inference_error_reaches_every_caller_and_batcher_survives() -> None:
+    session = FakeSession(fail=True)
+    batcher = make(session)
+    slots = [batcher.reserve(1) for _ in range(3)]
+    futures = [s.submit([image(i)], far())[0] for i, s in enumerate(slots)]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, InferenceFailed) for r in results)
+    session.fail = False
+    assert int((await submit(batcher, [9]))[0][0]) == 9
+    await batcher.close()
+
+
+async def test_full_queue_sheds_at_once_with_retry_after() -> None:
+    session = FakeSession()
+    session.gate.clear()
+    batcher = make(session, max_queue_size=4, max_batch_size=2)
+    running = asyncio.ensure_future(submit(batcher, [0, 1]))
+    await asyncio.sleep(0.05)
+    waiting = asyncio.ensure_future(submit(batcher, [2, 3, 4]))
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded) as refused:
+        batcher.reserve(2)
+    assert refused.value.headers and int(refused.value.headers["Retry-After"]) >= 1
+    session.gate.set()
+    assert len(await running) == 2 and len(await waiting) == 3
+    await batcher.close()
+
+
+async def test_expired_request_is_dropped_not_run() -> None:
+    session = FakeSession()
+    session.gate.clear()
+    batcher = make(session)
+    blocker = asyncio.ensure_future(submit(batcher, [0]))
+    await asyncio.sleep(0.05)
+    expired = asyncio.ensure_future(submit(batcher, [1], deadline=time.monotonic() + 0.01))
+    await asyncio.sleep(0.05)
+    session.gate.set()
+    with pytest.raises(DeadlineExceeded):
+        await expired
+    await blocker
+    assert session.batch_sizes == [1]
+    await batcher.close()
+
+
+async def test_close_finishes_queued_work_then_refuses() -> None:
+    session = FakeSession(delay_s=0.05)
+    batcher = make(session)
+    pending = asyncio.ensure_future(submit(batcher, [1, 2, 3]))
+    await asyncio.sleep(0)
+    await batcher.close()
+    assert len(await pending) == 3
+    with pytest.raises(NotReady):
+        batcher.reserve(1)
