@@ -5,7 +5,14 @@ Latencies are histograms (not summaries) so percentiles aggregate across replica
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 UNKNOWN_MODEL = "_unknown"
 """Label value for requests naming a model the server lacks: client text is never a label."""
@@ -35,6 +42,9 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes, python_info
+        r.register(PROCESS_COLLECTOR)
+        r.register(PLATFORM_COLLECTOR)
         self.requests = Counter(
             "roost_requests",
             "Classification requests by outcome (HTTP status code).",
