@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import classify, health, models
+from service.api import admin, classify, health, models
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
@@ -53,8 +54,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key", "Authorization"],
+            expose_headers=["Retry-After"],
+        )
     app.include_router(classify.router)
     app.include_router(models.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

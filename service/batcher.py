@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -77,11 +78,12 @@ class DynamicBatcher:
     def depth(self) -> int:
         return len(self._queue)
 
-    def reserve(self, count: int) -> Reservation:
+    def reserve(self, count: int, deadline: float | None = None) -> Reservation:
         """Room for `count` images that the caller is about to decode and submit.
 
         Raises:
-            Overloaded: the queue has no room for all of them.
+            Overloaded: the queue has no room for all of them, or the work queued ahead would
+                not finish before `deadline` (a monotonic time) by recent batch times.
             NotReady: the batcher is shutting down.
         """
         if self._closed:
@@ -91,6 +93,14 @@ class DynamicBatcher:
             raise Overloaded(
                 f"queue is full ({waiting} images waiting)", retry_after_s=self._retry_after_s()
             )
+        if deadline is not None:
+            expected = self._expected_wait_s(waiting + count)
+            if expected is not None and time.monotonic() + expected > deadline:
+                raise Overloaded(
+                    f"the {waiting} images queued ahead would take about {expected:.1f} s, "
+                    "past this request's deadline",
+                    retry_after_s=self._retry_after_s(),
+                )
         self._incoming += count
         return Reservation(self, count)
 
@@ -195,13 +205,18 @@ class DynamicBatcher:
             self._slots.release()
             self._arrived.set()  # wake the collector: an idle session may now take a lone item
 
-    def _retry_after_s(self) -> int:
-        """Seconds until the queue ahead would drain, from recent batch times; at least 1."""
-        if not self._recent_batch_seconds:
-            return 1
+    def _expected_wait_s(self, images: int) -> float | None:
+        """Seconds until `images` more would be done, from the median recent batch time."""
+        if len(self._recent_batch_seconds) < 3:
+            return None  # too little history to refuse anyone on
         per_batch = sorted(self._recent_batch_seconds)[len(self._recent_batch_seconds) // 2]
-        batches_ahead = len(self._queue) / self._config.max_batch_size / self._config.concurrency
-        return max(1, round(per_batch * batches_ahead + 0.5))
+        batches = math.ceil(images / self._config.max_batch_size) + (1 if self._running else 0)
+        return per_batch * batches / self._config.concurrency
+
+    def _retry_after_s(self) -> int:
+        """Whole seconds until the queue ahead would drain; at least 1."""
+        expected = self._expected_wait_s(len(self._queue) + self._incoming)
+        return max(1, math.ceil(expected or 0))
 
 
 class Reservation:

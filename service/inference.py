@@ -33,7 +33,7 @@ async def classify(
     k = min(k or served.config.default_top_k, len(labels))
     deadline = time.monotonic() + settings.request_timeout_s
 
-    with served.batcher.reserve(len(uploads)) as reservation:
+    with served.batcher.reserve(len(uploads), deadline) as reservation:
         images = await asyncio.gather(*(_decode(state, served, u) for u in uploads))
         futures = reservation.submit(list(images), deadline)
     try:

@@ -98,6 +98,10 @@ class ServiceMetrics:
             ["model", "version"],
             registry=r,
         )
+        self.queue_capacity = Gauge(
+            "roost_queue_capacity", "Most images the batch queue holds (max_queue_size).",
+            ["model", "version"], registry=r,
+        )
         self.version_ready = Gauge(
             "roost_model_version_ready",
             "1 while a model version is loaded and serving.",

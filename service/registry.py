@@ -234,6 +234,7 @@ class ModelRegistry:
         entry.status[version] = VersionStatus("unloading", load_key=served.load_key)
         self._metrics.version_ready.remove(entry.name, str(version))
         self._metrics.queue_depth.remove(entry.name, str(version))
+        self._metrics.queue_capacity.remove(entry.name, str(version))
         log.info("unloading %s version %d after its in-flight requests", entry.name, version)
 
         def forget() -> None:
@@ -260,6 +261,8 @@ class ModelRegistry:
     ) -> DynamicBatcher:
         labels = (name, str(version))
         m = self._metrics
+        m.queue_capacity.labels(*labels).set(config.max_queue_size)
+        m.queue_depth.labels(*labels).set(0)
 
         def on_batch(size: int, seconds: float) -> None:
             m.batches.labels(*labels).inc()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
 
 
 class ServiceSettings(BaseSettings):
@@ -46,4 +50,18 @@ class ServiceSettings(BaseSettings):
     """ONNX Runtime threads per session; 0 lets ONNX Runtime use every core."""
     inter_op_threads: int = Field(0, ge=0)
 
+    api_keys: CommaList = []
+    """Keys accepted for classification (comma-separated); empty leaves classification open."""
+    admin_api_keys: CommaList = []
+    """Keys for admin endpoints (repository reload); empty disables those endpoints (403)."""
+    cors_origins: CommaList = []
+    """Origins allowed to call the API from a browser (comma-separated, or *); empty: none."""
+
     log_level: str = "info"
+
+    @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

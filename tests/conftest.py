@@ -16,6 +16,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+ADMIN_KEY = "test-admin-key"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -29,7 +32,12 @@ class RoostServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        environment = {**os.environ, "ROOST_POLL_INTERVAL_S": "0", **env}
+        environment = {
+            **os.environ,
+            "ROOST_POLL_INTERVAL_S": "0",
+            "ROOST_ADMIN_API_KEYS": ADMIN_KEY,
+            **env,
+        }
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             [
@@ -65,6 +73,9 @@ class RoostServer:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         self._wait_for("/readyz", timeout)
+
+    def reload(self) -> httpx.Response:
+        return self.client.post("/v1/repository/reload", headers={"X-API-Key": ADMIN_KEY})
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

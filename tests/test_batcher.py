@@ -170,3 +170,21 @@ async def test_close_finishes_queued_work_then_refuses() -> None:
     assert len(await pending) == 3
     with pytest.raises(NotReady):
         batcher.reserve(1)
+
+
+async def test_request_whose_deadline_cannot_be_met_is_refused_at_once() -> None:
+    session = FakeSession(delay_s=0.1)
+    batcher = make(session, max_batch_size=1, max_queue_size=100)
+    for v in range(3):  # history: each batch takes ~0.1 s
+        await submit(batcher, [v])
+    session.gate.clear()
+    queued = [asyncio.ensure_future(submit(batcher, [v])) for v in range(5)]
+    await asyncio.sleep(0.02)
+    # 5 images ahead at ~0.1 s each cannot finish within 0.2 s: refused now, not at timeout.
+    with pytest.raises(Overloaded, match="deadline") as refused:
+        batcher.reserve(1, deadline=time.monotonic() + 0.2)
+    assert refused.value.headers and int(refused.value.headers["Retry-After"]) >= 1
+    batcher.reserve(1, deadline=time.monotonic() + 5).__exit__(None, None, None)  # this fits
+    session.gate.set()
+    await asyncio.gather(*queued)
+    await batcher.close()

@@ -252,7 +252,7 @@ def test_readiness_before_and_after_load(repo: Path, start_server) -> None:  # t
     assert not_ready.json()["reasons"]
     publish(repo, "colours", 1)
     assert server.client.get("/v1/models/colours/ready").status_code == 404
-    reloaded = server.client.post("/v1/repository/reload")
+    reloaded = server.reload()
     assert reloaded.status_code == 200
     assert reloaded.json()["models"][0]["versions"][0]["state"] == "ready"
     assert server.client.get("/readyz").status_code == 200
@@ -328,9 +328,9 @@ def test_new_and_corrupt_versions_published_under_load(repo: Path, start_server)
         while len(outcomes) < 10 and time.monotonic() - started < 20:
             time.sleep(0.01)
         publish(repo, "colours", 2)
-        assert server.client.post("/v1/repository/reload").status_code == 200
+        assert server.reload().status_code == 200
         publish(repo, "colours", 3, model=b"garbage, not onnx")
-        listing = server.client.post("/v1/repository/reload").json()["models"][0]
+        listing = server.reload().json()["models"][0]
         count_before, waited = len(outcomes), time.monotonic()
         while len(outcomes) < count_before + 20 and time.monotonic() - waited < 20:
             time.sleep(0.01)
@@ -357,7 +357,7 @@ def test_removed_version_unloads_and_latest_takes_over(repo: Path, start_server)
     server = start_server(repo)
     server.wait_ready()
     shutil.rmtree(repo / "colours" / "2")
-    server.client.post("/v1/repository/reload")
+    server.reload()
     r = server.client.post(
         "/v1/classify", content=solid_png((1, 1, 200)), headers={"content-type": "image/png"}
     )

@@ -12,11 +12,12 @@ from service.errors import ServiceError
 from service.inference import classify
 from service.metrics import UNKNOWN_MODEL
 from service.schemas import ERROR_RESPONSES, ClassifyResponse
+from service.security import require_classify_key
 from service.state import ServiceState, get_state
 
-router = APIRouter(tags=["classify"])
+router = APIRouter(tags=["classify"], dependencies=[Depends(require_classify_key)])
 
-ModelQuery = Query(None, description="Model (dataset) name; default: the configured default model")
+ModelQuery = Query(None, max_length=64, description="Model (dataset) name; default: the configured default model")
 VersionQuery = Query(None, ge=1, description="Version; default: the highest ready version")
 TopKQuery = Query(None, ge=1, description="Predictions per image, 1..C; default from config.json")
 

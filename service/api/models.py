@@ -15,9 +15,10 @@ from service.schemas import (
     Readiness,
     VersionInfo,
 )
+from service.security import require_classify_key
 from service.state import ServiceState, get_state
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[Depends(require_classify_key)])
 
 
 def summarize(entry: ModelEntry) -> ModelSummary:
@@ -85,13 +86,3 @@ async def model_ready(
             Readiness(ready=False, reasons=[exc.message]).model_dump(), status_code=503
         )
     return Readiness(ready=True)
-
-
-@router.post(
-    "/v1/repository/reload",
-    response_model=ModelList,
-    summary="Re-scan the model repository now; returns the models after the reload",
-)
-async def reload_repository(state: ServiceState = Depends(get_state)) -> ModelList:
-    await state.registry.reload()
-    return await list_models(state)
