@@ -110,3 +110,50 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     yield start
     for server in servers:
         server.stop()
+
+
+RELIABILITY_DOC = Path(__file__).parent.parent / "docs" / "reliability.md"
+
+
+class ReliabilityReport:
+    """Rows for docs/reliability.md; tests add a row only after their assertions passed."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, area: str, what: str, inputs: object, result: str) -> None:
+        self.rows.append((area, what, str(inputs), result))
+
+    def merged_with(self, previous: str) -> list[tuple[str, str, str, str]]:
+        """This run's rows plus the previous document's rows for what this run did not try."""
+        rows = {(r[0], r[1]): r for r in self.rows}
+        for line in previous.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if len(cells) == 4 and cells[0] != "area" and not line.startswith("|---"):
+                rows.setdefault((cells[0], cells[1]), (cells[0], cells[1], cells[2], cells[3]))
+        return sorted(rows.values())
+
+    def markdown(self, previous: str = "") -> str:
+        lines = [
+            "# Reliability: what was tried and what happened",
+            "",
+            "Written by the test suite (`tests/test_reliability_*.py`): every row is a test that",
+            "passed; a run updates the rows of the tests it ran. Regenerate with",
+            "`.venv/bin/python -m pytest tests/test_reliability_input.py "
+            "tests/test_reliability_faults.py`.",
+            "",
+            "| area | what was tried | inputs | result |",
+            "|---|---|---|---|",
+        ]
+        for row in self.merged_with(previous):
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+        return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def reliability() -> Iterator[ReliabilityReport]:
+    report = ReliabilityReport()
+    yield report
+    if report.rows:
+        previous = RELIABILITY_DOC.read_text() if RELIABILITY_DOC.exists() else ""
+        RELIABILITY_DOC.write_text(report.markdown(previous))
