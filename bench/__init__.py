@@ -1,0 +1,1 @@
+"""Roost benchmarks: a load generator, baselines measured in the same run, and a report."""

@@ -1,0 +1,317 @@
+"""One command for the whole benchmark: `python -m bench [options]`. See docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import onnxruntime as ort
+
+from bench.baselines import cpu_limit, decode_rate_per_core, model_alone
+from bench.inputs import input_sets
+from bench.loadgen import LoadResult, closed_loop, open_loop
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server subprocess on 127.0.0.1, stopped by `stop()`."""
+
+    def __init__(self, command: list[str], env: dict[str, str], ready_path: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [a.replace("{port}", str(self.port)) for a in command],
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited; log in {self.log.name}")
+            try:
+                if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready; log in {self.log.name}")
+
+    def memory(self) -> dict[str, float]:
+        status = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
+        values = {
+            line.split(":")[0]: int(line.split()[1]) / 1024
+            for line in status
+            if line.startswith(("VmRSS", "VmHWM"))
+        }
+        return {"rss_mib": values["VmRSS"], "peak_rss_mib": values["VmHWM"]}
+
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics", timeout=10).text
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def batch_histogram(before: str, after: str, model: str) -> dict[str, float]:
+    """Runs per batch-size bucket between two /metrics scrapes, plus the mean batch size."""
+
+    def parse(text: str) -> dict[str, float]:
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("roost_batch_size_") and f'model="{model}"' in line:
+                key = line.split("{")[0] + (
+                    "|" + line.split('le="')[1].split('"')[0] if 'le="' in line else ""
+                )
+                out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+    b, a = parse(before), parse(after)
+    delta = {k: a.get(k, 0.0) - b.get(k, 0.0) for k in a}
+    runs = delta.get("roost_batch_size_count", 0.0)
+    images = delta.get("roost_batch_size_sum", 0.0)
+    buckets = {k.split("|")[1]: v for k, v in delta.items() if "|" in k}
+    return {
+        "runs": runs,
+        "images": images,
+        "mean": images / runs if runs else 0.0,
+        **{f"le_{k}": v for k, v in buckets.items()},
+    }
+
+
+def median_result(results: list[LoadResult]) -> dict[str, Any]:
+    keys = ["images_per_s", "p50_ms", "p95_ms", "p99_ms"]
+    out: dict[str, Any] = {k: statistics.median(getattr(r, k) for r in results) for k in keys}
+    out["errors"] = sum(r.errors for r in results)
+    out["requests"] = sum(r.requests for r in results)
+    out["runs"] = len(results)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--model-repo", default="model_repo")
+    p.add_argument("--model", default="imagenet")
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--concurrency", default="1,4,16,64")
+    p.add_argument("--rates", default="", help="open-loop arrival rates per second, e.g. 20,40")
+    p.add_argument("--sets", default="512px,camera", help="input sets to run the servers on")
+    p.add_argument("--requests", type=int, default=400, help="most requests per load level and run")
+    p.add_argument(
+        "--seconds", type=float, default=20.0, help="most seconds per load level and run"
+    )
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--baseline-seconds", type=float, default=3.0)
+    p.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "roost-bench"))
+    args = p.parse_args(argv)
+
+    repo = Path(args.model_repo)
+    versions = sorted(int(v.name) for v in (repo / args.model).iterdir() if v.name.isdigit())
+    version_dir = repo / args.model / str(versions[-1])
+    card = json.loads((version_dir / "card.json").read_text())
+    size = tuple(card["image_size"])
+    resize = card["resize"]
+    cores = os.cpu_count() or 1
+    providers = (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers()
+        else ["CPUExecutionProvider"]
+    )
+    on_gpu = providers[0].startswith("CUDA")
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c]
+    report: dict[str, Any] = {
+        "machine": {
+            "cpu_cores": cores,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "onnxruntime": ort.__version__,
+            "providers": providers,
+            "cpu": _cpu_name(),
+        },
+        "model": {
+            "name": args.model,
+            "version": versions[-1],
+            "image_size": size,
+            "resize": resize,
+            "onnx_bytes": (version_dir / "model.onnx").stat().st_size,
+        },
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    print(f"inputs ({args.cache}) ...", flush=True)
+    sets = input_sets(Path(args.cache))
+    chosen = {name: sets[name] for name in args.sets.split(",")}
+
+    print("baselines ...", flush=True)
+    report["decode_per_core"] = {
+        name: decode_rate_per_core(bodies, size, resize, args.baseline_seconds)
+        for name, bodies in sets.items()
+    }
+    report["model_alone"] = {
+        str(b): model_alone(version_dir / "model.onnx", size, b, providers, args.baseline_seconds)
+        for b in (1, 2, 4, 8, 16, 32, 64)
+    }
+    if on_gpu:
+        report["model_alone_io_binding"] = {
+            str(b): model_alone(
+                version_dir / "model.onnx",
+                size,
+                b,
+                providers,
+                args.baseline_seconds,
+                io_binding=True,
+            )
+            for b in (32, 64, 128, 256)
+        }
+        report["single_image_ms"] = 1000 / report["model_alone"]["1"]
+    else:
+        report["single_image_ms"] = 1000 / report["model_alone"]["1"]
+
+    servers: dict[str, Server] = {}
+    bare = Server(
+        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", tempfile.mkdtemp()],
+        {"ROOST_POLL_INTERVAL_S": "0"},
+        "/healthz",
+    )
+    time.sleep(1)
+    bare_rss = bare.memory()["rss_mib"]
+    bare.stop()
+    servers["roost"] = Server(
+        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
+        {"ROOST_POLL_INTERVAL_S": "0", "ROOST_DEFAULT_MODEL": args.model},
+        "/readyz",
+    )
+    report["memory"] = {
+        "bare_server_rss_mib": bare_rss,
+        "roost_ready_rss_mib": servers["roost"].memory()["rss_mib"],
+    }
+    if args.naive:
+        servers["naive"] = Server(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.naive_server:app",
+                "--port",
+                "{port}",
+                "--log-level",
+                "warning",
+            ],
+            {"MODEL_DIR": str(version_dir)},
+            "/docs",
+        )
+    results: dict[str, Any] = {}
+    try:
+        for set_name, bodies in chosen.items():
+            for name, server in servers.items():
+                for c in concurrencies:
+                    runs, hist = [], []
+                    for _ in range(args.repeats):
+                        before = server.metrics() if name == "roost" else ""
+                        runs.append(
+                            asyncio.run(
+                                closed_loop(server.url, bodies, c, args.requests, args.seconds)
+                            )
+                        )
+                        if name == "roost":
+                            hist.append(batch_histogram(before, server.metrics(), args.model))
+                    entry = median_result(runs)
+                    if hist:
+                        entry["batch_size_mean"] = statistics.median(h["mean"] for h in hist)
+                        entry["batch_histogram"] = hist[-1]
+                    results.setdefault(set_name, {}).setdefault(name, {})[f"c{c}"] = entry
+                    print(
+                        f"{set_name:8} {name:6} c={c:<3} {entry['images_per_s']:8.1f} img/s  "
+                        f"p50 {entry['p50_ms']:7.1f} ms  p99 {entry['p99_ms']:7.1f} ms  "
+                        f"batch {entry.get('batch_size_mean', 1):5.2f}  errors {entry['errors']}",
+                        flush=True,
+                    )
+                for rate in [float(r) for r in args.rates.split(",") if r]:
+                    runs = [
+                        asyncio.run(
+                            open_loop(
+                                server.url, bodies, rate, min(args.seconds, args.requests / rate)
+                            )
+                        )
+                        for _ in range(args.repeats)
+                    ]
+                    results[set_name][name][f"rate{rate:g}"] = median_result(runs)
+        report["memory"]["roost_peak_rss_mib"] = servers["roost"].memory()["peak_rss_mib"]
+    finally:
+        for server in servers.values():
+            server.stop()
+    report["results"] = results
+    report["ratios"] = ratios(report, cores, on_gpu)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["ratios"], indent=2))
+    print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+def ratios(report: dict[str, Any], cores: int, on_gpu: bool) -> dict[str, Any]:
+    """Roost / limit and Roost / naive per input set at each concurrency."""
+    out: dict[str, Any] = {}
+    for set_name, by_server in report["results"].items():
+        decode = report["decode_per_core"][set_name]
+        for level, roost in by_server["roost"].items():
+            if not level.startswith("c"):
+                continue
+            served = roost.get("batch_size_mean", 1.0)
+            sizes = sorted(int(b) for b in report["model_alone"])
+            nearest = min(sizes, key=lambda b: abs(b - served))
+            model_rate = report["model_alone"][str(nearest)]
+            limit = (
+                min(model_rate, decode * cores) if on_gpu else cpu_limit(model_rate, decode, cores)
+            )
+            row = {
+                "images_per_s": roost["images_per_s"],
+                "limit": limit,
+                "roost_over_limit": roost["images_per_s"] / limit,
+                "model_batch_used_for_limit": nearest,
+            }
+            naive = by_server.get("naive", {}).get(level)
+            if naive:
+                row["roost_over_naive"] = roost["images_per_s"] / naive["images_per_s"]
+            if level == "c1":
+                lone = 1000 / decode + report["single_image_ms"]
+                row["p50_over_decode_plus_single_inference"] = roost["p50_ms"] / lone
+            out[f"{set_name}/{level}"] = row
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
