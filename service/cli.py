@@ -58,10 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     try:
         from training.cli import add_training_commands
+        from training.weights import add_weights_parser
     except ImportError:  # the training package is optional in a slim serving image
         pass
     else:
         add_training_commands(commands)
+        add_weights_parser(commands)
     return parser
 
 

@@ -49,6 +49,9 @@ class ServiceSettings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0)
     """ONNX Runtime threads per session; 0 lets ONNX Runtime use every core."""
     inter_op_threads: int = Field(0, ge=0)
+    intra_op_spinning: bool = False
+    """Let idle ONNX Runtime threads spin. Off by default: on the CPU, decoding shares the cores
+    and spinning threads would take their time (see docs/benchmarks.md)."""
 
     api_keys: CommaList = []
     """Keys accepted for classification (comma-separated); empty leaves classification open."""
