@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -33,6 +33,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics = ServiceMetrics()
         registry = ModelRegistry(settings, metrics)
+        metrics.ready.set_function(lambda: float(registry.readiness()[0]))
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="roost-decode")
         app.state.roost = ServiceState(settings, metrics, registry, decode_pool)
         # NOTE: models load in the background so /healthz answers at once and /readyz

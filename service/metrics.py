@@ -14,6 +14,8 @@ from prometheus_client import (
     Histogram,
 )
 
+from service.gpu_metrics import register_gpu_collector
+
 UNKNOWN_MODEL = "_unknown"
 """Label value for requests naming a model the server lacks: client text is never a label."""
 
@@ -99,8 +101,10 @@ class ServiceMetrics:
             registry=r,
         )
         self.queue_capacity = Gauge(
-            "roost_queue_capacity", "Most images the batch queue holds (max_queue_size).",
-            ["model", "version"], registry=r,
+            "roost_queue_capacity",
+            "Most images the batch queue holds (max_queue_size).",
+            ["model", "version"],
+            registry=r,
         )
         self.version_ready = Gauge(
             "roost_model_version_ready",
@@ -114,6 +118,12 @@ class ServiceMetrics:
             ["model"],
             registry=r,
         )
+        self.ready = Gauge(
+            "roost_ready",
+            "1 while /readyz answers 200: every model has a version serving.",
+            registry=r,
+        )
+        self.gpu_present = register_gpu_collector(r)  # roost_gpu_* only when NVML sees a GPU
         self.models_loaded = Gauge(
             "roost_models_loaded", "Models with at least one version serving.", registry=r
         )
