@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from service.classify_cli import add_classify_parser
 from service.settings import ServiceSettings
 
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-repo", dest="model_repo", help="model repository (default ./model_repo)"
     )
     serve.set_defaults(func=_serve)
+    add_classify_parser(commands)
     try:
         from training.cli import add_training_commands
         from training.weights import add_weights_parser

@@ -1,0 +1,444 @@
+// Roost web page: choose a model, give an image (file, drop, paste or camera), show the top-k.
+// Plain JavaScript, no build step; every URL is relative so the page works behind a path prefix.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  model: $("model"),
+  modelInfo: $("model-info"),
+  topK: $("top-k"),
+  dropZone: $("drop-zone"),
+  choose: $("choose"),
+  file: $("file"),
+  cameraOpen: $("camera-open"),
+  camera: $("camera"),
+  video: $("camera-video"),
+  capture: $("camera-capture"),
+  cameraClose: $("camera-close"),
+  status: $("status"),
+  error: $("error"),
+  errorText: $("error-text"),
+  errorDetail: $("error-detail"),
+  figure: $("figure"),
+  preview: $("preview"),
+  filename: $("filename"),
+  result: $("result"),
+  meta: $("meta"),
+  predictions: $("predictions"),
+};
+
+const MODEL_KEY = "roost.model";
+const READABLE_FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF";
+
+// What each API error code means to a person; the server's own message is shown as detail.
+const ERROR_TEXT = {
+  invalid_image: `This file is not an image Roost can read. Try a ${READABLE_FORMATS} photo.`,
+  unsupported_media_type: `This file is not an image Roost can read. Try a ${READABLE_FORMATS} photo.`,
+  payload_too_large: "This image is too large. Try a smaller photo or a screenshot of it.",
+  model_not_found: "This model is no longer available. Reload the page to see the current models.",
+  version_not_found: "This model version is no longer available. Reload the page and try again.",
+  invalid_parameter: "That number of labels is not possible with this model.",
+  not_ready: "This model is still loading. Try again in a moment.",
+  inference_failed: "Something went wrong while classifying this image. Please try again.",
+  deadline_exceeded: "The server took too long to answer. Please try again.",
+  unauthorized: "This server asks for an API key, which this page cannot send.",
+  forbidden: "This server does not allow this request.",
+  bad_request: "The image did not reach the server intact. Please try again.",
+};
+
+let currentImage = null; // the File or Blob shown, classified again when the model changes
+let previewUrl = null;
+let cameraStream = null;
+let requestId = 0;
+
+// ---- Models ----
+
+async function loadModels() {
+  let payload;
+  try {
+    payload = await fetchJson("v1/models");
+  } catch (problem) {
+    ui.model.replaceChildren(new Option("No models", ""));
+    showError(problem);
+    return;
+  }
+  const options = payload.models.map((m) => {
+    const ready = m.default_version !== null;
+    const option = new Option(ready ? `${m.name} (v${m.default_version})` : `${m.name} (not ready)`, m.name);
+    option.disabled = !ready;
+    return option;
+  });
+  if (!options.some((o) => !o.disabled)) {
+    ui.model.replaceChildren(new Option("No models are serving yet", ""));
+    setStatus("No models are serving yet. Reload the page in a moment.");
+    return;
+  }
+  ui.model.replaceChildren(...options);
+  ui.model.disabled = false;
+  const saved = readSavedModel();
+  const usable = options.find((o) => o.value === saved && !o.disabled) || options.find((o) => !o.disabled);
+  ui.model.value = usable.value;
+  await describeModel();
+}
+
+async function describeModel() {
+  const name = ui.model.value;
+  ui.modelInfo.textContent = "";
+  try {
+    const detail = await fetchJson(`v1/models/${encodeURIComponent(name)}`);
+    if (ui.model.value !== name) return;
+    const classes = detail.labels.length;
+    ui.topK.max = String(classes);
+    ui.topK.value = String(Math.min(detail.config.default_top_k || 5, classes));
+    const parts = [`Version ${detail.default_version}`, `${classes} labels`];
+    if (detail.card && detail.card.dataset) parts.push(`trained on ${detail.card.dataset}`);
+    ui.modelInfo.textContent = parts.join(" · ");
+  } catch {
+    ui.topK.removeAttribute("max");
+    ui.topK.value = ""; // the server's default; a classify answer will say what is wrong
+  }
+}
+
+function readSavedModel() {
+  try {
+    return localStorage.getItem(MODEL_KEY);
+  } catch {
+    return null; // storage can be off (private mode); the first model is fine then
+  }
+}
+
+function saveModel(name) {
+  try {
+    localStorage.setItem(MODEL_KEY, name);
+  } catch {
+    // not remembered: nothing else depends on it
+  }
+}
+
+// ---- Classify ----
+
+async function classify(image) {
+  currentImage = image;
+  const name = ui.model.value;
+  showPreview(image);
+  hideError();
+  ui.result.hidden = true;
+  if (!name) {
+    showError(new PageError("There is no model to classify with yet. Reload the page in a moment."));
+    return;
+  }
+  const id = ++requestId;
+  const body = new FormData();
+  body.append("file", image, image.name || "image");
+  const params = new URLSearchParams();
+  if (ui.topK.value) params.set("top_k", ui.topK.value);
+  setStatus(`Classifying ${image.name || "the image"} with ${name}…`, true);
+  const started = performance.now();
+  try {
+    const answer = await fetchJson(`v1/models/${encodeURIComponent(name)}/classify?${params}`, {
+      method: "POST",
+      body,
+    });
+    if (id !== requestId) return; // a newer image or model took over
+    showResult(answer, performance.now() - started);
+  } catch (problem) {
+    if (id !== requestId) return;
+    setStatus("");
+    showError(problem);
+  }
+  revealResultPanel();
+}
+
+function showResult(answer, elapsedMs) {
+  const predictions = answer.results[0].predictions;
+  ui.meta.replaceChildren(
+    text("Model "), strong(answer.model),
+    text(" · version "), strong(String(answer.version)),
+    text(" · "), strong(formatDuration(elapsedMs)),
+  );
+  ui.meta.dataset.model = answer.model;
+  ui.meta.dataset.version = String(answer.version);
+  ui.predictions.replaceChildren(...predictions.map(predictionItem));
+  ui.result.hidden = false;
+  const top = predictions[0];
+  setStatus(`Most likely ${displayLabel(top.label)} (${formatScore(top.score)}).`);
+}
+
+function predictionItem(prediction) {
+  const item = document.createElement("li");
+  item.className = "prediction";
+  const link = document.createElement("a");
+  const explicit = safeUrl(prediction.url);
+  link.href = explicit || wikipediaSearch(prediction.label);
+  link.target = "_blank";
+  link.rel = "noopener noreferrer";
+  link.className = "label";
+  link.textContent = displayLabel(prediction.label);
+  link.dataset.label = prediction.label;
+  const where = document.createElement("span");
+  where.className = "where";
+  where.textContent = explicit ? new URL(explicit).hostname : "search Wikipedia";
+  const arrow = document.createElement("span");
+  arrow.setAttribute("aria-hidden", "true");
+  arrow.textContent = " ↗";
+  const newTab = document.createElement("span");
+  newTab.className = "visually-hidden";
+  newTab.textContent = " (opens in a new tab)";
+  where.append(arrow, newTab);
+  link.append(" ", where);
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = formatScore(prediction.score);
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  bar.setAttribute("aria-hidden", "true");
+  const fill = document.createElement("span");
+  fill.style.width = `${Math.max(0, Math.min(1, prediction.score)) * 100}%`;
+  bar.append(fill);
+  const head = document.createElement("div");
+  head.className = "prediction-head";
+  head.append(link, score);
+  item.append(head, bar);
+  return item;
+}
+
+function displayLabel(label) {
+  return label.replace(/_/g, " ").trim(); // "Blue_jay" in labels.txt reads "Blue jay"
+}
+
+function wikipediaSearch(label) {
+  return `https://en.wikipedia.org/w/index.php?search=${encodeURIComponent(displayLabel(label))}`;
+}
+
+function safeUrl(url) {
+  if (!url) return null;
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+  } catch {
+    return null; // a malformed link in labels.txt: fall back to a search
+  }
+}
+
+// ---- HTTP and errors ----
+
+class PageError extends Error {
+  constructor(message, detail = "") {
+    super(message);
+    this.detail = detail;
+  }
+}
+
+async function fetchJson(url, options) {
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch {
+    throw new PageError("Roost cannot be reached. Check your connection, or whether the server is running, and try again.");
+  }
+  const payload = await response.json().catch(() => null);
+  if (response.ok && payload) return payload;
+  throw apiError(response, payload);
+}
+
+function apiError(response, payload) {
+  const error = payload && payload.error;
+  if (!error) {
+    return new PageError(`The server answered with an unexpected error (HTTP ${response.status}). Please try again.`);
+  }
+  let message = ERROR_TEXT[error.code] || `The server could not do this (${error.code}).`;
+  if (error.code === "overloaded") {
+    const wait = Number(response.headers.get("Retry-After")) || 1;
+    message = `The server is busy right now. Try again in ${wait} second${wait === 1 ? "" : "s"}.`;
+  }
+  return new PageError(message, error.message);
+}
+
+function showError(problem) {
+  ui.errorText.textContent = problem.message;
+  ui.errorDetail.textContent = problem.detail ? `Details: ${problem.detail}` : "";
+  ui.error.hidden = false;
+}
+
+function hideError() {
+  ui.error.hidden = true;
+}
+
+// ---- Image input: picker, drop, paste ----
+
+function showPreview(image) {
+  if (previewUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = URL.createObjectURL(image);
+  ui.figure.hidden = false;
+  ui.preview.src = previewUrl;
+  ui.preview.alt = `The image being classified${image.name ? `: ${image.name}` : ""}`;
+  ui.filename.textContent = image.name || "";
+}
+
+// On a phone the result panel is below the picker: scroll it up once it has something to show.
+function revealResultPanel() {
+  const panel = ui.status.closest(".panel");
+  if (panel.getBoundingClientRect().top < window.innerHeight * 0.6) return;
+  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  panel.scrollIntoView({ block: "start", behavior: still ? "auto" : "smooth" });
+}
+
+function firstImageFile(files) {
+  return Array.from(files || []).find((f) => f.type.startsWith("image/")) || (files && files[0]);
+}
+
+function onDrop(event) {
+  event.preventDefault();
+  ui.dropZone.classList.remove("dragging");
+  const file = firstImageFile(event.dataTransfer && event.dataTransfer.files);
+  if (file) classify(file);
+}
+
+function onPaste(event) {
+  const file = firstImageFile(event.clipboardData && event.clipboardData.files);
+  if (file) {
+    event.preventDefault();
+    classify(file);
+  }
+}
+
+// ---- Camera ----
+
+async function openCamera() {
+  hideError();
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    showError(new PageError(window.isSecureContext
+      ? "This browser cannot use a camera. Choose an image instead."
+      : "The camera only works on a secure (https://) page or on localhost. Choose an image instead."));
+    return;
+  }
+  try {
+    cameraStream = await navigator.mediaDevices.getUserMedia({
+      video: { facingMode: { ideal: "environment" } },
+      audio: false,
+    });
+  } catch (problem) {
+    showError(new PageError(cameraMessage(problem), problem.message));
+    return;
+  }
+  ui.video.srcObject = cameraStream;
+  ui.camera.hidden = false;
+  ui.dropZone.hidden = true;
+  await ui.video.play().catch(() => {});
+  ui.capture.focus();
+}
+
+function cameraMessage(problem) {
+  switch (problem && problem.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return "Camera access is blocked. Allow the camera for this site in your browser's settings, or choose an image instead.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "No camera was found on this device. Choose an image instead.";
+    case "NotReadableError":
+    case "AbortError":
+      return "The camera could not be started; another app may be using it. Choose an image instead.";
+    default:
+      return "The camera could not be started. Choose an image instead.";
+  }
+}
+
+function closeCamera() {
+  if (cameraStream) cameraStream.getTracks().forEach((track) => track.stop());
+  cameraStream = null;
+  ui.video.srcObject = null;
+  ui.camera.hidden = true;
+  ui.dropZone.hidden = false;
+}
+
+function capturePhoto() {
+  const canvas = document.createElement("canvas");
+  canvas.width = ui.video.videoWidth;
+  canvas.height = ui.video.videoHeight;
+  if (!canvas.width || !canvas.height) {
+    showError(new PageError("The camera has no picture yet. Wait a moment and capture again."));
+    return;
+  }
+  canvas.getContext("2d").drawImage(ui.video, 0, 0);
+  closeCamera();
+  ui.cameraOpen.focus();
+  canvas.toBlob((blob) => {
+    if (blob) classify(new File([blob], "camera.jpg", { type: "image/jpeg" }));
+  }, "image/jpeg", 0.92);
+}
+
+// ---- Small helpers ----
+
+function setStatus(message, busy = false) {
+  ui.status.textContent = message;
+  ui.status.classList.toggle("busy", busy);
+  ui.result.parentElement.setAttribute("aria-busy", String(busy));
+}
+
+function formatScore(score) {
+  const percent = score * 100;
+  if (percent > 0 && percent < 0.1) return "<0.1%";
+  return `${percent.toFixed(1)}%`;
+}
+
+function formatDuration(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+function text(value) {
+  return document.createTextNode(value);
+}
+
+function strong(value) {
+  const element = document.createElement("strong");
+  element.textContent = value;
+  return element;
+}
+
+// ---- Wiring ----
+
+ui.choose.addEventListener("click", () => ui.file.click());
+ui.file.addEventListener("change", () => {
+  const file = ui.file.files[0];
+  if (file) classify(file);
+  ui.file.value = ""; // choosing the same file again still classifies it
+});
+ui.model.addEventListener("change", async () => {
+  saveModel(ui.model.value);
+  await describeModel();
+  if (currentImage) classify(currentImage);
+});
+ui.topK.addEventListener("change", () => {
+  if (currentImage && ui.topK.checkValidity()) classify(currentImage);
+});
+ui.preview.addEventListener("load", revealResultPanel);
+ui.preview.addEventListener("error", () => {
+  ui.figure.hidden = true; // not something the browser can show either
+});
+ui.dropZone.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  ui.dropZone.classList.add("dragging");
+});
+ui.dropZone.addEventListener("dragleave", () => ui.dropZone.classList.remove("dragging"));
+ui.dropZone.addEventListener("drop", onDrop);
+// A file dropped beside the zone must not make the browser navigate away from the page.
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => event.preventDefault());
+document.addEventListener("paste", onPaste);
+ui.cameraOpen.addEventListener("click", openCamera);
+ui.capture.addEventListener("click", capturePhoto);
+ui.cameraClose.addEventListener("click", () => {
+  closeCamera();
+  ui.cameraOpen.focus();
+});
+ui.camera.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") {
+    closeCamera();
+    ui.cameraOpen.focus();
+  }
+});
+window.addEventListener("pagehide", closeCamera);
+
+loadModels();

@@ -1,0 +1,201 @@
+"""RoostClient, AsyncRoostClient and `roost classify` against a real server with real photos."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from modelkit import COLOUR_LABELS, publish, solid_png
+from PIL import Image
+from skimage import data as photos
+
+from service.classify_cli import add_classify_parser
+from service.client import AsyncRoostClient, RoostClient, RoostError
+
+RED_URL = "https://en.wikipedia.org/wiki/Red"
+BIRDS = ["Northern cardinal", "Green jay", "Blue jay"]
+
+
+def save_photo(array: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, quality=90)
+    return path
+
+
+@pytest.fixture
+def server(repo: Path, start_server) -> object:
+    """Two models: `colours` v1 (red links to Wikipedia explicitly) and `birds` v2."""
+    publish(repo, "colours", 1, labels=[f"red\t{RED_URL}", "green", "blue"])
+    publish(repo, "birds", 2, labels=BIRDS)
+    server = start_server(repo)
+    server.wait_ready()
+    return server
+
+
+@pytest.fixture
+def photo_tree(tmp_path: Path) -> Path:
+    """Real photos in nested folders, plus files a batch run meets in the wild."""
+    root = tmp_path / "photos"
+    save_photo(photos.chelsea(), root / "cats" / "chelsea.jpg")  # orange-brown: red
+    save_photo(photos.coffee(), root / "cats" / "deeper" / "coffee.PNG")  # red
+    save_photo(photos.rocket(), root / "rocket.jpeg")  # night sky: blue
+    (root / "notes.jpg").write_text("not an image, whatever its name says")
+    (root / "readme.txt").write_text("skipped: not an image extension")
+    save_photo(photos.chelsea(), root / ".thumbnails" / "chelsea.jpg")  # hidden: skipped
+    return root
+
+
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="roost")
+    add_classify_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["classify", *argv])
+    return int(args.func(args))
+
+
+def test_client_lists_models_and_classifies_paths_and_bytes(server, tmp_path: Path) -> None:
+    chelsea = save_photo(photos.chelsea(), tmp_path / "chelsea.jpg")
+    with RoostClient(server.url) as roost:
+        models = {m.name: m for m in roost.models()}
+        answer = roost.classify(chelsea, solid_png((10, 10, 250)), model="colours", top_k=2)
+
+    assert sorted(models) == ["birds", "colours"]
+    assert models["birds"].default_version == 2
+    assert [(v.version, v.state) for v in models["birds"].versions] == [(2, "ready")]
+    assert (answer.model, answer.version) == ("colours", 1)
+    cat, blue = answer.results
+    assert cat.filename == "chelsea.jpg"
+    assert [len(cat.predictions), len(blue.predictions)] == [2, 2]
+    assert (cat.top.label, cat.top.url) == ("red", RED_URL)
+    assert cat.predictions[0].score >= cat.predictions[1].score
+    assert (blue.top.label, blue.top.url, blue.top.index) == ("blue", None, 2)
+
+
+def test_client_raises_roost_error_with_status_and_code(server) -> None:
+    with RoostClient(server.url) as roost:
+        with pytest.raises(RoostError) as not_image:
+            roost.classify(b"plain text", model="colours")
+        with pytest.raises(RoostError) as unknown:
+            roost.classify(solid_png((1, 2, 3)), model="owls")
+        with pytest.raises(RoostError) as too_many:
+            roost.classify(solid_png((1, 2, 3)), model="colours", top_k=4)
+
+    assert (not_image.value.status, not_image.value.code) == (415, "invalid_image")
+    assert (unknown.value.status, unknown.value.code) == (404, "model_not_found")
+    assert (too_many.value.status, too_many.value.code) == (422, "invalid_parameter")
+    assert "owls" in unknown.value.message
+
+
+def test_async_client_classifies_concurrently(server) -> None:
+    colours = {"red": (240, 20, 20), "green": (20, 240, 20), "blue": (20, 20, 240)}
+
+    async def main() -> list[str]:
+        async with AsyncRoostClient(server.url) as roost:
+            answers = await asyncio.gather(
+                *(
+                    roost.classify(solid_png(rgb), model="birds", top_k=1)
+                    for rgb in list(colours.values()) * 4
+                )
+            )
+        return [answer.results[0].top.label for answer in answers]
+
+    assert asyncio.run(main()) == BIRDS * 4
+
+
+def test_cli_writes_csv_and_a_bad_file_fails_alone(server, photo_tree: Path, capsys) -> None:
+    out = photo_tree.parent / "predictions.csv"
+    code = run_cli(
+        str(photo_tree), "--url", server.url, "--model", "colours", "--top-k", "2",
+        "--concurrency", "3", "--csv", str(out),
+    )  # fmt: skip
+
+    assert code == 1
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert list(rows[0]) == [
+        "path", "model", "version", "label_1", "score_1", "label_2", "score_2", "error",
+    ]  # fmt: skip
+    by_name = {Path(row["path"]).name: row for row in rows}
+    assert [Path(row["path"]).relative_to(photo_tree).as_posix() for row in rows] == [
+        "cats/chelsea.jpg", "cats/deeper/coffee.PNG", "notes.jpg", "rocket.jpeg",
+    ]  # fmt: skip
+    assert [by_name[n]["label_1"] for n in ("chelsea.jpg", "coffee.PNG", "rocket.jpeg")] == [
+        "red", "red", "blue",
+    ]  # fmt: skip
+    for name in ("chelsea.jpg", "coffee.PNG", "rocket.jpeg"):
+        row = by_name[name]
+        assert (row["model"], row["version"], row["error"]) == ("colours", "1", "")
+        assert row["label_2"] in COLOUR_LABELS
+        assert 1.0 >= float(row["score_1"]) >= float(row["score_2"]) >= 0.0
+    bad = by_name["notes.jpg"]
+    assert bad["error"].startswith("invalid_image:")
+    assert bad["model"] == bad["label_1"] == bad["score_1"] == ""
+    stderr = capsys.readouterr().err
+    assert "notes.jpg: invalid_image" in stderr
+    assert "3 of 4 images classified" in stderr and "1 failed" in stderr
+
+
+def test_cli_prints_a_table_for_files_and_folders(server, photo_tree: Path, capsys) -> None:
+    blue = photo_tree.parent / "blue.png"
+    blue.write_bytes(solid_png((10, 10, 250)))
+    code = run_cli(str(blue), str(photo_tree / "cats"), str(blue), "--url", server.url,
+                   "--model", "birds", "--top-k", "1")  # fmt: skip
+
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["path", "model", "version", "predictions"]
+    assert len(lines) == 4  # header, blue.png once, the two cats
+    assert lines[1].startswith(str(blue)) and "Blue jay 1.000" in lines[1]
+    assert lines[2].startswith(str(photo_tree / "cats" / "chelsea.jpg"))
+    assert all(" birds  2 " in line and "Northern cardinal" in line for line in lines[2:])
+
+
+def test_cli_csv_to_stdout_with_the_model_default(server, tmp_path: Path, capsys) -> None:
+    image = save_photo(photos.rocket(), tmp_path / "rocket.jpg")
+    assert run_cli(str(image), "--url", server.url, "--model", "colours", "--csv", "-") == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0][-1] == "error" and len(rows[0]) == 3 + 2 * 3 + 1  # default top-k: all 3
+    assert rows[1][:4] == [str(image), "colours", "1", "blue"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("empty", "no image files"),
+        ("missing", "no such file or folder"),
+        ("unknown_model", "no model named 'owls'"),
+        ("no_server", "cannot reach a Roost server"),
+    ],
+)
+def test_cli_usage_errors_exit_2(server, tmp_path: Path, capsys, setup: str, message: str) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("no images here")
+    image = folder / "red.png"
+    argv = {
+        "empty": [str(folder)],
+        "missing": [str(tmp_path / "nowhere")],
+        "unknown_model": [str(folder), "--model", "owls"],
+        "no_server": [str(folder), "--url", "http://127.0.0.1:9"],
+    }[setup]
+    if setup in ("unknown_model", "no_server"):
+        image.write_bytes(solid_png((250, 0, 0)))
+    url = [] if "--url" in argv else ["--url", server.url]
+    out = tmp_path / "kept.csv"
+    out.write_text("previous results\n")
+
+    assert run_cli(*argv, *url, "--csv", str(out)) == 2
+    assert message in capsys.readouterr().err
+    assert out.read_text() == "previous results\n"  # a usage error leaves the CSV alone
+
+
+def test_roost_command_has_classify() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "service.cli", "classify", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--concurrency" in done.stdout
