@@ -17,7 +17,9 @@ from service.state import ServiceState, get_state
 
 router = APIRouter(tags=["classify"], dependencies=[Depends(require_classify_key)])
 
-ModelQuery = Query(None, max_length=64, description="Model (dataset) name; default: the configured default model")
+ModelQuery = Query(
+    None, max_length=64, description="Model (dataset) name; default: the configured default model"
+)
 VersionQuery = Query(None, ge=1, description="Version; default: the highest ready version")
 TopKQuery = Query(None, ge=1, description="Predictions per image, 1..C; default from config.json")
 
