@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0)
     """ONNX Runtime threads per session; 0 lets ONNX Runtime use every core."""
     inter_op_threads: int = Field(0, ge=0)
+    cpu_mem_arena: bool = False
+    """ONNX Runtime's CPU memory arena. Off by default: it kept ~250 MiB more per
+    EfficientNet-Lite0 version after a batch of 32, for no measurable speed (docs/benchmarks.md)."""
     intra_op_spinning: bool = False
     """Let idle ONNX Runtime threads spin. Off by default: on the CPU, decoding shares the cores
     and spinning threads would take their time (see docs/benchmarks.md)."""
