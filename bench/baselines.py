@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +43,33 @@ def model_alone(
 
     for _ in range(3):
         run()
-    runs, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        run()
-        runs += 1
-    return runs * batch_size / (time.perf_counter() - started)
+    return median_rate(run, batch_size, seconds)
 
 
 def decode_rate_per_core(
     bodies: list[bytes], image_size: tuple[int, int], resize: ResizeMode, seconds: float = 3.0
 ) -> float:
     """Images/s of decode + resize on one thread, over `bodies` in turn."""
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or count < len(bodies):
-        decode_image(bodies[count % len(bodies)], image_size, resize, 10**9)
-        count += 1
-    return count / (time.perf_counter() - started)
+    turn = iter(range(1 << 62))
+
+    def decode_next() -> None:
+        decode_image(bodies[next(turn) % len(bodies)], image_size, resize, 10**9)
+
+    return median_rate(decode_next, 1, seconds)
+
+
+def median_rate(
+    run: Callable[[], None], items_per_run: int, seconds: float, rounds: int = 5
+) -> float:
+    """Items/s as the median of `rounds` timed rounds: robust to a noisy neighbour's burst."""
+    rates = []
+    for _ in range(rounds):
+        count, started = 0, time.perf_counter()
+        while count == 0 or time.perf_counter() - started < seconds / rounds:
+            run()
+            count += 1
+        rates.append(count * items_per_run / (time.perf_counter() - started))
+    return statistics.median(rates)
 
 
 def cpu_limit(model_rate: float, decode_rate: float, cores: int) -> float:
