@@ -1,0 +1,312 @@
+"""Training subcommands for ``roost``: train, evaluate, export, compare, datasets.
+
+Nothing heavy is imported here: TensorFlow, Keras and scikit-learn load inside the command
+functions, so ``roost serve`` starts without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.backbones import SPECS
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    if len(parts) == 1:
+        parts = parts * 2
+    return int(parts[0]), int(parts[1])
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    values = [float(v) for v in text.replace("/", ",").split(",")]
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError("three ratios: train,val,test (e.g. 0.7,0.2,0.1)")
+    total = sum(values)
+    return values[0] / total, values[1] / total, values[2] / total
+
+
+def _add_train(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a classifier on class-per-folder images",
+        description="Data report, transfer learning (or from scratch), "
+        "evaluation on the test split; everything lands in --out.",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="class folders, or train/ val/ test/ each holding class folders",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="RUNDIR", help="run folder to write")
+    p.add_argument(
+        "--backbone",
+        default="mobilenetv2",
+        choices=sorted(SPECS),
+        metavar="NAME",
+        help=f"one of: {', '.join(SPECS)} (default mobilenetv2)",
+    )
+    p.add_argument(
+        "--weights",
+        default="imagenet",
+        help="'imagenet' (Keras download; local conversion for efficientnet_lite0), "
+        "a weights file, or 'none' (default imagenet)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_size,
+        default=None,
+        metavar="HxW",
+        help="model input size, e.g. 224 or 160x160 (default: the backbone's)",
+    )
+    p.add_argument("--resize", choices=("stretch", "center_crop"), default="stretch")
+    p.add_argument("--cut-at", default=None, metavar="LAYER", help="end the backbone at this layer")
+    p.add_argument("--pooling", choices=("avg", "flatten"), default=None)
+    p.add_argument("--hidden-units", type=int, default=None, help="hidden dense layer (0 = none)")
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3, dest="learning_rate")
+    p.add_argument(
+        "--fine-tune-layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="phase 2: unfreeze the top N backbone layers (BatchNorm stays frozen)",
+    )
+    p.add_argument("--fine-tune-epochs", type=int, default=0)
+    p.add_argument("--fine-tune-lr", type=float, default=1e-5, dest="fine_tune_learning_rate")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-augment", action="store_false", dest="augment")
+    p.add_argument("--class-weight", choices=("balanced",), default=None)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument(
+        "--split",
+        type=_ratios,
+        default=(0.7, 0.2, 0.1),
+        metavar="TRAIN,VAL,TEST",
+        help="split ratios when the data is not pre-split (default 0.7,0.2,0.1)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=4,
+        dest="early_stopping_patience",
+        help="early-stopping patience in epochs (val loss)",
+    )
+    p.add_argument("--max-per-class", type=int, default=None, help="subsample each class and split")
+    p.add_argument("--dataset-name", default=None, help="dataset name for the model card")
+    p.add_argument(
+        "--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output"
+    )
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.backbones import get_spec
+    from training.config import TrainConfig
+    from training.train import train
+
+    spec = get_spec(args.backbone)
+    weights = "none" if spec.kind == "scratch" else args.weights
+    size = args.image_size or (spec.default_size, spec.default_size)
+    cfg = TrainConfig(
+        data=args.data,
+        out=args.out,
+        backbone=spec.name,
+        weights=weights,
+        image_size=size,
+        resize=args.resize,
+        cut_at=args.cut_at,
+        pooling=args.pooling,
+        hidden_units=args.hidden_units,
+        dropout=args.dropout,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        fine_tune_layers=args.fine_tune_layers,
+        fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        batch_size=args.batch_size,
+        augment=args.augment,
+        class_weight=args.class_weight,
+        seed=args.seed,
+        split_ratios=args.split,
+        early_stopping_patience=args.early_stopping_patience,
+        max_per_class=args.max_per_class,
+        verbose=args.verbose,
+        extra={"dataset": args.dataset_name} if args.dataset_name else {},
+    )
+    train(cfg)
+    return 0
+
+
+def _add_evaluate(subparsers: Any) -> None:
+    p = subparsers.add_parser("evaluate", help="re-evaluate a run's model on its test split")
+    p.add_argument("run", type=Path, metavar="RUNDIR")
+    p.add_argument("--top-k", type=int, default=3)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_run
+
+    evaluate_run(args.run, top_k=args.top_k)
+    return 0
+
+
+def _add_export(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a run to ONNX and publish it as a new version",
+        description="Checks ONNX against Keras (max prob diff 1e-4) and "
+        "publishes atomically into REPO/NAME/<next version>.",
+    )
+    p.add_argument(
+        "run",
+        type=Path,
+        nargs="?",
+        metavar="RUNDIR",
+        help="run folder (with --imagenet: where to write the ImageNet run)",
+    )
+    p.add_argument("--repo", type=Path, default=Path("model_repo"))
+    p.add_argument("--name", required=True, help="model name in the repository")
+    p.add_argument(
+        "--fp32",
+        action="store_true",
+        help="store float32 weights (default float16 when the held-out top-1 agrees)",
+    )
+    p.add_argument(
+        "--fp16-tolerance",
+        type=float,
+        default=1e-2,
+        help="largest probability change float16 storage may cause (default 0.01)",
+    )
+    p.add_argument("--references", type=int, default=4, help="reference images on the card")
+    p.add_argument("--dataset", default=None, help="dataset name for the card")
+    p.add_argument(
+        "--references-from",
+        choices=("held-out", "photos"),
+        default="held-out",
+        dest="reference_source",
+        help="reference images: the run's held-out test images (default), or scikit-image's "
+        "CC0 photos for data whose licence keeps its images out of the repository",
+    )
+    p.add_argument(
+        "--imagenet",
+        action="store_true",
+        help="export EfficientNet-Lite0 with its ImageNet head (no training)",
+    )
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import ExportError, ExportOptions, export_run
+
+    run = args.run
+    if args.imagenet:
+        from training.imagenet import make_imagenet_run
+
+        run = make_imagenet_run(run or Path("runs/imagenet"))
+    elif run is None:
+        print("error: RUNDIR is required (or --imagenet)", file=sys.stderr)
+        return 2
+    options = ExportOptions(
+        repo=args.repo,
+        name=args.name,
+        fp32=args.fp32,
+        fp16_tolerance=args.fp16_tolerance,
+        references=args.references,
+        dataset=args.dataset,
+        reference_source=args.reference_source,
+    )
+    try:
+        export_run(run, options)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_compare(subparsers: Any) -> None:
+    p = subparsers.add_parser("compare", help="compare runs in a markdown table")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUNDIR")
+    p.add_argument("--out", type=Path, default=Path("comparison.md"), help="markdown file to write")
+    p.add_argument("--repeats", type=int, default=50, help="timed ONNX runs per model")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from training.compare import compare
+
+    table = compare(args.runs, repeats=args.repeats)
+    print(table)
+    args.out.write_text(table + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_datasets(subparsers: Any) -> None:
+    p = subparsers.add_parser("datasets", help="lay out offline data sets as class folders")
+    kinds = p.add_subparsers(dest="dataset", required=True)
+    tux = kinds.add_parser(
+        "tuxpaint", help="Tux Paint stamp photos (Debian tuxpaint-stamps-default)"
+    )
+    tux.add_argument("dest", type=Path)
+    tux.add_argument(
+        "--stamps",
+        type=Path,
+        default=None,
+        help="stamps folder (default /usr/share/tuxpaint/stamps, or an extracted .deb's)",
+    )
+    tux.add_argument("--seed", type=int, default=1234)
+    tux.set_defaults(func=cmd_datasets)
+    fm = kinds.add_parser("fashion-mnist", help="Fashion-MNIST (Debian dataset-fashion-mnist)")
+    fm.add_argument("dest", type=Path)
+    fm.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="folder with the idx .gz files (default /usr/share/datasets/fashion-mnist)",
+    )
+    fm.add_argument("--train-per-class", type=int, default=None, help="subsample train (of 6000)")
+    fm.add_argument(
+        "--val-per-class",
+        type=int,
+        default=None,
+        help="val images per class, taken out of train (default 10%% of train)",
+    )
+    fm.add_argument("--test-per-class", type=int, default=None, help="subsample test (of 1000)")
+    fm.add_argument("--seed", type=int, default=1234)
+    fm.set_defaults(func=cmd_datasets)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from training import datasets
+
+    if args.dataset == "tuxpaint":
+        counts = datasets.tuxpaint(args.dest, stamps=args.stamps, seed=args.seed)
+    else:
+        counts = datasets.fashion_mnist(
+            args.dest,
+            source=args.source,
+            train_per_class=args.train_per_class,
+            val_per_class=args.val_per_class,
+            test_per_class=args.test_per_class,
+            seed=args.seed,
+        )
+    for name, count in counts.items():
+        print(f"{name}: {count}")
+    print(f"wrote {args.dest}")
+    return 0
+
+
+def add_training_commands(subparsers: Any) -> None:
+    """Register train, evaluate, export, compare and datasets on an argparse subparsers object."""
+    _add_train(subparsers)
+    _add_evaluate(subparsers)
+    _add_export(subparsers)
+    _add_compare(subparsers)
+    _add_datasets(subparsers)

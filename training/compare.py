@@ -1,0 +1,98 @@
+"""``roost compare RUNDIR...``: one markdown table of backbones, sizes, accuracy and latency."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLUMNS = (
+    "run",
+    "backbone",
+    "input",
+    "trainable params",
+    "total params",
+    "val acc",
+    "test acc",
+    "test macro-F1",
+    "ONNX CPU ms/image",
+)
+
+
+def _onnx_path(run: Path, scratch: Path) -> Path:
+    """The run's exported ``model.onnx``; exported now into ``scratch`` if it has none yet."""
+    path = run / "model.onnx"
+    if path.is_file():
+        return path
+    from training import onnx_tools
+    from training.evaluate import load_run_model
+    from training.model import inference_model
+
+    target = scratch / f"{run.name}.onnx"
+    onnx_tools.keras_to_onnx(inference_model(load_run_model(run)), target)
+    return target
+
+
+def onnx_latency_ms(path: Path, repeats: int = 50, warmup: int = 5) -> float:
+    """Median wall time of one single-image ``session.run`` on the CPU, in milliseconds."""
+    from training import onnx_tools
+
+    sess = onnx_tools.session(path)
+    shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
+    image = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    name = sess.get_inputs()[0].name
+    for _ in range(warmup):
+        sess.run(None, {name: image})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sess.run(None, {name: image})
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def row(run: Path, scratch: Path, repeats: int) -> list[str]:
+    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    params = summary.get("params") or {}
+    size = config.get("image_size") or summary.get("image_size") or ["?", "?"]
+    latency = onnx_latency_ms(_onnx_path(run, scratch), repeats)
+    return [
+        run.name,
+        summary.get("backbone", config.get("backbone")),
+        f"{size[0]}x{size[1]}",
+        _fmt(params.get("trainable")),
+        _fmt(params.get("total")),
+        _fmt(summary.get("val_accuracy")),
+        _fmt(summary.get("test_accuracy")),
+        _fmt(summary.get("test_macro_f1")),
+        _fmt(latency, 2),
+    ]
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def compare(runs: list[Path], repeats: int = 50) -> str:
+    """The comparison table of ``runs`` as markdown (latency: batch of one, median)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        rows = [row(Path(run), Path(scratch), repeats) for run in runs]
+    return markdown_table(rows)

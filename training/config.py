@@ -1,0 +1,91 @@
+"""TrainConfig: every setting of a training run, saved with the run as ``config.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one ``roost train`` run.
+
+    Defaults follow the Keras transfer-learning guide: a frozen base with a new head at a high
+    learning rate, then (optionally) the top layers of the base at a much lower one.
+    """
+
+    data: Path
+    out: Path
+    backbone: str = "mobilenetv2"
+    # "imagenet" (Keras download; converted local weights for efficientnet_lite0), a weights
+    # file, or "none" (random initialisation, the whole network trains from the start).
+    weights: str = "imagenet"
+    image_size: tuple[int, int] = (224, 224)
+    # How images reach image_size, in training and (via the card) in the server.
+    resize: str = "stretch"
+    cut_at: str | None = None
+    # Head: "avg" (global average pooling) or "flatten"; None picks the backbone's default.
+    pooling: str | None = None
+    hidden_units: int | None = None
+    dropout: float = 0.2
+    # Phase 1: head on a frozen base (or the whole network when weights are "none").
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    # Phase 2: unfreeze the top N layers of the base (BatchNormalization stays frozen).
+    fine_tune_layers: int = 0
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float = 1e-5
+    batch_size: int = 32
+    augment: bool = True
+    class_weight: str | None = None  # "balanced" or None
+    seed: int = 1234
+    # Used only when the data folder is not already split into train/ val/ test/.
+    split_ratios: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    early_stopping_patience: int = 4
+    max_per_class: int | None = None
+    verbose: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data)
+        self.out = Path(self.out)
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self.split_ratios = tuple(float(r) for r in self.split_ratios)  # type: ignore[assignment]
+        if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios):
+            raise ValueError("split ratios are three non-negative numbers: train val test")
+        if abs(sum(self.split_ratios) - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must sum to 1, got {self.split_ratios}")
+        if self.resize not in ("stretch", "center_crop"):
+            raise ValueError("resize is 'stretch' or 'center_crop'")
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError("class_weight is 'balanced' or None")
+        if self.pooling not in (None, "avg", "flatten"):
+            raise ValueError("pooling is 'avg' or 'flatten'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout is in [0, 1)")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights.lower() != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["data"] = str(self.data)
+        data["out"] = str(self.out)
+        data["image_size"] = list(self.image_size)
+        data["split_ratios"] = list(self.split_ratios)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

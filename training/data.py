@@ -1,0 +1,245 @@
+"""Class-per-folder image data: find, split (seeded, stratified), load, and report on it.
+
+Images are decoded with the server's own :func:`service.preprocess.decode_image` (EXIF
+orientation, any mode to RGB with transparency on white, bilinear "stretch" resize), so the
+pixels a model is trained and evaluated on are the pixels it is served. That is why this module
+does not use ``keras.utils.image_dataset_from_directory``: its ``tf.image.resize`` differs from
+Pillow's, and one unreadable file stops it. Batching and shuffling are ``tf.data`` (train.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLITS = ("train", "val", "test")
+_MAX_PIXELS = 1 << 28
+
+
+@dataclass
+class Split:
+    """Files and integer labels of one split; ``labels[i]`` indexes ``DataSplits.class_names``."""
+
+    files: list[Path] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass
+class DataSplits:
+    class_names: list[str]
+    splits: dict[str, Split]
+    presplit: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "class_names": self.class_names,
+            "presplit": self.presplit,
+            **{
+                name: [[str(f), y] for f, y in zip(s.files, s.labels, strict=False)]
+                for name, s in self.splits.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DataSplits:
+        splits = {
+            name: Split([Path(f) for f, _ in data[name]], [int(y) for _, y in data[name]])
+            for name in SPLITS
+        }
+        return cls(list(data["class_names"]), splits, bool(data.get("presplit", False)))
+
+
+def _class_files(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> sorted image files, for a class-per-folder directory (nested folders count)."""
+    classes = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        classes[sub.name] = files
+    return classes
+
+
+def stratified_split(
+    files_by_class: dict[str, list[Path]], ratios: tuple[float, float, float], seed: int
+) -> dict[str, dict[str, list[Path]]]:
+    """Split each class on its own with a seeded shuffle: split -> class -> files.
+
+    The result depends only on the file names, the ratios and the seed (not on directory
+    order). Every class with at least 3 images gets at least one in each non-zero split.
+    """
+    out: dict[str, dict[str, list[Path]]] = {name: {} for name in SPLITS}
+    for cls, files in sorted(files_by_class.items()):
+        shuffled = sorted(files)
+        random.Random(f"{seed}:{cls}").shuffle(shuffled)
+        n = len(shuffled)
+        n_val = math.floor(n * ratios[1] + 0.5)
+        n_test = math.floor(n * ratios[2] + 0.5)
+        if n >= 3:
+            n_val = max(n_val, 1 if ratios[1] > 0 else 0)
+            n_test = max(n_test, 1 if ratios[2] > 0 else 0)
+        n_train = max(n - n_val - n_test, 0)
+        out["train"][cls] = shuffled[:n_train]
+        out["val"][cls] = shuffled[n_train : n_train + n_val]
+        out["test"][cls] = shuffled[n_train + n_val :]
+    return out
+
+
+def find_splits(
+    root: Path,
+    ratios: tuple[float, float, float] = (0.7, 0.2, 0.1),
+    seed: int = 1234,
+    max_per_class: int | None = None,
+) -> DataSplits:
+    """Class folders under ``root``, or pre-split ``root/train``, ``root/val``, ``root/test``.
+
+    In a pre-split folder a missing ``val/`` or ``test/`` is carved out of ``train/`` with the
+    given ratios. ``max_per_class`` subsamples each class of each split (seeded).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    presplit = (root / "train").is_dir()
+    if presplit:
+        by_split = {s: _class_files(root / s) if (root / s).is_dir() else {} for s in SPLITS}
+        missing = [s for s in ("val", "test") if not by_split[s]]
+        if missing:
+            r_val = ratios[1] if "val" in missing else 0.0
+            r_test = ratios[2] if "test" in missing else 0.0
+            carved = stratified_split(by_split["train"], (1 - r_val - r_test, r_val, r_test), seed)
+            by_split["train"] = carved["train"]
+            for s in missing:
+                by_split[s] = carved[s]
+    else:
+        by_split = stratified_split(_class_files(root), ratios, seed)
+    class_names = sorted(set().union(*(set(c) for c in by_split.values())))
+    if len(class_names) < 2:
+        raise ValueError(f"{root} needs at least two class folders, found {class_names}")
+    splits = {}
+    for s in SPLITS:
+        split = Split()
+        for index, cls in enumerate(class_names):
+            files = list(by_split[s].get(cls, []))
+            if max_per_class is not None and len(files) > max_per_class:
+                files = sorted(random.Random(f"{seed}:{s}:{cls}").sample(files, max_per_class))
+            split.files += files
+            split.labels += [index] * len(files)
+        splits[s] = split
+    return DataSplits(class_names, splits, presplit)
+
+
+def load_image(path: Path, size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
+    """One image as the server sees it: ``(H, W, 3)`` uint8 RGB. Raises on unreadable files."""
+    from service.preprocess import decode_image
+
+    return decode_image(Path(path).read_bytes(), size, resize, _MAX_PIXELS)  # type: ignore[arg-type]
+
+
+@dataclass
+class LoadedSplit:
+    images: np.ndarray  # [N, H, W, 3] uint8
+    labels: np.ndarray  # [N] int32
+    files: list[Path]
+    original_sizes: list[tuple[int, int]]  # (width, height) before resizing
+    unreadable: list[tuple[Path, str]]
+
+
+def load_split(split: Split, size: tuple[int, int], resize: str = "stretch") -> LoadedSplit:
+    """Decode every file of a split; unreadable ones are recorded and skipped, never raised."""
+    images, labels, files, sizes, bad = [], [], [], [], []
+    for path, label in zip(split.files, split.labels, strict=False):
+        try:
+            with Image.open(path) as im:
+                original = im.size
+            array = load_image(path, size, resize)
+        except Exception as exc:  # noqa: BLE001 - any failure means "unreadable", reported
+            bad.append((path, f"{type(exc).__name__}: {exc}"))
+            continue
+        images.append(array)
+        labels.append(label)
+        files.append(path)
+        sizes.append(original)
+    shape = (0, size[0], size[1], 3)
+    return LoadedSplit(
+        np.stack(images) if images else np.zeros(shape, np.uint8),
+        np.asarray(labels, dtype=np.int32),
+        files,
+        sizes,
+        bad,
+    )
+
+
+def data_report(class_names: list[str], loaded: dict[str, LoadedSplit]) -> dict[str, Any]:
+    """Images per class and split, image sizes, imbalance ratio and unreadable files."""
+    per_class = {
+        cls: {s: int(np.sum(part.labels == i)) for s, part in loaded.items()}
+        for i, cls in enumerate(class_names)
+    }
+    totals = {cls: sum(counts.values()) for cls, counts in per_class.items()}
+    sizes = [size for part in loaded.values() for size in part.original_sizes]
+    widths = np.array([w for w, _ in sizes] or [0])
+    heights = np.array([h for _, h in sizes] or [0])
+    smallest = min(totals.values()) if totals else 0
+    return {
+        "classes": len(class_names),
+        "images": {s: len(part.files) for s, part in loaded.items()},
+        "per_class": per_class,
+        "imbalance_ratio": (max(totals.values()) / smallest) if smallest else None,
+        "image_sizes": {
+            "width": {
+                "min": int(widths.min()),
+                "median": float(np.median(widths)),
+                "max": int(widths.max()),
+            },
+            "height": {
+                "min": int(heights.min()),
+                "median": float(np.median(heights)),
+                "max": int(heights.max()),
+            },
+            "most_common": [[f"{w}x{h}", n] for (w, h), n in Counter(sizes).most_common(5)],
+        },
+        "unreadable": [
+            {"file": str(p), "error": e} for part in loaded.values() for p, e in part.unreadable
+        ],
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a plain-text table for the terminal."""
+    lines = [f"{'class':<24}{'train':>8}{'val':>8}{'test':>8}"]
+    for cls, counts in report["per_class"].items():
+        lines.append(f"{cls:<24}{counts['train']:>8}{counts['val']:>8}{counts['test']:>8}")
+    images = report["images"]
+    lines.append(f"{'total':<24}{images['train']:>8}{images['val']:>8}{images['test']:>8}")
+    ratio = report["imbalance_ratio"]
+    lines.append(
+        f"imbalance ratio (largest/smallest class): {ratio:.2f}"
+        if ratio
+        else "imbalance ratio: n/a"
+    )
+    w, h = report["image_sizes"]["width"], report["image_sizes"]["height"]
+    lines.append(
+        f"image width {w['min']}..{w['max']} (median {w['median']:.0f}), "
+        f"height {h['min']}..{h['max']} (median {h['median']:.0f})"
+    )
+    common = ", ".join(f"{s} ({n})" for s, n in report["image_sizes"]["most_common"])
+    lines.append(f"most common sizes: {common}")
+    lines.append(f"unreadable files (skipped): {len(report['unreadable'])}")
+    lines += [f"  {u['file']}: {u['error']}" for u in report["unreadable"]]
+    return "\n".join(lines)
+
+
+def save_json(path: Path, data: Any) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")

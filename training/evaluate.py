@@ -1,0 +1,172 @@
+"""``roost evaluate``: test-split metrics, report, plots and per-image CSV into the run folder.
+
+Writes ``summary.json`` (accuracy, macro-F1, val accuracy, parameters),
+``classification_report.txt``, ``confusion_matrix.png``, ``curves.png`` and ``predictions.csv``
+(every test image, its true label, prediction and top-k scores).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import DataSplits, LoadedSplit, load_split, save_json
+
+
+def read_labels(run: Path) -> list[str]:
+    return [line for line in (Path(run) / "labels.txt").read_text().splitlines() if line]
+
+
+def load_run_model(run: Path) -> Any:
+    import keras
+
+    import training.layers  # noqa: F401 - registers the custom layers before loading
+
+    return keras.saving.load_model(Path(run) / "model.keras", compile=False)
+
+
+def load_run_split(run: Path, name: str) -> LoadedSplit:
+    from training.config import TrainConfig
+
+    cfg = TrainConfig.load(Path(run) / "config.json")
+    splits = DataSplits.from_json(json.loads((Path(run) / "split.json").read_text()))
+    return load_split(splits.splits[name], cfg.image_size, cfg.resize)
+
+
+def predict(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    if len(images) == 0:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.0, 0.45 * len(class_names) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=80)
+    ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_curves(history: dict[str, list[float]], phase2_start: int | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=80)
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=False):
+        for key, label in ((metric, "train"), (f"val_{metric}", "val")):
+            if key in history:
+                ax.plot(range(1, len(history[key]) + 1), history[key], marker=".", label=label)
+        if phase2_start:
+            ax.axvline(phase2_start + 0.5, color="grey", linestyle="--", label="fine-tune")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_predictions(
+    path: Path, part: LoadedSplit, probs: np.ndarray, class_names: list[str], k: int
+) -> None:
+    k = min(k, len(class_names))
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        header = ["path", "true_label", "predicted_label", "correct"]
+        for rank in range(1, k + 1):
+            header += [f"top{rank}_label", f"top{rank}_score"]
+        writer.writerow(header)
+        for file, true, row in zip(part.files, part.labels, probs, strict=False):
+            order = np.argsort(-row)[:k]
+            line = [str(file), class_names[true], class_names[order[0]], int(order[0] == true)]
+            for index in order:
+                line += [class_names[index], f"{row[index]:.6f}"]
+            writer.writerow(line)
+
+
+def evaluate_run(
+    run: Path, model: Any = None, loaded: dict[str, LoadedSplit] | None = None, top_k: int = 3
+) -> dict[str, Any]:
+    """Evaluate the run's model on its val and test splits and write the artefacts."""
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+    from training.config import TrainConfig
+    from training.model import count_params
+
+    run = Path(run)
+    cfg = TrainConfig.load(run / "config.json")
+    class_names = read_labels(run)
+    model = model if model is not None else load_run_model(run)
+    loaded = loaded or {name: load_run_split(run, name) for name in ("val", "test")}
+    val, test = loaded["val"], loaded["test"]
+    val_probs, test_probs = predict(model, val.images), predict(model, test.images)
+    y_pred = test_probs.argmax(axis=1) if len(test_probs) else np.zeros(0, int)
+    indices = list(range(len(class_names)))
+    report_text = classification_report(
+        test.labels, y_pred, labels=indices, target_names=class_names, digits=3, zero_division=0
+    )
+    report = classification_report(
+        test.labels,
+        y_pred,
+        labels=indices,
+        target_names=class_names,
+        output_dict=True,
+        zero_division=0,
+    )
+    matrix = confusion_matrix(test.labels, y_pred, labels=indices)
+    (run / "classification_report.txt").write_text(report_text)
+    plot_confusion(matrix, class_names, run / "confusion_matrix.png", f"{cfg.backbone}: test split")
+    history_path = run / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else {}
+    if history.get("history"):
+        plot_curves(history["history"], history.get("phase2_start_epoch"), run / "curves.png")
+    write_predictions(run / "predictions.csv", test, test_probs, class_names, top_k)
+
+    def accuracy(part: LoadedSplit, probs: np.ndarray) -> float | None:
+        return float(accuracy_score(part.labels, probs.argmax(axis=1))) if len(probs) else None
+
+    summary = {
+        "backbone": cfg.backbone,
+        "weights": cfg.weights,
+        "image_size": list(cfg.image_size),
+        "classes": class_names,
+        "params": count_params(model),
+        "val_accuracy": accuracy(val, val_probs),
+        "test_accuracy": accuracy(test, test_probs),
+        "test_macro_f1": float(
+            f1_score(test.labels, y_pred, labels=indices, average="macro", zero_division=0)
+        )
+        if len(y_pred)
+        else None,
+        "test_images": len(test.labels),
+        "per_class": {c: report[c] for c in class_names},
+        "confusion_matrix": matrix.tolist(),
+        "epochs_run": len(history.get("history", {}).get("loss", [])),
+        "train_seconds": history.get("train_seconds"),
+    }
+    if history.get("params"):
+        summary["params"] = history["params"]  # as trained (the last phase's trainable count)
+    save_json(run / "summary.json", summary)
+    print(report_text)
+    print(
+        f"test accuracy {summary['test_accuracy']}, macro-F1 {summary['test_macro_f1']}, "
+        f"val accuracy {summary['val_accuracy']}  ({run / 'summary.json'})",
+        flush=True,
+    )
+    return summary

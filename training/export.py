@@ -1,0 +1,166 @@
+"""``roost export RUNDIR --repo model_repo --name NAME``: ONNX, checked, published as a version.
+
+1. Keras -> ONNX (uint8 NHWC input, dynamic batch, opset 17, IR <= 10), contract checks.
+2. Parity: ONNX Runtime against Keras on held-out (test split) images; fails above 1e-4.
+3. float16 storage (weights halved, arithmetic float32) when its top-1 agrees with float32 on
+   every held-out image and the probabilities stay within ``fp16_tolerance``; ``--fp32`` keeps
+   float32. The card records both numbers.
+4. Reference images (held-out, at the model's size) with the shipped model's top-1.
+5. Atomic publish (training/publish.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from training.data import LoadedSplit, save_json
+from training.publish import Reference, Release, publish
+
+PARITY_TOLERANCE = 1e-4
+FP16_TOLERANCE = 1e-2
+_MAX_HELD_OUT = 256
+
+
+class ExportError(RuntimeError):
+    """The exported model failed a check; nothing was published."""
+
+
+@dataclass
+class ExportOptions:
+    repo: Path
+    name: str
+    fp32: bool = False
+    fp16_tolerance: float = FP16_TOLERANCE
+    references: int = 4
+    dataset: str | None = None
+    # "held-out": test images of the run; "photos": scikit-image's CC0 photos instead, for data
+    # whose licence keeps its images out of the repository (the Tux Paint stamps are GPL-2).
+    reference_source: str = "held-out"
+
+
+def pick_references(probs: np.ndarray, count: int) -> list[int]:
+    """Indices of up to ``count`` held-out images, distinct predicted classes first, each with a
+    clear margin between its top two scores so a one-ulp difference cannot flip it."""
+    top2 = np.sort(probs, axis=1)[:, -2:] if probs.shape[1] > 1 else np.c_[probs * 0, probs]
+    margin = top2[:, 1] - top2[:, 0]
+    order = [int(i) for i in np.argsort(-margin) if margin[i] > 0.05]
+    chosen: list[int] = []
+    seen: set[int] = set()
+    for index in order:  # one per predicted class, most confident first
+        if len(chosen) < count and int(probs[index].argmax()) not in seen:
+            chosen.append(index)
+            seen.add(int(probs[index].argmax()))
+    for index in order:
+        if len(chosen) < count and index not in chosen:
+            chosen.append(index)
+    return chosen
+
+
+def _photos(size: tuple[int, int], resize: str) -> np.ndarray:
+    """scikit-image's photos (CC0 / public domain), decoded as the server decodes a request."""
+    import tempfile
+
+    from training.data import load_image
+    from training.imagenet import write_photos
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return np.stack([load_image(p, size, resize) for p in write_photos(Path(tmp))])
+
+
+def _held_out(run: Path) -> LoadedSplit:
+    from training.evaluate import load_run_split
+
+    part = load_run_split(run, "test")
+    if len(part.files) == 0:
+        part = load_run_split(run, "val")
+    if len(part.files) == 0:
+        raise ExportError("no held-out images to check the export with")
+    n = min(len(part.files), _MAX_HELD_OUT)
+    return LoadedSplit(
+        part.images[:n], part.labels[:n], part.files[:n], part.original_sizes[:n], []
+    )
+
+
+def export_run(run: Path, options: ExportOptions) -> Path:
+    """Export, check and publish the run's model; returns the published version folder."""
+    from training import onnx_tools
+    from training.config import TrainConfig
+    from training.evaluate import load_run_model, predict, read_labels
+    from training.model import inference_model
+
+    run = Path(run)
+    cfg = TrainConfig.load(run / "config.json")
+    labels = read_labels(run)
+    model = load_run_model(run)
+    held_out = _held_out(run)
+
+    proto = onnx_tools.keras_to_onnx(inference_model(model), run / "model.onnx")
+    onnx_tools.check_contract(proto, cfg.image_size, len(labels))
+    keras_probs = predict(model, held_out.images)
+    fp32_probs = onnx_tools.run(onnx_tools.session(proto), held_out.images)
+    parity = float(np.abs(keras_probs - fp32_probs).max())
+    print(f"ONNX vs Keras on {len(held_out.files)} held-out images: max |diff| {parity:.2e}")
+    if parity > PARITY_TOLERANCE:
+        raise ExportError(f"ONNX and Keras differ by {parity:.2e} > {PARITY_TOLERANCE:.0e}")
+
+    fp16 = onnx_tools.to_fp16_storage(proto)
+    fp16_probs = onnx_tools.run(onnx_tools.session(fp16), held_out.images)
+    agreement = float(np.mean(fp16_probs.argmax(1) == fp32_probs.argmax(1)))
+    fp16_diff = float(np.abs(fp16_probs - fp32_probs).max())
+    use_fp16 = not options.fp32 and agreement == 1.0 and fp16_diff <= options.fp16_tolerance
+    sizes = [len(onnx_tools.onnx_bytes(p)) / 1e6 for p in (fp16, proto)]
+    print(
+        f"float16 storage: top-1 agreement {agreement:.3f}, max |diff| {fp16_diff:.2e} -> "
+        f"{'float16' if use_fp16 else 'float32'} ({sizes[0]:.1f} MB vs {sizes[1]:.1f} MB)"
+    )
+    shipped, shipped_probs = (fp16, fp16_probs) if use_fp16 else (proto, fp32_probs)
+
+    ref_images, ref_probs = held_out.images, shipped_probs
+    if options.reference_source == "photos":
+        ref_images = _photos(cfg.image_size, cfg.resize)
+        ref_probs = onnx_tools.run(onnx_tools.session(shipped), ref_images)
+    refs = [
+        Reference(ref_images[i], int(ref_probs[i].argmax()))
+        for i in pick_references(ref_probs, options.references)
+    ]
+    summary_path = run / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    history_path = run / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else {}
+    card = {
+        "backbone": cfg.backbone,
+        "dataset": options.dataset or cfg.extra.get("dataset") or cfg.data.name,
+        "image_size": list(cfg.image_size),
+        "resize": cfg.resize,
+        "metrics": summary.get("metrics")
+        or {
+            key: summary.get(key)
+            for key in ("test_accuracy", "test_macro_f1", "val_accuracy", "test_images")
+        },
+        "training": {
+            key: value
+            for key, value in cfg.to_dict().items()
+            if key not in ("data", "out", "extra", "verbose")
+        }
+        | {"epochs_run": summary.get("epochs_run"), "train_seconds": history.get("train_seconds")},
+        "parameters": summary.get("params"),
+        "storage": {
+            "weights": "float16" if use_fp16 else "float32",
+            "onnx_vs_keras_max_prob_diff": parity,
+            "fp16_top1_agreement": agreement,
+            "fp16_max_prob_diff": fp16_diff,
+            "held_out_images": len(held_out.files),
+            "references_from": options.reference_source,
+        },
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    release = Release(onnx_tools.onnx_bytes(shipped), labels, card, refs)
+    target = publish(options.repo, options.name, release)
+    save_json(run / "export.json", {"published": str(target), **card["storage"]})
+    print(f"published {target} ({(target / 'model.onnx').stat().st_size / 1e6:.1f} MB)")
+    return target

@@ -1,0 +1,142 @@
+"""Keras -> ONNX, the contract's checks on the file, float16 storage, and ONNX Runtime runs."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OPSET = 17
+MAX_IR_VERSION = 10
+MAX_OPSET = 21
+# Initializers smaller than this stay float32: they do not matter for size, and some of them
+# (scales, shapes) feed ops that want a constant.
+_FP16_MIN_ELEMENTS = 256
+_FP16_MAX = 65504.0
+
+
+def keras_to_onnx(model: Any, path: Path, opset: int = OPSET) -> Any:
+    """Export ``model`` (uint8 NHWC input) with a dynamic batch axis; returns the ONNX proto."""
+    import keras
+    import onnx
+
+    _, height, width, channels = model.input_shape
+    spec = keras.InputSpec(shape=(None, height, width, channels), dtype="uint8", name="image")
+    path = Path(path)
+    model.export(
+        str(path), format="onnx", input_signature=[spec], opset_version=opset, verbose=False
+    )
+    proto = onnx.load(str(path))
+    if proto.ir_version > MAX_IR_VERSION:
+        proto.ir_version = MAX_IR_VERSION
+        onnx.save(proto, str(path))
+    return proto
+
+
+def check_contract(proto: Any, image_size: tuple[int, int], num_classes: int) -> None:
+    """Raise ValueError unless the model meets docs/model-repository.md."""
+    import onnx
+
+    onnx.checker.check_model(proto)
+    if proto.ir_version > MAX_IR_VERSION:
+        raise ValueError(f"IR version {proto.ir_version} > {MAX_IR_VERSION}")
+    opsets = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if not opsets or max(opsets) > MAX_OPSET:
+        raise ValueError(f"default-domain opset {opsets} not in 1..{MAX_OPSET}")
+    inputs = [
+        i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}
+    ]
+    if len(inputs) != 1:
+        raise ValueError(f"expected one input, found {[i.name for i in inputs]}")
+    tensor = inputs[0].type.tensor_type
+    if tensor.elem_type != onnx.TensorProto.UINT8:
+        raise ValueError("the input must be uint8")
+    dims = tensor.shape.dim
+    if len(dims) != 4 or dims[0].dim_value > 0:
+        raise ValueError("the input must be rank 4 with a dynamic batch axis")
+    if [d.dim_value for d in dims[1:]] != [image_size[0], image_size[1], 3]:
+        raise ValueError(
+            f"input is {[d.dim_value for d in dims[1:]]}, card says {list(image_size)}+[3]"
+        )
+    out = proto.graph.output[0].type.tensor_type
+    if out.elem_type != onnx.TensorProto.FLOAT or out.shape.dim[-1].dim_value != num_classes:
+        raise ValueError(f"the first output must be float32 [N, {num_classes}]")
+
+
+def to_fp16_storage(proto: Any) -> Any:
+    """A copy of ``proto`` with large float32 initializers stored as float16, each followed by
+    a ``Cast`` back to float32, so inference still runs in float32 (ORT folds the casts).
+
+    NOTE: onnxconverter-common / onnxruntime.transformers' ``convert_float_to_float16`` also
+    switches the arithmetic to float16 (and leaves blocked ops' weights float32); the contract
+    wants storage only, which is this small rewrite with onnx.numpy_helper.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    graph = model.graph
+    casts = []
+    kept = []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT:
+            kept.append(init)
+            continue
+        values = numpy_helper.to_array(init)
+        if values.size < _FP16_MIN_ELEMENTS or np.abs(values).max(initial=0.0) > _FP16_MAX:
+            kept.append(init)
+            continue
+        half_name = f"{init.name}__fp16"
+        kept.append(numpy_helper.from_array(values.astype(np.float16), half_name))
+        casts.append(
+            helper.make_node(
+                "Cast",
+                [half_name],
+                [init.name],
+                to=onnx.TensorProto.FLOAT,
+                name=f"{init.name}__cast",
+            )
+        )
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    onnx.checker.check_model(model)
+    return model
+
+
+def session(proto_or_path: Any) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = (
+        proto_or_path.SerializeToString()
+        if hasattr(proto_or_path, "SerializeToString")
+        else str(proto_or_path)
+    )
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def run(sess: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Probabilities for uint8 ``images`` [N, H, W, 3]."""
+    name = sess.get_inputs()[0].name
+    outs = [
+        sess.run(None, {name: images[i : i + batch_size]})[0]
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outs).astype(np.float32)
+
+
+def onnx_bytes(proto: Any) -> bytes:
+    return bytes(proto.SerializeToString())
+
+
+def export_to_file(model: Any) -> Any:
+    """ONNX proto of a Keras model, through a temporary file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return keras_to_onnx(model, Path(tmp) / "model.onnx")

@@ -1,0 +1,164 @@
+"""``roost train``: data report, phase 1 (frozen base), optional phase 2 (fine-tune), evaluate.
+
+A run folder holds everything needed to evaluate, export and compare later::
+
+    RUNDIR/config.json  data_report.json  split.json  labels.txt  history.json
+           model.keras  checkpoints/  (and what evaluate.py writes)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import TrainConfig
+from training.data import (
+    DataSplits,
+    LoadedSplit,
+    data_report,
+    find_splits,
+    format_report,
+    load_split,
+    save_json,
+)
+
+
+def load_data(cfg: TrainConfig) -> tuple[DataSplits, dict[str, LoadedSplit], dict[str, Any]]:
+    """Find, split and decode the data; the report is printed and saved before training."""
+    splits = find_splits(cfg.data, cfg.split_ratios, cfg.seed, cfg.max_per_class)
+    loaded = {
+        name: load_split(split, cfg.image_size, cfg.resize) for name, split in splits.splits.items()
+    }
+    report = data_report(splits.class_names, loaded)
+    report["data"] = str(cfg.data)
+    report["presplit"] = splits.presplit
+    report["image_size"] = list(cfg.image_size)
+    return splits, loaded, report
+
+
+def _dataset(part: LoadedSplit, batch_size: int, shuffle_seed: int | None) -> Any:
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((part.images, part.labels))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(part.labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """sklearn's "balanced" weights, n_samples / (n_classes * count), for classes present."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    out = {int(c): float(w) for c, w in zip(present, weights, strict=False)}
+    return {c: out.get(c, 1.0) for c in range(num_classes)}
+
+
+def _callbacks(cfg: TrainConfig, phase: int) -> list[Any]:
+    import keras
+
+    checkpoints = cfg.out / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    return [
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, verbose=1),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=cfg.early_stopping_patience,
+            restore_best_weights=True,
+            verbose=1,
+        ),
+        keras.callbacks.ModelCheckpoint(
+            checkpoints / f"phase{phase}_best.keras", monitor="val_loss", save_best_only=True
+        ),
+    ]
+
+
+def _merge(history: dict[str, list[float]], new: dict[str, list[Any]]) -> None:
+    for key, values in new.items():
+        history.setdefault(key, []).extend(float(v) for v in values)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run the whole pipeline for ``cfg`` and return the run folder."""
+    import keras
+
+    from training.evaluate import evaluate_run
+    from training.model import build_classifier, compile_model, count_params, unfreeze_top
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    cfg.save(cfg.out / "config.json")
+    splits, loaded, report = load_data(cfg)
+    print(format_report(report), flush=True)
+    save_json(cfg.out / "data_report.json", report)
+    save_json(cfg.out / "split.json", splits.to_json())
+    (cfg.out / "labels.txt").write_text("\n".join(splits.class_names) + "\n")
+    if len(loaded["train"].labels) == 0 or len(loaded["val"].labels) == 0:
+        raise ValueError("the train and val splits need at least one readable image each")
+
+    keras.utils.set_random_seed(cfg.seed)
+    model, base = build_classifier(cfg, len(splits.class_names))
+    train_ds = _dataset(loaded["train"], cfg.batch_size, cfg.seed)
+    val_ds = _dataset(loaded["val"], cfg.batch_size, None)
+    class_weight = (
+        balanced_class_weight(loaded["train"].labels, len(splits.class_names))
+        if cfg.class_weight == "balanced"
+        else None
+    )
+    history: dict[str, list[float]] = {}
+    started = time.monotonic()
+
+    compile_model(model, cfg.learning_rate)
+    params = count_params(model)
+    print(
+        f"phase 1: {params['trainable']:,} trainable of {params['total']:,} parameters", flush=True
+    )
+    fit = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        shuffle=False,
+        epochs=cfg.epochs,
+        class_weight=class_weight,
+        callbacks=_callbacks(cfg, 1),
+        verbose=cfg.verbose,
+    )
+    _merge(history, fit.history)
+    phase2_start = len(history.get("loss", []))
+
+    if cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0:
+        unfrozen = unfreeze_top(base, cfg.fine_tune_layers)
+        compile_model(model, cfg.fine_tune_learning_rate)
+        params = count_params(model)
+        print(
+            f"phase 2: {unfrozen} base layers unfrozen, {params['trainable']:,} trainable "
+            f"parameters, learning rate {cfg.fine_tune_learning_rate}",
+            flush=True,
+        )
+        fit = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            shuffle=False,
+            epochs=cfg.epochs + cfg.fine_tune_epochs,
+            initial_epoch=phase2_start,
+            class_weight=class_weight,
+            callbacks=_callbacks(cfg, 2),
+            verbose=cfg.verbose,
+        )
+        _merge(history, fit.history)
+
+    model.save(cfg.out / "model.keras")
+    save_json(
+        cfg.out / "history.json",
+        {
+            "history": history,
+            "phase2_start_epoch": phase2_start if cfg.fine_tune_epochs > 0 else None,
+            "train_seconds": round(time.monotonic() - started, 1),
+            "params": params,
+            "class_weight": class_weight,
+        },
+    )
+    evaluate_run(cfg.out, model=model, loaded=loaded)
+    return cfg.out
