@@ -10,8 +10,9 @@ import itertools
 import time
 from dataclasses import asdict, dataclass
 
-import httpx
 import numpy as np
+
+from bench.http11 import Connection, HttpError
 
 
 @dataclass
@@ -48,12 +49,17 @@ def _summarize(
     )
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: bytes) -> bool:
+def _host_port(url: str) -> tuple[str, int]:
+    host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
+    return host, int(port or 80)
+
+
+async def _post(connection: Connection, path: str, body: bytes) -> bool:
     try:
-        r = await client.post(path, content=body, headers={"content-type": "image/jpeg"})
-    except httpx.TransportError:
+        status, _ = await connection.post(path, body, "image/jpeg")
+    except (OSError, HttpError, asyncio.IncompleteReadError):
         return False
-    return r.status_code == 200
+    return status == 200
 
 
 async def closed_loop(
@@ -68,25 +74,28 @@ async def closed_loop(
     counter = itertools.count()
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        started = time.perf_counter()
-        stop_at = started + time_limit_s
+    host, port = _host_port(url)
+    connections = [Connection(host, port) for _ in range(concurrency)]
+    started = time.perf_counter()
+    stop_at = started + time_limit_s
 
-        async def client_loop() -> None:
-            nonlocal errors
-            while time.perf_counter() < stop_at:
-                n = next(counter)
-                if n >= requests:
-                    return
-                t0 = time.perf_counter()
-                if await _post(client, path, bodies[n % len(bodies)]):
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
+    async def client_loop(connection: Connection) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            n = next(counter)
+            if n >= requests:
+                return
+            t0 = time.perf_counter()
+            if await _post(connection, path, bodies[n % len(bodies)]):
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors += 1
 
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    try:
+        await asyncio.gather(*(client_loop(c) for c in connections))
+    finally:
         seconds = time.perf_counter() - started
+        await asyncio.gather(*(c.close() for c in connections))
     return _summarize("closed", concurrency, latencies, errors, seconds)
 
 
@@ -101,20 +110,29 @@ async def open_loop(
     latencies: list[float] = []
     errors = 0
     total = int(rate_per_s * duration_s)
-    async with httpx.AsyncClient(
-        base_url=url, timeout=60, limits=httpx.Limits(max_connections=None)
-    ) as client:
-        started = time.perf_counter()
+    host, port = _host_port(url)
+    idle: list[Connection] = []  # a request takes an idle connection or opens one
+    opened: list[Connection] = []
+    started = time.perf_counter()
 
-        async def one(n: int) -> None:
-            nonlocal errors
-            await asyncio.sleep(max(0.0, started + n / rate_per_s - time.perf_counter()))
-            t0 = time.perf_counter()
-            if await _post(client, path, bodies[n % len(bodies)]):
-                latencies.append(time.perf_counter() - t0)
-            else:
-                errors += 1
+    async def one(n: int) -> None:
+        nonlocal errors
+        await asyncio.sleep(max(0.0, started + n / rate_per_s - time.perf_counter()))
+        if idle:
+            connection = idle.pop()
+        else:
+            connection = Connection(host, port)
+            opened.append(connection)
+        t0 = time.perf_counter()
+        if await _post(connection, path, bodies[n % len(bodies)]):
+            latencies.append(time.perf_counter() - t0)
+        else:
+            errors += 1
+        idle.append(connection)
 
+    try:
         await asyncio.gather(*(one(n) for n in range(total)))
+    finally:
         seconds = time.perf_counter() - started
+        await asyncio.gather(*(c.close() for c in opened))
     return _summarize("open", rate_per_s, latencies, errors, seconds)
