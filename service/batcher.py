@@ -27,7 +27,8 @@ from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overload
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[np.ndarray], np.ndarray]
+RunBatch = Callable[[np.ndarray, bool], np.ndarray]
+"""(batch, alone) -> scores; `alone` says no other batch is running or waiting."""
 
 
 @dataclass(slots=True)
@@ -143,8 +144,9 @@ class DynamicBatcher:
             if not batch:
                 self._slots.release()
                 continue
+            alone = self._running == 0 and not self._queue and self._incoming == 0
             self._running += 1
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            task = asyncio.get_running_loop().create_task(self._execute(batch, alone))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -178,7 +180,7 @@ class DynamicBatcher:
         self._observer.on_depth(len(self._queue))
         return batch
 
-    async def _execute(self, batch: list[_Item]) -> None:
+    async def _execute(self, batch: list[_Item], alone: bool) -> None:
         try:
             started = time.monotonic()
             self._observer.on_queue_wait([started - item.enqueued_at for item in batch])
@@ -186,7 +188,7 @@ class DynamicBatcher:
             loop = asyncio.get_running_loop()
             try:
                 scores = await loop.run_in_executor(
-                    self._executor, _stack_and_run, self._run_batch, images
+                    self._executor, _stack_and_run, self._run_batch, images, alone
                 )
             except Exception:
                 log.exception("inference failed for a batch of %d", len(batch))
@@ -242,5 +244,5 @@ class Reservation:
             self._count = 0
 
 
-def _stack_and_run(run_batch: RunBatch, images: list[np.ndarray]) -> np.ndarray:
-    return run_batch(np.stack(images))
+def _stack_and_run(run_batch: RunBatch, images: list[np.ndarray], alone: bool) -> np.ndarray:
+    return run_batch(np.stack(images), alone)

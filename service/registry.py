@@ -281,7 +281,7 @@ class ModelRegistry:
                 config.max_batch_size,
                 config.max_queue_delay_ms,
                 config.max_queue_size,
-                concurrency=config.instances,
+                concurrency=artifacts.classifier.instances,
             ),
             BatchObserver(on_batch, on_queue_wait, m.queue_depth.labels(*labels).set),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,7 +26,11 @@ def choose_providers(settings: ServiceSettings) -> list[str]:
 
 
 class OnnxClassifier:
-    """`instances` sessions over one model.onnx; `run` is thread-safe and uses a free session.
+    """ONNX Runtime sessions over one model.onnx; `run` is thread-safe and uses a free session.
+
+    On the CPU it holds `instances` narrow sessions (cores / instances threads each) that run
+    concurrent batches without fighting over cores, and one wide session using every core for
+    a batch that runs alone, so a lone request gets all the cores (docs/benchmarks.md).
 
     Raises RepositoryError from the constructor when the model breaks the repository contract.
     """
@@ -36,23 +41,22 @@ class OnnxClassifier:
         image_size: tuple[int, int],
         num_classes: int,
         settings: ServiceSettings,
-        instances: int = 1,
+        instances: int = 0,
     ) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
-        options.inter_op_num_threads = settings.inter_op_threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_cpu_mem_arena = settings.cpu_mem_arena
-        spinning = "1" if settings.intra_op_spinning else "0"
-        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         providers = choose_providers(settings)
+        on_gpu = providers[0] == "CUDAExecutionProvider"
+        cores = os.cpu_count() or 1
+        self.instances = instances or (1 if on_gpu else min(4, cores))
+        narrow_threads = settings.intra_op_threads or max(1, cores // self.instances)
         model_bytes = path.read_bytes()
         try:
             sessions = [
-                ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
-                for _ in range(instances)
+                _session(model_bytes, providers, settings, narrow_threads)
+                for _ in range(self.instances)
             ]
+            wide = None
+            if not on_gpu and self.instances > 1 and narrow_threads < cores:
+                wide = _session(model_bytes, providers, settings, threads=cores)
         except Exception as exc:  # onnxruntime raises several unrelated types
             raise RepositoryError(f"model.onnx does not load: {_first_line(exc)}") from None
         self._check_io(sessions[0], image_size, num_classes)
@@ -64,19 +68,27 @@ class OnnxClassifier:
         self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         for session in sessions:
             self._free.put(session)
-        self.instances = instances
+        self._wide = wide
 
     @property
     def on_gpu(self) -> bool:
         return self.providers[0] == "CUDAExecutionProvider"
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities `[N, C]` for a uint8 `[N, H, W, 3]` batch. Blocks; call from a thread."""
+    def run(self, batch: np.ndarray, alone: bool = False) -> np.ndarray:
+        """Probabilities `[N, C]` for a uint8 `[N, H, W, 3]` batch. Blocks; call from a thread.
+
+        `alone`: no other batch is running or waiting, so the wide session may take every core.
+        """
+        if alone and self._wide is not None:
+            return self._run(self._wide, batch)
         session = self._free.get()
         try:
-            (scores,) = session.run([self._output_name], {self._input_name: batch})
+            return self._run(session, batch)
         finally:
             self._free.put(session)
+
+    def _run(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
+        (scores,) = session.run([self._output_name], {self._input_name: batch})
         return np.asarray(scores, dtype=np.float32)
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
@@ -84,8 +96,8 @@ class OnnxClassifier:
         height, width = self.image_size
         for size in batch_sizes:
             dummy = np.zeros((size, height, width, 3), dtype=np.uint8)
-            for _ in range(self.instances):
-                scores = self.run(dummy)
+            for alone in [False] * self.instances + [True]:
+                scores = self.run(dummy, alone)
                 if scores.shape != (size, self.num_classes):
                     raise RepositoryError(
                         f"output shape {list(scores.shape)} for a batch of {size}, "
@@ -116,6 +128,20 @@ class OnnxClassifier:
             raise RepositoryError(
                 f"model outputs {out_shape[1]} classes but labels.txt has {num_classes}"
             )
+
+
+def _session(
+    model: bytes, providers: list[str], settings: ServiceSettings, threads: int
+) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = settings.cpu_mem_arena
+    spinning = "1" if settings.intra_op_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+    return ort.InferenceSession(model, sess_options=options, providers=providers)
 
 
 def _first_line(exc: BaseException) -> str:

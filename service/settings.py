@@ -29,7 +29,8 @@ class ServiceSettings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(512, ge=1)
-    instances: int = Field(1, ge=1, le=64)
+    instances: int = Field(0, ge=0, le=64)
+    """Sessions per model version; 0 = auto: 1 on CUDA, one per core (at most 4) on the CPU."""
     default_top_k: int = Field(5, ge=1)
 
     request_timeout_s: float = Field(30.0, gt=0.0)
@@ -46,7 +47,7 @@ class ServiceSettings(BaseSettings):
     use_cuda: bool = True
     """Use CUDAExecutionProvider when onnxruntime-gpu and a GPU are present."""
     intra_op_threads: int = Field(0, ge=0)
-    """ONNX Runtime threads per session; 0 lets ONNX Runtime use every core."""
+    """ONNX Runtime threads per session; 0 = auto: cores / instances (every core when alone)."""
     inter_op_threads: int = Field(0, ge=0)
     cpu_mem_arena: bool = False
     """ONNX Runtime's CPU memory arena. Off by default: it kept ~250 MiB more per

@@ -18,12 +18,14 @@ class FakeSession:
 
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.batch_sizes: list[int] = []
+        self.alone: list[bool] = []
         self.delay_s = delay_s
         self.fail = fail
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, alone: bool = False) -> np.ndarray:
+        self.alone.append(alone)
         self.gate.wait(5)
         self.batch_sizes.append(len(batch))
         time.sleep(self.delay_s)
@@ -187,4 +189,18 @@ async def test_request_whose_deadline_cannot_be_met_is_refused_at_once() -> None
     batcher.reserve(1, deadline=time.monotonic() + 5).__exit__(None, None, None)  # this fits
     session.gate.set()
     await asyncio.gather(*queued)
+    await batcher.close()
+
+
+async def test_only_a_batch_with_nothing_else_around_runs_alone() -> None:
+    session = FakeSession()
+    session.gate.clear()
+    batcher = make(session, concurrency=2)
+    first = asyncio.ensure_future(submit(batcher, [1]))  # nothing else: alone
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(submit(batcher, [2]))  # the first still runs: not alone
+    await asyncio.sleep(0.05)
+    session.gate.set()
+    await asyncio.gather(first, second)
+    assert session.alone == [True, False]
     await batcher.close()

@@ -172,3 +172,19 @@ async def test_model_with_no_ready_version_is_not_ready(repo: Path) -> None:
     with pytest.raises(NotReady, match="does not load"):
         registry.get("colours")
     await registry.close()
+
+
+async def test_auto_instances_on_the_cpu(repo: Path) -> None:
+    import os
+
+    publish(repo, "colours", 1)
+    registry = registry_for(repo)
+    await registry.reload()
+    classifier = registry.get("colours").artifacts.classifier
+    cores = os.cpu_count() or 1
+    assert classifier.instances == min(4, cores)
+    # a wide session (every core) serves batches that run alone, when sessions are narrower
+    assert (classifier._wide is not None) == (classifier.instances > 1)
+    scores = classifier.run(np.zeros((2, 32, 32, 3), np.uint8), alone=True)
+    assert scores.shape == (2, 3)
+    await registry.close()
