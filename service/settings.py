@@ -30,7 +30,7 @@ class ServiceSettings(BaseSettings):
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(512, ge=1)
     instances: int = Field(0, ge=0, le=64)
-    """Sessions per model version; 0 = auto: 1 on CUDA, one per core (at most 4) on the CPU."""
+    """Sessions per model version; 0 = auto: 1 on CUDA, two per core (at most 8) on the CPU."""
     default_top_k: int = Field(5, ge=1)
 
     request_timeout_s: float = Field(30.0, gt=0.0)
