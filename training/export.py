@@ -161,6 +161,8 @@ def export_run(run: Path, options: ExportOptions) -> Path:
     }
     release = Release(onnx_tools.onnx_bytes(shipped), labels, card, refs)
     target = publish(options.repo, options.name, release)
-    save_json(run / "export.json", {"published": str(target), **card["storage"]})
+    storage = card["storage"]
+    assert isinstance(storage, dict)
+    save_json(run / "export.json", {"published": str(target), **storage})
     print(f"published {target} ({(target / 'model.onnx').stat().st_size / 1e6:.1f} MB)")
     return target
