@@ -12,17 +12,15 @@ import json
 import math
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
-from conftest import RoostServer, free_port
+from conftest import LoopbackProcess, RoostServer, free_port
 from modelkit import publish, solid_png
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class Prometheus:
+class Prometheus(LoopbackProcess):
     """`prometheus` on 127.0.0.1 scraping one Roost server, with the project's alert rules."""
 
     def __init__(self, tmp_path: Path, roost_port: int) -> None:
@@ -56,36 +54,17 @@ class Prometheus:
         }
         config_path = tmp_path / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log_path = tmp_path / "prometheus.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address={self.url.removeprefix('http://')}",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.client = httpx.Client(base_url=self.url, timeout=10.0)
+        port = free_port()
+        command = [
+            PROMETHEUS,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        super().__init__(command, port, tmp_path / "prometheus.log")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         self.wait_for(lambda: self.client.get("/-/ready").status_code == 200, timeout, "ready")
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited:\n{self.log()}")
-            try:
-                if condition():
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus: not {what} after {timeout} s:\n{self.log()[-3000:]}")
 
     def query(self, expr: str) -> dict[str, Any]:
         """The whole /api/v1/query answer (status, data or errorType/error)."""
@@ -97,19 +76,6 @@ class Prometheus:
         assert answer["status"] == "success", f"{expr}\n{answer}"
         result: list[dict[str, Any]] = answer["data"]["result"]
         return result
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
 
 
 # --- what the dashboard and the rules ask -------------------------------------------------
