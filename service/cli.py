@@ -17,6 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.malloc import limit_malloc_arenas
 
     overrides = {
         k: v for k, v in vars(args).items() if k in ("host", "port", "model_repo") and v is not None
@@ -26,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     # handler that was installed before it; the default one would end the process as "killed"
     # (exit -15) although the shutdown was clean. Ours makes a drained shutdown exit 0.
     signal.signal(signal.SIGTERM, _exit_after_drain)
+    limit_malloc_arenas()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
