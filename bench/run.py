@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import onnxruntime as ort
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.baselines import cpu_limit, decode_rate_per_core, model_alone
 from bench.inputs import input_sets
@@ -79,13 +80,15 @@ def batch_histogram(before: str, after: str, model: str) -> dict[str, float]:
     """Runs per batch-size bucket between two /metrics scrapes, plus the mean batch size."""
 
     def parse(text: str) -> dict[str, float]:
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("roost_batch_size_") and f'model="{model}"' in line:
-                key = line.split("{")[0] + (
-                    "|" + line.split('le="')[1].split('"')[0] if 'le="' in line else ""
-                )
-                out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "roost_batch_size":
+                continue
+            for sample in family.samples:
+                if sample.labels.get("model") != model:
+                    continue
+                key = sample.name + (f"|{sample.labels['le']}" if "le" in sample.labels else "")
+                out[key] = out.get(key, 0.0) + sample.value
         return out
 
     b, a = parse(before), parse(after)
@@ -185,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for b in (32, 64, 128, 256)
         }
-        report["single_image_ms"] = 1000 / report["model_alone"]["1"]
-    else:
-        report["single_image_ms"] = 1000 / report["model_alone"]["1"]
+    report["single_image_ms"] = 1000 / report["model_alone"]["1"]
 
     servers: dict[str, Server] = {}
     bare = Server(
