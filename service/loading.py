@@ -5,6 +5,7 @@ Blocking (file reads, session creation, warm-up inference): the registry runs it
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,6 @@ from service.model_repository import (
     VersionFiles,
     read_card,
     read_labels,
-    sha256_of,
 )
 from service.preprocess import decode_image
 from service.runtime import OnnxClassifier
@@ -43,13 +43,14 @@ def load_version(
     labels = read_labels(files.path)
     if not files.onnx_path.is_file():
         raise RepositoryError("model.onnx is missing")
-    digest = sha256_of(files.onnx_path)
+    model_bytes = files.onnx_path.read_bytes()  # read once: hashed, then loaded
+    digest = hashlib.sha256(model_bytes).hexdigest()
     if digest.lower() != card.sha256.lower():
         raise RepositoryError(
             f"model.onnx sha256 {digest[:12]}... does not match card.json {card.sha256[:12]}..."
         )
     classifier = OnnxClassifier(
-        files.onnx_path, card.image_size, len(labels), settings, instances=config.instances
+        model_bytes, card.image_size, len(labels), settings, instances=config.instances
     )
     classifier.warm_up(_warm_batch_sizes(classifier, config.max_batch_size))
     _check_references(files, card, classifier, settings)

@@ -5,7 +5,6 @@ The layout and every rule are in docs/model-repository.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -143,14 +142,6 @@ def read_labels(folder: Path) -> list[Label]:
     if not labels:
         raise RepositoryError("labels.txt is empty")
     return labels
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _short(exc: ValidationError) -> str:

@@ -6,7 +6,6 @@ import logging
 import os
 import queue
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -37,7 +36,7 @@ class OnnxClassifier:
 
     def __init__(
         self,
-        path: Path,
+        model_bytes: bytes,
         image_size: tuple[int, int],
         num_classes: int,
         settings: ServiceSettings,
@@ -50,7 +49,6 @@ class OnnxClassifier:
         # sessions wait for decoded images (c=16, 512 px: 127 img/s with 4 on 2 cores, 117 with 2).
         self.instances = instances or (1 if on_gpu else min(8, 2 * cores))
         narrow_threads = settings.intra_op_threads or max(1, cores // self.instances)
-        model_bytes = path.read_bytes()
         try:
             sessions = [
                 _session(model_bytes, providers, settings, narrow_threads)
