@@ -8,11 +8,14 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # Ubuntu 24.04's python3 is 3.12, like the CPU image; onnxruntime-gpu 1.20+ wants CUDA 12, cuDNN 9.
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
-# ---- wheel: Roost's own wheel, built once for both targets (serving code only) --------------
+# ---- wheel: Roost's own wheel, built once for both targets (no optional extras) ------------
 FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY roost/ roost/
 COPY service/ service/
+# The `roost` command lists the training commands; they need the [train] extra to run.
+COPY training/ training/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- cpu-venv: the serving dependencies in a virtualenv, copied whole into the runtime ------
@@ -20,7 +23,7 @@ FROM ${PYTHON_IMAGE} AS cpu-venv
 COPY --from=wheel /wheels /wheels
 RUN python -m venv /opt/roost \
     && /opt/roost/bin/pip install --no-cache-dir /wheels/roost-*.whl \
-    && /opt/roost/bin/python -c "import onnxruntime, service.app"
+    && /opt/roost/bin/python -c "import onnxruntime, service.app, roost.cli"
 
 # ---- gpu-base: the CUDA runtime with a Python interpreter -----------------------------------
 FROM ${CUDA_IMAGE} AS gpu-base

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.preprocess import ResizeMode, decode_image
+from roost.contract.card import ResizeMode
+from roost.contract.images import decode_image
 
 
 def model_alone(

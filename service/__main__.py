@@ -1,10 +1,9 @@
-"""`python -m service [serve options]` runs the server, as `roost serve` does."""
+"""`python -m service [--host H] [--port P] [--model-repo DIR]` runs the server."""
 
 from __future__ import annotations
 
 import sys
 
-from service.cli import main
+from service.server import main
 
-args = sys.argv[1:]
-sys.exit(main(args if args[:1] == ["serve"] else ["serve", *args]))
+sys.exit(main())

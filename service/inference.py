@@ -8,9 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, InvalidParameter, ServiceError
+from roost.contract.errors import ImageTooLargeError, InvalidImageError
+from roost.contract.images import decode_image
+from service.errors import (
+    DeadlineExceeded,
+    InvalidImage,
+    InvalidParameter,
+    PayloadTooLarge,
+    ServiceError,
+)
 from service.postprocess import top_k
-from service.preprocess import decode_image
 from service.registry import ServedVersion
 from service.schemas import ClassifyResponse, ImageResult
 from service.state import ServiceState
@@ -69,9 +76,10 @@ async def _decode(state: ServiceState, served: ServedVersion, upload: Upload) ->
             card.resize,
             state.settings.max_image_pixels,
         )
-    except ServiceError as exc:
-        if upload.filename:
-            exc.message = f"{upload.filename}: {exc.message}"
-        raise
+    except (InvalidImageError, ImageTooLargeError) as exc:
+        kind: type[ServiceError] = (
+            PayloadTooLarge if isinstance(exc, ImageTooLargeError) else InvalidImage
+        )
+        raise kind(f"{upload.filename}: {exc}" if upload.filename else str(exc)) from None
     state.metrics.decode_seconds.labels(served.name).observe(time.perf_counter() - started)
     return image

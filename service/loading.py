@@ -10,17 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import ServiceError
+from roost.contract.card import ModelCard, read_card
+from roost.contract.errors import ContractError
+from roost.contract.images import decode_image
+from roost.contract.labels import Label, read_labels
 from service.model_config import ModelConfig
-from service.model_repository import (
-    Label,
-    ModelCard,
-    RepositoryError,
-    VersionFiles,
-    read_card,
-    read_labels,
-)
-from service.preprocess import decode_image
+from service.model_repository import VersionFiles
 from service.runtime import OnnxClassifier
 from service.settings import ServiceSettings
 
@@ -38,15 +33,15 @@ class VersionArtifacts:
 def load_version(
     files: VersionFiles, config: ModelConfig, settings: ServiceSettings
 ) -> VersionArtifacts:
-    """Validate and warm one version. Raises RepositoryError saying what is wrong."""
+    """Validate and warm one version. Raises ContractError saying what is wrong."""
     card = read_card(files.path)
     labels = read_labels(files.path)
     if not files.onnx_path.is_file():
-        raise RepositoryError("model.onnx is missing")
+        raise ContractError("model.onnx is missing")
     model_bytes = files.onnx_path.read_bytes()  # read once: hashed, then loaded
     digest = hashlib.sha256(model_bytes).hexdigest()
     if digest.lower() != card.sha256.lower():
-        raise RepositoryError(
+        raise ContractError(
             f"model.onnx sha256 {digest[:12]}... does not match card.json {card.sha256[:12]}..."
         )
     classifier = OnnxClassifier(
@@ -72,15 +67,15 @@ def _check_references(
     for ref in card.references:
         path = (files.path / ref.file).resolve()
         if files.path.resolve() not in path.parents or not path.is_file():
-            raise RepositoryError(f"reference image {ref.file!r} is missing")
+            raise ContractError(f"reference image {ref.file!r} is missing")
         try:
             image = decode_image(
                 path.read_bytes(), card.image_size, card.resize, settings.max_image_pixels
             )
-        except ServiceError as exc:
-            raise RepositoryError(f"reference image {ref.file!r}: {exc.message}") from None
+        except ContractError as exc:
+            raise ContractError(f"reference image {ref.file!r}: {exc}") from None
         top1 = int(np.argmax(classifier.run(image[np.newaxis])[0]))
         if top1 != ref.top1:
-            raise RepositoryError(
+            raise ContractError(
                 f"reference {ref.file!r} gives top-1 {top1}, card.json says {ref.top1}"
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.model_repository import Label
+from roost.contract.labels import Label
 from service.schemas import Prediction
 
 

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from roost.contract.errors import ContractError
 from service.batcher import BatcherConfig, BatchObserver, DynamicBatcher
 from service.errors import ModelNotFound, NotReady, VersionNotFound
 from service.loading import VersionArtifacts, load_version
 from service.metrics import ServiceMetrics
 from service.model_config import ModelConfig, select_versions
-from service.model_repository import ModelFiles, RepositoryError, VersionFiles, scan_repository
+from service.model_repository import ModelFiles, VersionFiles, scan_repository
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -208,9 +209,7 @@ class ModelRegistry:
         try:
             artifacts = await asyncio.to_thread(load_version, files, config, self._settings)
         except Exception as exc:  # a broken model must never stop the server
-            reason = (
-                str(exc) if isinstance(exc, RepositoryError) else f"{type(exc).__name__}: {exc}"
-            )
+            reason = str(exc) if isinstance(exc, ContractError) else f"{type(exc).__name__}: {exc}"
             log.error("model %s version %d failed to load: %s", name, version, reason)
             entry.status[version] = VersionStatus("failed", reason, key)
             self._metrics.load_failures.labels(name).inc()

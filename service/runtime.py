@@ -10,7 +10,8 @@ from collections.abc import Iterable
 import numpy as np
 import onnxruntime as ort
 
-from service.model_repository import RepositoryError
+from roost.contract.errors import ContractError
+from roost.contract.onnx_io import TensorSpec, check_model_io
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class OnnxClassifier:
     that run concurrent batches without fighting over cores, and one wide session using every
     core for a batch that runs alone, so a lone request gets all the cores (docs/benchmarks.md).
 
-    Raises RepositoryError from the constructor when the model breaks the repository contract.
+    Raises ContractError from the constructor when the model breaks the repository contract.
     """
 
     def __init__(
@@ -58,8 +59,13 @@ class OnnxClassifier:
             if not on_gpu and self.instances > 1 and narrow_threads < cores:
                 wide = _session(model_bytes, providers, settings, threads=cores)
         except Exception as exc:  # onnxruntime raises several unrelated types
-            raise RepositoryError(f"model.onnx does not load: {_first_line(exc)}") from None
-        self._check_io(sessions[0], image_size, num_classes)
+            raise ContractError(f"model.onnx does not load: {_first_line(exc)}") from None
+        check_model_io(
+            [TensorSpec.of(arg) for arg in sessions[0].get_inputs()],
+            [TensorSpec.of(arg) for arg in sessions[0].get_outputs()],
+            image_size,
+            num_classes,
+        )
         self.providers: list[str] = sessions[0].get_providers()
         self.image_size = image_size
         self.num_classes = num_classes
@@ -99,35 +105,10 @@ class OnnxClassifier:
             for alone in [False] * self.instances + [True]:
                 scores = self.run(dummy, alone)
                 if scores.shape != (size, self.num_classes):
-                    raise RepositoryError(
+                    raise ContractError(
                         f"output shape {list(scores.shape)} for a batch of {size}, "
                         f"expected [{size}, {self.num_classes}]"
                     )
-
-    @staticmethod
-    def _check_io(
-        session: ort.InferenceSession, image_size: tuple[int, int], num_classes: int
-    ) -> None:
-        inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != 1:
-            raise RepositoryError(f"model has {len(inputs)} inputs; expected one image input")
-        spec = inputs[0]
-        if spec.type != "tensor(uint8)":
-            raise RepositoryError(f"input must be uint8, not {spec.type}")
-        shape = list(spec.shape)
-        if len(shape) != 4 or shape[3] != 3:
-            raise RepositoryError(f"input must be NHWC [N, H, W, 3], not {shape}")
-        if all(isinstance(d, int) for d in shape[1:3]) and tuple(shape[1:3]) != image_size:
-            raise RepositoryError(
-                f"input is {shape[1]}x{shape[2]} but card.json says {image_size[0]}x{image_size[1]}"
-            )
-        out_shape = list(outputs[0].shape)
-        if len(out_shape) != 2:
-            raise RepositoryError(f"output must be [N, C] probabilities, not {out_shape}")
-        if isinstance(out_shape[1], int) and out_shape[1] != num_classes:
-            raise RepositoryError(
-                f"model outputs {out_shape[1]} classes but labels.txt has {num_classes}"
-            )
 
 
 def _session(

@@ -145,10 +145,10 @@ class ReliabilityReport:
         lines = [
             "# Reliability: what was tried and what happened",
             "",
-            "Written by the test suite (`tests/test_reliability_*.py`): every row is a test that",
+            "Written by the test suite (`tests/service/test_reliability_*.py`): every row is a test that",
             "passed; a run updates the rows of the tests it ran. Regenerate with",
-            "`.venv/bin/python -m pytest tests/test_reliability_input.py "
-            "tests/test_reliability_faults.py`.",
+            "`.venv/bin/python -m pytest tests/service/test_reliability_input.py "
+            "tests/service/test_reliability_faults.py`.",
             "",
             "| area | what was tried | inputs | result |",
             "|---|---|---|---|",

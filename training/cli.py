@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from roost.contract.card import RESIZE_MODES
 from training.backbones import SPECS
 
 
@@ -63,7 +64,7 @@ def _add_train(subparsers: Any) -> None:
         metavar="HxW",
         help="model input size, e.g. 224 or 160x160 (default: the backbone's)",
     )
-    p.add_argument("--resize", choices=("stretch", "center_crop"), default="stretch")
+    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
     p.add_argument("--cut-at", default=None, metavar="LAYER", help="end the backbone at this layer")
     p.add_argument("--pooling", choices=("avg", "flatten"), default=None)
     p.add_argument("--hidden-units", type=int, default=None, help="hidden dense layer (0 = none)")
@@ -203,6 +204,7 @@ def _add_export(subparsers: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from roost.contract.errors import ContractError
     from training.export import ExportError, ExportOptions, export_run
 
     run = args.run
@@ -224,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     try:
         export_run(run, options)
-    except ExportError as exc:
+    except (ExportError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

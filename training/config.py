@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from roost.contract.card import RESIZE_MODES, ResizeMode
+
 
 @dataclass
 class TrainConfig:
@@ -24,7 +26,7 @@ class TrainConfig:
     weights: str = "imagenet"
     image_size: tuple[int, int] = (224, 224)
     # How images reach image_size, in training and (via the card) in the server.
-    resize: str = "stretch"
+    resize: ResizeMode = "stretch"
     cut_at: str | None = None
     # Head: "avg" (global average pooling) or "flatten"; None picks the backbone's default.
     pooling: str | None = None
@@ -57,8 +59,8 @@ class TrainConfig:
             raise ValueError("split ratios are three non-negative numbers: train val test")
         if abs(sum(self.split_ratios) - 1.0) > 1e-6:
             raise ValueError(f"split ratios must sum to 1, got {self.split_ratios}")
-        if self.resize not in ("stretch", "center_crop"):
-            raise ValueError("resize is 'stretch' or 'center_crop'")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize is one of {', '.join(RESIZE_MODES)}")
         if self.class_weight not in (None, "balanced"):
             raise ValueError("class_weight is 'balanced' or None")
         if self.pooling not in (None, "avg", "flatten"):

@@ -1,6 +1,6 @@
 """Class-per-folder image data: find, split (seeded, stratified), load, and report on it.
 
-Images are decoded with the server's own :func:`service.preprocess.decode_image` (EXIF
+Images are decoded with the contract's :func:`roost.contract.images.decode_image` (EXIF
 orientation, any mode to RGB with transparency on white, bilinear "stretch" resize), so the
 pixels a model is trained and evaluated on are the pixels it is served. That is why this module
 does not use ``keras.utils.image_dataset_from_directory``: its ``tf.image.resize`` differs from
@@ -19,6 +19,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from roost.contract.card import ResizeMode
+from roost.contract.errors import ContractError
+from roost.contract.images import decode_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
@@ -140,11 +144,14 @@ def find_splits(
     return DataSplits(class_names, splits, presplit)
 
 
-def load_image(path: Path, size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
-    """One image as the server sees it: ``(H, W, 3)`` uint8 RGB. Raises on unreadable files."""
-    from service.preprocess import decode_image
+def load_image(path: Path, size: tuple[int, int], resize: ResizeMode = "stretch") -> np.ndarray:
+    """One image as the server sees it: ``(H, W, 3)`` uint8 RGB.
 
-    return decode_image(Path(path).read_bytes(), size, resize, _MAX_PIXELS)  # type: ignore[arg-type]
+    Raises:
+        ContractError: the file is not an image the server would decode.
+        OSError: the file cannot be read.
+    """
+    return decode_image(Path(path).read_bytes(), size, resize, _MAX_PIXELS)
 
 
 @dataclass
@@ -156,7 +163,9 @@ class LoadedSplit:
     unreadable: list[tuple[Path, str]]
 
 
-def load_split(split: Split, size: tuple[int, int], resize: str = "stretch") -> LoadedSplit:
+def load_split(
+    split: Split, size: tuple[int, int], resize: ResizeMode = "stretch"
+) -> LoadedSplit:
     """Decode every file of a split; unreadable ones are recorded and skipped, never raised."""
     images, labels, files, sizes, bad = [], [], [], [], []
     for path, label in zip(split.files, split.labels, strict=False):
@@ -164,7 +173,7 @@ def load_split(split: Split, size: tuple[int, int], resize: str = "stretch") -> 
             with Image.open(path) as im:
                 original = im.size
             array = load_image(path, size, resize)
-        except Exception as exc:  # noqa: BLE001 - any failure means "unreadable", reported
+        except (ContractError, OSError, Image.DecompressionBombError) as exc:  # reported
             bad.append((path, f"{type(exc).__name__}: {exc}"))
             continue
         images.append(array)

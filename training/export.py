@@ -6,7 +6,7 @@
    every held-out image and the probabilities stay within ``fp16_tolerance``; ``--fp32`` keeps
    float32. The card records both numbers.
 4. Reference images (held-out, at the model's size) with the shipped model's top-1.
-5. Atomic publish (training/publish.py).
+5. Atomic publish (roost.contract.publish).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from roost.contract.card import ResizeMode
+from roost.contract.publish import Reference, Release, publish
 from training.data import LoadedSplit, save_json
-from training.publish import Reference, Release, publish
 
 PARITY_TOLERANCE = 1e-4
 FP16_TOLERANCE = 1e-2
@@ -61,7 +62,7 @@ def pick_references(probs: np.ndarray, count: int) -> list[int]:
     return chosen
 
 
-def _photos(size: tuple[int, int], resize: str) -> np.ndarray:
+def _photos(size: tuple[int, int], resize: ResizeMode) -> np.ndarray:
     """scikit-image's photos (CC0 / public domain), decoded as the server decodes a request."""
     import tempfile
 
@@ -132,11 +133,9 @@ def export_run(run: Path, options: ExportOptions) -> Path:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     history_path = run / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else {}
-    card = {
+    details = {
         "backbone": cfg.backbone,
         "dataset": options.dataset or cfg.extra.get("dataset") or cfg.data.name,
-        "image_size": list(cfg.image_size),
-        "resize": cfg.resize,
         "metrics": summary.get("metrics")
         or {
             key: summary.get(key)
@@ -159,9 +158,11 @@ def export_run(run: Path, options: ExportOptions) -> Path:
         },
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    release = Release(onnx_tools.onnx_bytes(shipped), labels, card, refs)
+    release = Release(
+        onnx_tools.onnx_bytes(shipped), labels, cfg.image_size, cfg.resize, details, refs
+    )
     target = publish(options.repo, options.name, release)
-    storage = card["storage"]
+    storage = details["storage"]
     assert isinstance(storage, dict)
     save_json(run / "export.json", {"published": str(target), **storage})
     print(f"published {target} ({(target / 'model.onnx').stat().st_size / 1e6:.1f} MB)")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from roost.contract.card import ResizeMode
 from training.config import TrainConfig
 from training.data import load_image, save_json
 
@@ -38,7 +39,7 @@ def write_photos(folder: Path) -> list[Path]:
     return paths
 
 
-def make_imagenet_run(out: Path, resize: str = "center_crop") -> Path:
+def make_imagenet_run(out: Path, resize: ResizeMode = "center_crop") -> Path:
     """Build, check and save the ImageNet classifier as a run folder; returns ``out``."""
     import keras
 

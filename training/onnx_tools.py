@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from roost.contract.onnx_io import MAX_IR_VERSION, TensorSpec, check_format, check_model_io
+
 OPSET = 17
-MAX_IR_VERSION = 10
-MAX_OPSET = 21
 # Initializers smaller than this stay float32: they do not matter for size, and some of them
 # (scales, shapes) feed ops that want a constant.
 _FP16_MIN_ELEMENTS = 256
@@ -36,33 +36,22 @@ def keras_to_onnx(model: Any, path: Path, opset: int = OPSET) -> Any:
 
 
 def check_contract(proto: Any, image_size: tuple[int, int], num_classes: int) -> None:
-    """Raise ValueError unless the model meets docs/model-repository.md."""
+    """Raise ContractError (a ValueError) unless the server would accept the model: the ONNX
+    checker, the format limits, and the contract's I/O rule applied to an ONNX Runtime session
+    over the file, as the server applies it."""
     import onnx
 
     onnx.checker.check_model(proto)
-    if proto.ir_version > MAX_IR_VERSION:
-        raise ValueError(f"IR version {proto.ir_version} > {MAX_IR_VERSION}")
-    opsets = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
-    if not opsets or max(opsets) > MAX_OPSET:
-        raise ValueError(f"default-domain opset {opsets} not in 1..{MAX_OPSET}")
-    inputs = [
-        i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}
-    ]
-    if len(inputs) != 1:
-        raise ValueError(f"expected one input, found {[i.name for i in inputs]}")
-    tensor = inputs[0].type.tensor_type
-    if tensor.elem_type != onnx.TensorProto.UINT8:
-        raise ValueError("the input must be uint8")
-    dims = tensor.shape.dim
-    if len(dims) != 4 or dims[0].dim_value > 0:
-        raise ValueError("the input must be rank 4 with a dynamic batch axis")
-    if [d.dim_value for d in dims[1:]] != [image_size[0], image_size[1], 3]:
-        raise ValueError(
-            f"input is {[d.dim_value for d in dims[1:]]}, card says {list(image_size)}+[3]"
-        )
-    out = proto.graph.output[0].type.tensor_type
-    if out.elem_type != onnx.TensorProto.FLOAT or out.shape.dim[-1].dim_value != num_classes:
-        raise ValueError(f"the first output must be float32 [N, {num_classes}]")
+    check_format(
+        proto.ir_version, [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    )
+    sess = session(proto)
+    check_model_io(
+        [TensorSpec.of(arg) for arg in sess.get_inputs()],
+        [TensorSpec.of(arg) for arg in sess.get_outputs()],
+        image_size,
+        num_classes,
+    )
 
 
 def to_fp16_storage(proto: Any) -> Any:

@@ -135,3 +135,28 @@ def test_references_can_come_from_cc0_photos(trained_run: Path, tmp_path: Path) 
     for ref in card["references"]:
         image = load_image(target / ref["file"], (32, 32))
         assert onnx_tools.run(sess, image[None]).argmax() == ref["top1"]
+
+
+def test_what_export_writes_the_server_loads_even_at_the_highest_version(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """One round trip through the shared contract: `roost export` -> the server's loader."""
+    from roost.contract.errors import ContractError
+    from roost.contract.layout import MAX_VERSION
+    from service.loading import load_version
+    from service.model_config import ModelConfig, ModelConfigFile
+    from service.model_repository import scan_repository
+    from service.settings import ServiceSettings
+    from training import export
+
+    (tmp_path / "photos" / str(MAX_VERSION - 1)).mkdir(parents=True)
+    target = export.export_run(trained_run, export.ExportOptions(repo=tmp_path, name="photos"))
+    assert target.name == str(MAX_VERSION)
+    files = scan_repository(tmp_path)["photos"].versions[MAX_VERSION]
+    settings = ServiceSettings(model_repo=tmp_path)
+    loaded = load_version(files, ModelConfig.resolve(ModelConfigFile(), settings), settings)
+    assert loaded.card.version == MAX_VERSION and loaded.card.name == "photos"
+    assert [label.name for label in loaded.labels] == ["chelsea", "coffee", "rocket"]
+    assert loaded.card.references  # each was checked against the served top-1 while loading
+    with pytest.raises(ContractError, match="highest"):
+        export.export_run(trained_run, export.ExportOptions(repo=tmp_path, name="photos"))

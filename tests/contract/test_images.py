@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from skimage import data as photos
 
-from service.errors import InvalidImage, PayloadTooLarge
-from service.preprocess import decode_image
+from roost.contract.errors import ImageTooLargeError, InvalidImageError
+from roost.contract.images import decode_image
 
 LIMIT = 100_000_000
 
@@ -98,7 +98,7 @@ def test_extreme_shapes(size: tuple[int, int]) -> None:
 def test_decompression_bomb_is_refused_before_decoding() -> None:
     bomb = encode(Image.new("L", (20_000, 20_000)), "PNG")  # small file, 400 M pixels
     assert len(bomb) < 1_000_000
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(ImageTooLargeError):
         decode_image(bomb, (32, 32), "stretch", max_pixels=50_000_000)
 
 
@@ -115,5 +115,5 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     ids=["empty", "text", "svg", "json", "truncated-jpeg", "truncated-png"],
 )
 def test_not_images_are_refused(data: bytes) -> None:
-    with pytest.raises(InvalidImage):
+    with pytest.raises(InvalidImageError):
         decode_image(data, (32, 32), "stretch", LIMIT)

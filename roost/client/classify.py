@@ -22,17 +22,14 @@ from typing import TextIO
 import httpx
 from tqdm import tqdm
 
-from service.client import (
-    DEFAULT_URL,
+from roost.client.command import IMAGE_SUFFIXES
+from roost.client.http import (
     AsyncRoostClient,
     Classification,
     Prediction,
     RoostClient,
     RoostError,
 )
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-DEFAULT_CONCURRENCY = 4
 
 
 class UsageError(Exception):
@@ -50,46 +47,6 @@ class Outcome:
     @property
     def predictions(self) -> list[Prediction]:
         return self.answer.results[0].predictions if self.answer else []
-
-
-def add_classify_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "classify",
-        help="classify image files and folders through a running Roost server",
-        description=(
-            "Classify images with a running Roost server. Folders are searched recursively for "
-            f"{', '.join(sorted(IMAGE_SUFFIXES))} files; files named on the command line are "
-            "sent whatever their name. Exit status 1 when any file failed, 2 on usage errors. "
-            "An API key, if the server needs one, is read from ROOST_API_KEY."
-        ),
-    )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    parser.add_argument(
-        "--model", metavar="NAME", help="model (dataset) name; default: the server's default"
-    )
-    parser.add_argument(
-        "--top-k",
-        dest="top_k",
-        type=_positive_int,
-        metavar="K",
-        help="labels per image (default: the model's)",
-    )
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("ROOST_URL", DEFAULT_URL),
-        help=f"the server (default: $ROOST_URL or {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--csv", metavar="OUT", help="write a CSV to OUT ('-' for stdout) instead of a table"
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=_positive_int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"requests in flight (default {DEFAULT_CONCURRENCY})",
-    )
-    parser.set_defaults(func=run_classify)
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -248,13 +205,3 @@ def _csv_sink(target: str | None) -> Iterator[TextIO | None]:
 def _is_image(path: Path, root: Path) -> bool:
     hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
     return not hidden and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value

@@ -9,15 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import training.publish as publish_module
-from training.publish import Reference, Release, existing_versions, publish
-
-pytestmark = pytest.mark.training
+import roost.contract.publish as publish_module
+from roost.contract.publish import Reference, Release, existing_versions, publish
 
 
 def _release(tag: bytes = b"model") -> Release:
     ref = Reference(np.zeros((4, 4, 3), np.uint8), 1)
-    return Release(tag, ["a", "b"], {"image_size": [4, 4], "resize": "stretch"}, [ref])
+    return Release(tag, ["a", "b"], (4, 4), "stretch", references=[ref])
 
 
 def test_versions_count_up_and_card_is_complete(tmp_path: Path) -> None:

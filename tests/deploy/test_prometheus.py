@@ -23,7 +23,7 @@ import yaml
 from conftest import LoopbackProcess, RoostServer, free_port
 from modelkit import publish, solid_png
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "roost.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

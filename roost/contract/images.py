@@ -1,25 +1,19 @@
-"""Bytes -> RGB uint8 array of the model's size. Pure and synchronous: callers run it in threads.
+"""Image bytes -> the model's uint8 RGB input: decode, EXIF orientation, any mode to RGB, resize.
 
-The models do all their own normalisation (docs/model-repository.md), so this module is the
-whole of the server's image work: decode, EXIF orientation, any mode to RGB, resize.
+The server decodes every request with `decode_image` and training decodes every photo with it,
+so a model is trained on exactly what it will be served. Pure and synchronous: callers run it
+in threads. Nothing here changes Pillow's process-wide settings.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
-from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import InvalidImage, PayloadTooLarge
-
-ResizeMode = Literal["stretch", "center_crop"]
-
-# We enforce our own pixel limit (a setting) before decoding; Pillow's global one would
-# otherwise warn or raise with its own message.
-Image.MAX_IMAGE_PIXELS = None
+from roost.contract.card import ResizeMode
+from roost.contract.errors import ImageTooLargeError, InvalidImageError
 
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -29,37 +23,41 @@ def decode_image(
 ) -> np.ndarray:
     """Decode `data` and return a `(H, W, 3)` uint8 RGB array for `size = (H, W)`.
 
+    The guard against decompression bombs is the explicit check of the declared size against
+    `max_pixels`, per call, before any pixel is decoded. (Pillow's own global limit still
+    refuses images over twice its default inside `Image.open`; that too is ImageTooLargeError.)
+
     Raises:
-        InvalidImage: not an image Pillow can decode, or a corrupt/truncated one.
-        PayloadTooLarge: the image declares more than `max_pixels` pixels.
+        InvalidImageError: not an image Pillow can decode, or a corrupt/truncated one.
+        ImageTooLargeError: the image declares more than `max_pixels` pixels.
     """
     if not data:
-        raise InvalidImage("the upload is empty")
+        raise InvalidImageError("the upload is empty")
     height, width = size
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
-            declared = image.width * image.height
-            if declared > max_pixels:
-                raise PayloadTooLarge(
-                    f"image is {image.width}x{image.height} pixels; the limit is {max_pixels}"
-                )
-            if image.format == "JPEG":
-                # NOTE: draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale while keeping
-                # both sides >= the request: a 5000 px photo decodes ~20x faster.
-                side = max(height, width)
-                image.draft("RGB", (side, side))
-            image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
-            image = _resize(image, width, height, resize)
-            array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImage(f"cannot decode the image: {_reason(exc)}") from None
+        image: Image.Image = Image.open(io.BytesIO(data))
+        declared = image.width * image.height
+        if declared > max_pixels:
+            raise ImageTooLargeError(
+                f"image is {image.width}x{image.height} pixels; the limit is {max_pixels}"
+            )
+        if image.format == "JPEG":
+            # NOTE: draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale while keeping
+            # both sides >= the request: a 5000 px photo decodes ~20x faster.
+            side = max(height, width)
+            image.draft("RGB", (side, side))
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+        image = _resize(image, width, height, resize)
+        array = np.asarray(image, dtype=np.uint8)
+    except ImageTooLargeError:
+        raise  # ours, from inside the try: not a decoding failure
     except Image.DecompressionBombError:
-        raise PayloadTooLarge("image declares too many pixels") from None
+        raise ImageTooLargeError("image declares too many pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImageError(f"cannot decode the image: {_reason(exc)}") from None
     if array.shape != (height, width, 3):  # pragma: no cover - defensive, Pillow guarantees it
-        raise InvalidImage(f"decoded to an unexpected shape {array.shape}")
+        raise InvalidImageError(f"decoded to an unexpected shape {array.shape}")
     return array
 
 

@@ -14,8 +14,8 @@ from modelkit import COLOUR_LABELS, publish, solid_png
 from PIL import Image
 from skimage import data as photos
 
-from service.classify_cli import add_classify_parser
-from service.client import AsyncRoostClient, RoostClient, RoostError
+from roost.client import AsyncRoostClient, RoostClient, RoostError
+from roost.client.command import add_classify_parser
 
 RED_URL = "https://en.wikipedia.org/wiki/Red"
 BIRDS = ["Northern cardinal", "Green jay", "Blue jay"]
@@ -196,6 +196,6 @@ def test_roost_command_has_classify() -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "service.cli", "classify", "--help"],
+    done = subprocess.run([sys.executable, "-m", "roost", "classify", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--concurrency" in done.stdout

@@ -45,7 +45,7 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / "results.json").read_text())

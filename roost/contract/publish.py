@@ -1,0 +1,106 @@
+"""Publish a model version into a model repository, atomically.
+
+The version is written into `<repo>/<name>/tmp-<random>/` (not a version folder, so a server
+ignores it) and then `os.rename`d to the next free number, so a server polling the repository
+sees either nothing or the whole version. If another publisher takes that number first, the
+rename fails and the next number is tried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from roost.contract.card import ModelCard, ReferenceImage, ResizeMode, write_card
+from roost.contract.errors import ContractError
+from roost.contract.labels import Label, write_labels
+from roost.contract.layout import MAX_VERSION, MODEL_FILE, check_model_name, version_folders
+
+
+@dataclass
+class Reference:
+    image: np.ndarray
+    """(H, W, 3) uint8 at the model's size."""
+    top1: int
+
+
+@dataclass
+class Release:
+    """Everything one version folder holds; the publisher adds name, version and checksum."""
+
+    onnx: bytes
+    labels: list[str]
+    image_size: tuple[int, int]
+    resize: ResizeMode
+    details: dict[str, Any] = field(default_factory=dict)
+    """Free card keys: backbone, dataset, metrics, training, storage, ..."""
+    references: list[Reference] = field(default_factory=list)
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    return list(version_folders(model_dir))
+
+
+def publish(repo: Path, name: str, release: Release, max_attempts: int = 20) -> Path:
+    """Write `release` as the next version of `repo/name`; returns the version folder."""
+    check_model_name(name)
+    model_dir = Path(repo) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="tmp-", dir=model_dir))
+    try:
+        for _ in range(max_attempts):
+            version = (existing_versions(model_dir) or [0])[-1] + 1
+            if version > MAX_VERSION:
+                raise ContractError(f"{model_dir} is at version {MAX_VERSION}, the highest")
+            # The card names its version, so it is (re)written for each number tried.
+            for child in staging.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            _write(staging, release, name, version)
+            target = model_dir / str(version)
+            try:
+                os.rename(staging, target)  # atomic; fails if another publisher took the number
+            except OSError:
+                if target.exists():
+                    continue
+                raise
+            target.chmod(0o755)  # mkdtemp makes it private
+            return target
+        raise ContractError(f"could not claim a version number in {model_dir}")
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write(folder: Path, release: Release, name: str, version: int) -> None:
+    (folder / MODEL_FILE).write_bytes(release.onnx)
+    write_labels(folder, [Label(label) for label in release.labels])
+    references = []
+    if release.references:
+        (folder / "references").mkdir()
+        for index, ref in enumerate(release.references):
+            file = f"references/{index}.png"
+            Image.fromarray(ref.image, mode="RGB").save(folder / file)
+            label = release.labels[ref.top1]
+            references.append(ReferenceImage(file=file, top1=int(ref.top1), label=label))
+    card = ModelCard(
+        name=name,
+        version=version,
+        image_size=release.image_size,
+        resize=release.resize,
+        sha256=hashlib.sha256(release.onnx).hexdigest(),
+        references=references,
+        **release.details,
+    )
+    write_card(folder, card)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
