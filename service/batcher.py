@@ -8,6 +8,10 @@ images queue up and form the next one: that is where batching comes from under l
 
 Requests first `reserve()` room for their images (admission happens before any decode work),
 then `submit()` the decoded arrays; the batcher knows what is still on its way.
+
+If the collecting loop itself dies, the batcher fails: every waiting request gets
+`InferenceFailed` at once, new work gets `NotReady`, and `BatchObserver.on_failure` tells the
+owner (once) so it can mark the version failed.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class BatchObserver:
     on_batch: Callable[[int, float], None] = lambda size, seconds: None
     on_queue_wait: Callable[[list[float]], None] = lambda waits: None
     on_depth: Callable[[int], None] = lambda depth: None
+    on_failure: Callable[[str], None] = lambda reason: None
+    """Called once, with `DynamicBatcher.failure`, when the batch loop dies."""
 
 
 @dataclass
@@ -65,6 +71,8 @@ class DynamicBatcher:
         self._config = config
         self._observer = observer or BatchObserver()
         self._queue: collections.deque[_Item] = collections.deque()
+        self._collecting: list[_Item] = []
+        """The batch being assembled: out of the queue, not yet handed to a task."""
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(config.concurrency)
         self._running = 0
@@ -72,21 +80,37 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="roost-infer")
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._drained = asyncio.Event()
+        self._failure: str | None = None
         self._recent_batch_seconds: collections.deque[float] = collections.deque(maxlen=32)
         self._loop_task = asyncio.get_running_loop().create_task(self._collect_forever())
+        # A done callback rather than a try/except in the loop: it sees every way the task
+        # can end (an error anywhere in it) and retrieves the exception, so asyncio does not
+        # also report it as never retrieved.
+        self._loop_task.add_done_callback(self._on_loop_done)
 
     @property
     def depth(self) -> int:
         return len(self._queue)
 
-    def reserve(self, count: int, deadline: float | None = None) -> Reservation:
-        """Room for `count` images that the caller is about to decode and submit.
+    @property
+    def failure(self) -> str | None:
+        """Why the batch loop died ("batch loop died: ValueError: ..."); None while it runs."""
+        return self._failure
+
+    def admit(self, count: int, deadline: float | None = None) -> None:
+        """Check that `count` more images would be taken now, without holding any room.
+
+        Called before a request's body is read, so refusing it costs no upload; `reserve`
+        checks again once the request knows how many images it carries.
 
         Raises:
             Overloaded: the queue has no room for all of them, or the work queued ahead would
                 not finish before `deadline` (a monotonic time) by recent batch times.
-            NotReady: the batcher is shutting down.
+            NotReady: the batcher is shutting down, or its batch loop died.
         """
+        if self._failure is not None:
+            raise NotReady(self._stopped())
         if self._closed:
             raise NotReady("this model version is being unloaded")
         waiting = len(self._queue) + self._incoming
@@ -102,17 +126,27 @@ class DynamicBatcher:
                     "past this request's deadline",
                     retry_after_s=self._retry_after_s(),
                 )
+
+    def reserve(self, count: int, deadline: float | None = None) -> Reservation:
+        """Room for `count` images that the caller is about to decode and submit.
+
+        Raises what `admit` raises.
+        """
+        self.admit(count, deadline)
         self._incoming += count
         return Reservation(self, count)
 
     def _release(self, count: int) -> None:
         self._incoming -= count
         self._arrived.set()  # the collector may be waiting for these images: re-evaluate
+        self._settle()
 
     def _enqueue(
         self, images: list[np.ndarray], deadline: float, reserved: int
     ) -> list[asyncio.Future[np.ndarray]]:
         self._incoming -= reserved
+        if self._failure is not None:  # reserved before the loop died: nobody would run these
+            raise NotReady(self._stopped())
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures = []
@@ -127,8 +161,8 @@ class DynamicBatcher:
     async def close(self) -> None:
         """Stop accepting, finish everything queued and running, then stop."""
         self._closed = True
-        while self._queue or self._running or self._incoming:
-            await asyncio.sleep(0.005)
+        self._settle()
+        await self._drained.wait()
         self._loop_task.cancel()
         await asyncio.gather(self._loop_task, return_exceptions=True)
         self._executor.shutdown(wait=True)
@@ -141,8 +175,10 @@ class DynamicBatcher:
             except BaseException:
                 self._slots.release()
                 raise
+            self._collecting = []
             if not batch:
                 self._slots.release()
+                self._settle()  # it held only cancelled or expired items
                 continue
             alone = self._running == 0 and not self._queue and self._incoming == 0
             self._running += 1
@@ -157,6 +193,7 @@ class DynamicBatcher:
         first_at = self._queue[0].enqueued_at
         close_at = first_at + self._config.max_queue_delay_ms / 1000.0
         batch: list[_Item] = []
+        self._collecting = batch
         while len(batch) < self._config.max_batch_size:
             if self._queue:
                 item = self._queue.popleft()
@@ -182,30 +219,60 @@ class DynamicBatcher:
 
     async def _execute(self, batch: list[_Item], alone: bool) -> None:
         try:
-            started = time.monotonic()
-            self._observer.on_queue_wait([started - item.enqueued_at for item in batch])
-            images = [item.image for item in batch]
-            loop = asyncio.get_running_loop()
-            try:
-                scores = await loop.run_in_executor(
-                    self._executor, _stack_and_run, self._run_batch, images, alone
-                )
-            except Exception:
-                log.exception("inference failed for a batch of %d", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(InferenceFailed("inference failed; try again"))
-                return
-            seconds = time.monotonic() - started
-            self._recent_batch_seconds.append(seconds)
-            self._observer.on_batch(len(batch), seconds)
-            for item, row in zip(batch, scores, strict=True):
+            await self._run_and_answer(batch, alone)
+        except Exception:
+            log.exception("inference failed for a batch of %d", len(batch))
+            for item in batch:
                 if not item.future.done():
-                    item.future.set_result(row)
+                    item.future.set_exception(InferenceFailed("inference failed; try again"))
         finally:
             self._running -= 1
             self._slots.release()
             self._arrived.set()  # wake the collector: an idle session may now take a lone item
+            self._settle()
+
+    async def _run_and_answer(self, batch: list[_Item], alone: bool) -> None:
+        started = time.monotonic()
+        self._observer.on_queue_wait([started - item.enqueued_at for item in batch])
+        images = [item.image for item in batch]
+        loop = asyncio.get_running_loop()
+        scores = await loop.run_in_executor(
+            self._executor, _stack_and_run, self._run_batch, images, alone
+        )
+        # Checked before any caller gets a row: a short result must fail the whole batch.
+        if scores.shape[:1] != (len(batch),):
+            raise ValueError(f"{scores.shape} scores for a batch of {len(batch)} images")
+        seconds = time.monotonic() - started
+        self._recent_batch_seconds.append(seconds)
+        self._observer.on_batch(len(batch), seconds)
+        for item, row in zip(batch, scores, strict=True):
+            if not item.future.done():
+                item.future.set_result(row)
+
+    def _on_loop_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return  # close() stopped it
+        exc = task.exception()
+        self._failure = f"batch loop died: {type(exc).__name__}: {exc}"
+        log.error("%s", self._failure, exc_info=exc)
+        for item in [*self._collecting, *self._queue]:
+            if not item.future.done():
+                item.future.set_exception(InferenceFailed(self._stopped()))
+        self._collecting = []
+        self._queue.clear()
+        self._settle()
+        self._observer.on_failure(self._failure)
+
+    def _stopped(self) -> str:
+        return f"the batcher for this model version stopped ({self._failure})"
+
+    def _settle(self) -> None:
+        """Let close() return once nothing runs and nothing else will: all drained, or the loop
+        is dead (its queued futures failed). Batches already running are always waited for, so
+        the session is not released under them."""
+        drained = not (self._queue or self._collecting or self._incoming)
+        if self._closed and not self._running and (drained or self._failure is not None):
+            self._drained.set()
 
     def _expected_wait_s(self, images: int) -> float | None:
         """Seconds until `images` more would be done, from the median recent batch time."""

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from service.batcher import BatcherConfig, DynamicBatcher
+from service.batcher import BatcherConfig, BatchObserver, DynamicBatcher
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 
 
 class FakeSession:
-    """Returns each image's first pixel as its scores; records batch sizes; can block or fail."""
+    """Returns each image's first pixel as its scores; records batch sizes; can block or fail,
+    or (`short`) return one row too few."""
 
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.batch_sizes: list[int] = []
         self.alone: list[bool] = []
         self.delay_s = delay_s
         self.fail = fail
+        self.short = False
         self.gate = threading.Event()
         self.gate.set()
 
@@ -31,7 +34,8 @@ class FakeSession:
         time.sleep(self.delay_s)
         if self.fail:
             raise RuntimeError("CUDA error: out of memory")
-        return batch[:, 0, 0, :].astype(np.float32)
+        scores = batch[:, 0, 0, :].astype(np.float32)
+        return scores[:-1] if self.short else scores
 
 
 def image(value: int) -> np.ndarray:
@@ -50,14 +54,16 @@ async def submit(
     return list(await asyncio.gather(*futures))
 
 
-def make(session: FakeSession, **config: float) -> DynamicBatcher:
+def make(
+    session: FakeSession, observer: BatchObserver | None = None, **config: float
+) -> DynamicBatcher:
     defaults: dict[str, float] = {
         "max_batch_size": 8,
         "max_queue_delay_ms": 50,
         "max_queue_size": 64,
     }
     defaults.update(config)
-    return DynamicBatcher(session, BatcherConfig(**defaults))  # type: ignore[arg-type]
+    return DynamicBatcher(session, BatcherConfig(**defaults), observer)  # type: ignore[arg-type]
 
 
 async def test_concurrent_submits_form_one_batch_with_right_results() -> None:
@@ -204,3 +210,54 @@ async def test_only_a_batch_with_nothing_else_around_runs_alone() -> None:
     await asyncio.gather(first, second)
     assert session.alone == [True, False]
     await batcher.close()
+
+
+async def test_session_returning_too_few_rows_fails_its_whole_batch_and_batcher_survives() -> None:
+    session = FakeSession()
+    session.short = True
+    batcher = make(session)
+    slots = [batcher.reserve(1) for _ in range(3)]
+    futures = [f for i, s in enumerate(slots) for f in s.submit([image(i)], far())]
+    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 5)
+    assert session.batch_sizes == [3]
+    assert all(isinstance(r, InferenceFailed) for r in results)
+    session.short = False
+    assert int((await submit(batcher, [9]))[0][0]) == 9
+    assert batcher.failure is None
+    await batcher.close()
+
+
+async def test_dead_batch_loop_fails_waiting_requests_at_once_and_refuses_new_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    armed = asyncio.Event()
+    reasons: list[str] = []
+
+    def on_depth(depth: int) -> None:
+        if armed.is_set():
+            raise ValueError("metrics backend broke")
+
+    session = FakeSession()
+    observer = BatchObserver(on_depth=on_depth, on_failure=reasons.append)
+    batcher = make(session, observer, max_batch_size=2)
+    slots = [batcher.reserve(1) for _ in range(3)]
+    futures = [f for i, s in enumerate(slots) for f in s.submit([image(i)], far())]
+    straggler = batcher.reserve(1)  # still decoding when the loop dies
+    # The collector has not run yet: it takes two images, then its on_depth call raises,
+    # with one batch in hand and one image still queued.
+    armed.set()
+    # Deadlines are 30 s away: only failing at once gets under the hang guard.
+    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 5)
+    assert all(isinstance(r, InferenceFailed) for r in results)
+    assert all("stopped" in str(r) for r in results)
+    assert session.batch_sizes == []
+    assert batcher.failure == "batch loop died: ValueError: metrics backend broke"
+    assert reasons == [batcher.failure]
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in logged] == [batcher.failure] and logged[0].exc_info
+    with pytest.raises(NotReady, match="metrics backend broke"):
+        batcher.reserve(1)
+    await asyncio.wait_for(batcher.close(), 5)  # no wait for the straggler's images
+    with straggler, pytest.raises(NotReady):
+        straggler.submit([image(9)], far())
+    assert reasons == [batcher.failure]
