@@ -66,6 +66,12 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.request_body_bytes = Counter(
+            "roost_request_body_bytes",
+            "Request body bytes read to classify; a request refused at admission reads none.",
+            ["model"],
+            registry=r,
+        )
         self.decode_seconds = Histogram(
             "roost_decode_duration_seconds",
             "Decode + resize time per image.",
@@ -115,6 +121,12 @@ class ServiceMetrics:
         self.load_failures = Counter(
             "roost_model_load_failures",
             "Model versions that failed to load.",
+            ["model"],
+            registry=r,
+        )
+        self.version_failures = Counter(
+            "roost_model_version_failures",
+            "Serving model versions taken out of service because their batch loop died.",
             ["model"],
             registry=r,
         )

@@ -1,7 +1,10 @@
 """Which model versions serve: loading, atomic swaps, unloading after in-flight work, states.
 
-The registry is the only writer of routing state. Every change replaces a dict instead of
-mutating it, so a request that looked a version up keeps a consistent view.
+Each version number has one `VersionRecord`: its state and the `ServedVersion` taking its
+traffic, if any. The registry is the only writer. What makes that safe without locks: every
+change happens on the event loop between two awaits, and a request looks a version up and
+takes its lease without awaiting, so it sees the old `ServedVersion` or the new one, never a
+half-made one; a lease then keeps the old one alive until the request is answered.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from roost.contract.errors import ContractError
+from roost.contract.layout import read_repository_config
 from service.batcher import BatcherConfig, BatchObserver, DynamicBatcher
 from service.errors import ModelNotFound, NotReady, VersionNotFound
 from service.loading import VersionArtifacts, load_version
@@ -57,10 +62,15 @@ class ServedVersion:
 
 
 @dataclass
-class VersionStatus:
+class VersionRecord:
+    """One version number of a model: what happens to it and what serves it."""
+
     state: VersionState
     reason: str | None = None
     load_key: tuple[object, ...] | None = None
+    """The files' fingerprint and config it was (or failed to be) loaded with."""
+    serving: ServedVersion | None = None
+    """Takes this number's traffic; kept while a replacement loads (state "loading")."""
 
 
 @dataclass
@@ -68,11 +78,16 @@ class ModelEntry:
     name: str
     config: ModelConfig | None = None
     config_error: str | None = None
-    served: dict[int, ServedVersion] = field(default_factory=dict)
-    status: dict[int, VersionStatus] = field(default_factory=dict)
+    versions: dict[int, VersionRecord] = field(default_factory=dict)
+
+    @property
+    def served(self) -> dict[int, ServedVersion]:
+        """The versions taking traffic, by number."""
+        return {v: r.serving for v, r in sorted(self.versions.items()) if r.serving is not None}
 
     def latest(self) -> ServedVersion | None:
-        return self.served[max(self.served)] if self.served else None
+        served = self.served
+        return served[max(served)] if served else None
 
 
 class ModelRegistry:
@@ -82,6 +97,7 @@ class ModelRegistry:
         self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._repository_default: str | None = None
         self.initial_load_done = False
 
     # --- lookups (request path) -------------------------------------------------------------
@@ -90,12 +106,15 @@ class ModelRegistry:
         return name in self._models
 
     def default_model(self) -> str:
-        if self._settings.default_model:
-            return self._settings.default_model
+        """ROOST_DEFAULT_MODEL, else the repository's repository.json, else the only model."""
+        default = self._settings.default_model or self._repository_default
+        if default:
+            return default
         if len(self._models) == 1:
             return next(iter(self._models))
         raise ModelNotFound(
-            "name a model (?model=NAME); the server has several and no default is configured"
+            "name a model (?model=NAME); the server has several and no default is configured "
+            "(ROOST_DEFAULT_MODEL, or default_model in the repository's repository.json)"
         )
 
     def get(self, name: str, version: int | None = None) -> ServedVersion:
@@ -107,13 +126,13 @@ class ModelRegistry:
             if served is None:
                 raise NotReady(f"model {name!r} has no version ready{self._why(entry)}")
             return served
-        if version in entry.served:
-            return entry.served[version]
-        status = entry.status.get(version)
-        if status is not None and status.state == "loading":
+        record = entry.versions.get(version)
+        if record is not None and record.serving is not None:
+            return record.serving
+        if record is not None and record.state == "loading":
             raise NotReady(f"version {version} of {name!r} is still loading")
-        if status is not None and status.state == "failed":
-            raise VersionNotFound(f"version {version} of {name!r} failed to load: {status.reason}")
+        if record is not None and record.state == "failed":
+            raise VersionNotFound(f"version {version} of {name!r} failed: {record.reason}")
         raise VersionNotFound(f"model {name!r} has no version {version} serving")
 
     def models(self) -> dict[str, ModelEntry]:
@@ -129,7 +148,7 @@ class ModelRegistry:
         for entry in self._models.values():
             if not entry.served:
                 reasons.append(f"model {entry.name!r} has no version ready{self._why(entry)}")
-            loading = [v for v, s in entry.status.items() if s.state == "loading"]
+            loading = [v for v, r in entry.versions.items() if r.state == "loading"]
             if loading and not entry.served:
                 reasons.append(f"model {entry.name!r} is loading versions {loading}")
         return not reasons, reasons
@@ -139,7 +158,9 @@ class ModelRegistry:
     async def reload(self) -> None:
         """Bring what is served in line with the repository on disk."""
         async with self._lock:
-            found = await asyncio.to_thread(scan_repository, self._settings.model_repo)
+            root = self._settings.model_repo
+            found = await asyncio.to_thread(scan_repository, root)
+            self._repository_default = self._read_repository_default(root)
             for files in found.values():
                 await self._sync_model(files)
             for name in set(self._models) - set(found):
@@ -149,6 +170,14 @@ class ModelRegistry:
                 del self._models[name]
             self.initial_load_done = True
             self._metrics.models_loaded.set(sum(1 for e in self._models.values() if e.served))
+
+    def _read_repository_default(self, root: Path) -> str | None:
+        try:
+            return read_repository_config(root).default_model
+        except ContractError as exc:
+            if self._repository_default is not None or not self.initial_load_done:
+                log.error("%s; requests must name their model", exc)
+            return None
 
     async def close(self) -> None:
         async with self._lock:
@@ -174,15 +203,11 @@ class ModelRegistry:
         def key(v: int) -> tuple[object, ...]:
             return (files.versions[v].fingerprint, config)
 
-        candidates = {
-            v
-            for v in files.versions
-            if not (
-                entry.status.get(v)
-                and entry.status[v].state == "failed"
-                and entry.status[v].load_key == key(v)
-            )
-        }
+        def failed_as_is(v: int) -> bool:
+            record = entry.versions.get(v)
+            return record is not None and record.state == "failed" and record.load_key == key(v)
+
+        candidates = {v for v in files.versions if not failed_as_is(v)}
         while True:
             wanted = select_versions(config.version_policy, candidates)
             stale = [
@@ -196,31 +221,34 @@ class ModelRegistry:
         for version in list(entry.served):
             if version not in wanted:
                 self._retire(entry, version)
-        for version in list(entry.status):
-            if version not in files.versions and version not in entry.served:
-                del entry.status[version]
+        for version, record in list(entry.versions.items()):
+            if version not in files.versions and record.serving is None:
+                del entry.versions[version]
 
     async def _load(
         self, entry: ModelEntry, files: VersionFiles, config: ModelConfig, key: tuple[object, ...]
     ) -> bool:
         name, version = entry.name, files.version
-        entry.status[version] = VersionStatus("loading", load_key=key)
+        record = entry.versions.setdefault(version, VersionRecord("loading"))
+        record.state, record.reason, record.load_key = "loading", None, key
         log.info("loading %s version %d", name, version)
         try:
             artifacts = await asyncio.to_thread(load_version, files, config, self._settings)
         except Exception as exc:  # a broken model must never stop the server
             reason = str(exc) if isinstance(exc, ContractError) else f"{type(exc).__name__}: {exc}"
             log.error("model %s version %d failed to load: %s", name, version, reason)
-            entry.status[version] = VersionStatus("failed", reason, key)
+            record.state, record.reason = "failed", reason
             self._metrics.load_failures.labels(name).inc()
             return False
-        served = ServedVersion(
-            name, version, config, artifacts, self._make_batcher(name, version, config, artifacts)
-        )
+
+        def on_batcher_failure(reason: str) -> None:
+            self._fail_serving(entry, served, reason)
+
+        batcher = self._make_batcher(name, version, config, artifacts, on_batcher_failure)
+        served = ServedVersion(name, version, config, artifacts, batcher)
         served.idle.set()
-        previous = entry.served.get(version)
-        entry.served = {**entry.served, version: served}  # the atomic switch
-        entry.status[version] = VersionStatus("ready", load_key=key)
+        previous = record.serving
+        record.state, record.serving = "ready", served  # the atomic switch
         self._metrics.version_ready.labels(name, str(version)).set(1)
         if previous is not None:
             self._drain_in_background(previous)
@@ -228,19 +256,44 @@ class ModelRegistry:
         return True
 
     def _retire(self, entry: ModelEntry, version: int) -> None:
-        served = entry.served[version]
-        entry.served = {v: s for v, s in entry.served.items() if v != version}
-        entry.status[version] = VersionStatus("unloading", load_key=served.load_key)
-        self._metrics.version_ready.remove(entry.name, str(version))
-        self._metrics.queue_depth.remove(entry.name, str(version))
-        self._metrics.queue_capacity.remove(entry.name, str(version))
+        record = entry.versions[version]
+        served = record.serving
+        assert served is not None
+        record.state, record.serving = "unloading", None
+        self._forget_gauges(entry.name, version)
         log.info("unloading %s version %d after its in-flight requests", entry.name, version)
 
         def forget() -> None:
-            if entry.status.get(version) and entry.status[version].state == "unloading":
-                del entry.status[version]
+            if entry.versions.get(version) is record and record.state == "unloading":
+                del entry.versions[version]
 
         self._drain_in_background(served, on_done=forget)
+
+    def _fail_serving(self, entry: ModelEntry, served: ServedVersion, reason: str) -> None:
+        """A serving version's batcher died: take it out of routing and say why, everywhere."""
+        record = entry.versions.get(served.version)
+        if record is None or record.serving is not served:
+            return  # already replaced or retired
+        record.state, record.reason, record.serving = "failed", reason, None
+        self._forget_gauges(entry.name, served.version)
+        self._metrics.version_failures.labels(entry.name).inc()
+        self._metrics.models_loaded.set(sum(1 for e in self._models.values() if e.served))
+        log.error(
+            "model %s version %d stopped serving: %s; it is reloaded when its files change",
+            entry.name,
+            served.version,
+            reason,
+        )
+        self._drain_in_background(served)
+
+    def _forget_gauges(self, name: str, version: int) -> None:
+        for gauge in (
+            self._metrics.version_ready,
+            self._metrics.queue_depth,
+            self._metrics.queue_capacity,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(name, str(version))
 
     def _drain_in_background(
         self, served: ServedVersion, on_done: Callable[[], None] | None = None
@@ -256,7 +309,12 @@ class ModelRegistry:
         task.add_done_callback(self._retiring.discard)
 
     def _make_batcher(
-        self, name: str, version: int, config: ModelConfig, artifacts: VersionArtifacts
+        self,
+        name: str,
+        version: int,
+        config: ModelConfig,
+        artifacts: VersionArtifacts,
+        on_failure: Callable[[str], None],
     ) -> DynamicBatcher:
         labels = (name, str(version))
         m = self._metrics
@@ -282,7 +340,7 @@ class ModelRegistry:
                 config.max_queue_size,
                 concurrency=artifacts.classifier.instances,
             ),
-            BatchObserver(on_batch, on_queue_wait, m.queue_depth.labels(*labels).set),
+            BatchObserver(on_batch, on_queue_wait, m.queue_depth.labels(*labels).set, on_failure),
         )
 
     @staticmethod
@@ -290,6 +348,6 @@ class ModelRegistry:
         if entry.config_error:
             return f" ({entry.config_error})"
         failed = [
-            f"v{v}: {s.reason}" for v, s in sorted(entry.status.items()) if s.state == "failed"
+            f"v{v}: {r.reason}" for v, r in sorted(entry.versions.items()) if r.state == "failed"
         ]
         return f" ({'; '.join(failed)})" if failed else ""

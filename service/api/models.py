@@ -22,16 +22,18 @@ router = APIRouter(tags=["models"], dependencies=[Depends(require_classify_key)]
 
 
 def summarize(entry: ModelEntry) -> ModelSummary:
-    versions = {
-        v: VersionInfo(version=v, state=s.state, reason=s.reason) for v, s in entry.status.items()
-    }
-    for v in entry.served:  # a version serving while its replacement loads shows as ready
-        versions[v] = VersionInfo(version=v, state="ready")
+    versions = [
+        # A version serving while its replacement loads shows as ready.
+        VersionInfo(version=v, state="ready")
+        if r.serving is not None
+        else VersionInfo(version=v, state=r.state, reason=r.reason)
+        for v, r in sorted(entry.versions.items())
+    ]
     latest = entry.latest()
     return ModelSummary(
         name=entry.name,
         default_version=latest.version if latest else None,
-        versions=[versions[v] for v in sorted(versions)],
+        versions=versions,
         error=entry.config_error,
     )
 

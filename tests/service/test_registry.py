@@ -24,7 +24,7 @@ def registry_for(repo: Path, **settings: object) -> ModelRegistry:
 
 
 def states(registry: ModelRegistry, name: str) -> dict[int, str]:
-    return {v: s.state for v, s in registry.models()[name].status.items()}
+    return {v: s.state for v, s in registry.models()[name].versions.items()}
 
 
 def float_input_model() -> bytes:
@@ -91,8 +91,8 @@ async def test_contract_violations_are_refused(
     registry = registry_for(repo)
     await registry.reload()
     entry = registry.models()["m"]
-    assert entry.status[1].state == "failed"
-    assert reason in (entry.status[1].reason or "")
+    assert entry.versions[1].state == "failed"
+    assert reason in (entry.versions[1].reason or "")
     ready, reasons = registry.readiness()
     assert not ready and reason in reasons[0]
     await registry.close()
