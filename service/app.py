@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from service.api import admin, classify, health, models
 from service.errors import install_error_handlers
+from service.lingering import LingeringBodyMiddleware
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import ServiceSettings
@@ -55,6 +56,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(
+        LingeringBodyMiddleware,
+        max_bytes=settings.lingering_max_bytes,
+        max_seconds=settings.lingering_max_s,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -70,6 +70,12 @@ class InferenceFailed(ServiceError):
     status_code, code = 503, "inference_failed"
 
 
+class ClientClosedRequest(ServiceError):
+    """The client went away before its request was read (nginx's 499); nobody sees the answer."""
+
+    status_code, code = 499, "client_closed_request"
+
+
 class DeadlineExceeded(ServiceError):
     status_code, code = 504, "deadline_exceeded"
 

@@ -30,15 +30,18 @@ class Upload:
 
 
 async def classify(
-    state: ServiceState, served: ServedVersion, uploads: list[Upload], k: int | None
+    state: ServiceState,
+    served: ServedVersion,
+    uploads: list[Upload],
+    k: int | None,
+    deadline: float,
 ) -> ClassifyResponse:
-    """Classify `uploads` on `served`; the caller holds a lease on it."""
+    """Classify `uploads` on `served` by `deadline` (monotonic); the caller holds a lease."""
     settings = state.settings
     labels = served.artifacts.labels
     if k is not None and not 1 <= k <= len(labels):
         raise InvalidParameter(f"top_k must be between 1 and {len(labels)} for this model")
     k = min(k or served.config.default_top_k, len(labels))
-    deadline = time.monotonic() + settings.request_timeout_s
 
     with served.batcher.reserve(len(uploads), deadline) as reservation:
         images = await asyncio.gather(*(_decode(state, served, u) for u in uploads))

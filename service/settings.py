@@ -42,6 +42,10 @@ class ServiceSettings(BaseSettings):
     max_image_pixels: int = Field(60_000_000, ge=1)
     """Decompression-bomb guard: images declaring more pixels are refused before decoding."""
     max_files_per_request: int = Field(64, ge=1)
+    lingering_max_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    """Most body bytes read and discarded so a refused client can read its error (0: none)."""
+    lingering_max_s: float = Field(10.0, ge=0.0)
+    """Most seconds spent reading and discarding a refused request's body."""
     decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     use_cuda: bool = True

@@ -1,15 +1,18 @@
 """Reading images out of a request: multipart `file` parts or one raw `image/*` body.
 
-The body is read as a stream and refused as soon as it passes the byte limit, before the
-multipart parser or the decoder sees it.
+The body is read once, as a stream, straight into the multipart parser (or into one buffer for
+a raw body), and refused as soon as it passes the byte limit. Nothing is replayed or spooled
+to disk: each image is held once while it arrives and handed to the decoder as bytes.
+Callers check admission before calling this, so a refused request reads no body at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Callable
+
 from fastapi import Request
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.types import Message
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.inference import Upload
@@ -37,50 +40,67 @@ UPLOAD_OPENAPI = {
     }
 }
 
+_MAX_FORM_FIELDS = 100
 
-async def read_uploads(request: Request, settings: ServiceSettings) -> list[Upload]:
+
+def check_media_type(request: Request) -> None:
+    """Refuse a body no reader below understands, before anything is read."""
     content_type = request.headers.get("content-type", "").lower()
-    body = await _read_body(request, settings.max_upload_bytes)
-    if content_type.startswith("multipart/form-data"):
-        return await _multipart_files(request, body, settings.max_files_per_request)
-    if content_type.startswith("image/") or content_type.startswith("application/octet-stream"):
-        return [Upload(None, body)]
-    sent = content_type or "no content type"
-    raise UnsupportedMediaType(
-        f"send multipart/form-data with 'file' parts or an image/* body, not {sent!r}"
-    )
+    if not content_type.startswith(("multipart/form-data", "image/", "application/octet-stream")):
+        sent = content_type or "no content type"
+        raise UnsupportedMediaType(
+            f"send multipart/form-data with 'file' parts or an image/* body, not {sent!r}"
+        )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_uploads(
+    request: Request, settings: ServiceSettings, count_bytes: Callable[[int], None]
+) -> list[Upload]:
+    """The images of the request. `count_bytes` is told of every body byte read."""
+    check_media_type(request)
+    stream = _limited(request, settings.max_upload_bytes, count_bytes)
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return await _multipart_files(request, stream, settings)
+    body = bytearray()
+    async for chunk in stream:
+        body += chunk
+    return [Upload(None, bytes(body))]
+
+
+async def _limited(
+    request: Request, limit: int, count_bytes: Callable[[int], None]
+) -> AsyncGenerator[bytes, None]:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"upload is {int(declared)} bytes; the limit is {limit}")
-    body = bytearray()
+    received = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        received += len(chunk)
+        count_bytes(len(chunk))
+        if received > limit:
             raise PayloadTooLarge(f"upload is over the {limit} byte limit")
-    return bytes(body)
+        yield chunk
 
 
-async def _multipart_files(request: Request, body: bytes, max_files: int) -> list[Upload]:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    replayed = Request(request.scope, replay)
+async def _multipart_files(
+    request: Request, stream: AsyncGenerator[bytes, None], settings: ServiceSettings
+) -> list[Upload]:
+    max_files = settings.max_files_per_request
+    parser = MultiPartParser(
+        request.headers,
+        stream,
+        max_files=max_files,
+        max_fields=_MAX_FORM_FIELDS,
+    )
+    # The body is already capped at max_upload_bytes: keep file parts in memory up to that,
+    # instead of Starlette's 1 MB spool that moves larger uploads to a temporary file.
+    parser.spool_max_size = settings.max_upload_bytes
     try:
-        form = await replayed.form(max_files=max_files, max_fields=100)
-    except HTTPException as exc:
-        detail = str(exc.detail)
-        if "Too many files" in detail:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if "Too many files" in exc.message:
             raise PayloadTooLarge(f"too many files; at most {max_files} per request") from None
-        raise BadRequest(f"malformed multipart body: {detail}") from None
+        raise BadRequest(f"malformed multipart body: {exc.message}") from None
     try:
         files = [v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)]
         if not files:
