@@ -188,3 +188,42 @@ async def test_auto_instances_on_the_cpu(repo: Path) -> None:
     scores = classifier.run(np.zeros((2, 32, 32, 3), np.uint8), alone=True)
     assert scores.shape == (2, 3)
     await registry.close()
+
+
+async def test_a_dead_batch_loop_takes_its_version_out_of_service(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import time
+
+    from prometheus_client import generate_latest
+
+    from service.batcher import DynamicBatcher
+
+    publish(repo, "colours", 1)
+    metrics = ServiceMetrics()
+    registry = ModelRegistry(ServiceSettings(model_repo=repo), metrics)
+    await registry.reload()
+    served = registry.get("colours")
+
+    async def broken_collect(self: DynamicBatcher) -> list[object]:
+        raise RuntimeError("collector bug")
+
+    # The loop is waiting inside the real _collect; its next round gets the broken one.
+    monkeypatch.setattr(DynamicBatcher, "_collect", broken_collect)
+    with served.batcher.reserve(1) as reservation:
+        futures = reservation.submit([np.zeros((32, 32, 3), np.uint8)], time.monotonic() + 30)
+    await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)  # hang guard
+    for _ in range(1000):
+        if states(registry, "colours")[1] == "failed":
+            break
+        await asyncio.sleep(0.01)
+    assert states(registry, "colours") == {1: "failed"}
+    ready, reasons = registry.readiness()
+    assert not ready and "collector bug" in reasons[0]
+    with pytest.raises(NotReady, match="collector bug"):
+        registry.get("colours")
+    exposition = generate_latest(metrics.registry).decode()
+    assert 'roost_model_version_failures_total{model="colours"} 1.0' in exposition
+    assert 'roost_model_version_ready{model="colours",version="1"}' not in exposition
+    await asyncio.wait_for(registry.close(), 10)  # bounded: no poll on a dead loop

@@ -240,3 +240,28 @@ def test_openapi_fuzz_left_the_server_healthy(server: RoostServer, reliability) 
     assert server.process.poll() is None
     reliability.add("fuzzing", "schemathesis on the service's own OpenAPI schema",
                     f"up to 40 per operation, {operations} operations", "no 5xx, server alive")
+
+
+def _urllib_post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
+    """POST the whole body at once, no `Expect: 100-continue`, as `urllib` and `requests` do."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers={"content-type": "image/png"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_refusals_reach_a_client_that_sends_the_whole_body(server: RoostServer, reliability) -> None:  # type: ignore[no-untyped-def]
+    too_big = bytes(64 * 1024 * 1024)
+    status, body = _urllib_post(f"{server.url}/v1/classify?model=colours", too_big)
+    assert status == 413 and body["error"]["code"] == "payload_too_large"  # type: ignore[index]
+    reliability.add("hostile input", "64 MiB body sent whole by urllib (no Expect: 100-continue)", 1, "413 JSON read by the client, no reset")
+    status, body = _urllib_post(f"{server.url}/v1/classify?model=nope", bytes(LIMIT_BYTES - 1))
+    assert status == 404 and body["error"]["code"] == "model_not_found"  # type: ignore[index]
+    reliability.add("hostile input", "2 MiB body sent whole to an unknown model", 1, "404 JSON read by the client, no reset")
+    assert server.client.get("/healthz").status_code == 200
