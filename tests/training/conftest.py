@@ -21,7 +21,6 @@ IMAGE_SIZE = 32
 @pytest.fixture(scope="session")
 def photo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three classes (crops of chelsea, coffee, rocket), 12 images each, plus one corrupt file."""
-    pytest.importorskip("skimage")
     root = make_photo_dataset(tmp_path_factory.mktemp("photos") / "data", per_class=12, size=48)
     (root / "coffee" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
     return root
@@ -31,7 +30,8 @@ def photo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def base_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local weights file for MobileNetV2 (random, no download): exercises --weights FILE,
     so phase 1 runs on a frozen base and phase 2 fine-tunes it."""
-    keras = pytest.importorskip("keras")
+    import keras
+
     keras.utils.set_random_seed(0)
     base = keras.applications.MobileNetV2(
         include_top=False, weights=None, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3)

