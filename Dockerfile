@@ -21,9 +21,10 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 # ---- cpu-venv: the serving dependencies in a virtualenv, copied whole into the runtime ------
 FROM ${PYTHON_IMAGE} AS cpu-venv
 COPY --from=wheel /wheels /wheels
+# The grpc extra (~30 MB) so that ROOST_GRPC_PORT serves the Open Inference Protocol over gRPC.
 RUN python -m venv /opt/roost \
-    && /opt/roost/bin/pip install --no-cache-dir /wheels/roost-*.whl \
-    && /opt/roost/bin/python -c "import onnxruntime, service.app, roost.cli"
+    && /opt/roost/bin/pip install --no-cache-dir "$(ls /wheels/roost-*.whl)[grpc]" \
+    && /opt/roost/bin/python -c "import onnxruntime, service.app, roost.cli, service.grpc_server, tritonclient.grpc.service_pb2_grpc"
 
 # ---- gpu-base: the CUDA runtime with a Python interpreter -----------------------------------
 FROM ${CUDA_IMAGE} AS gpu-base
@@ -39,7 +40,7 @@ COPY --from=wheel /wheels /wheels
 RUN set -eux; \
     python3 -m venv /opt/roost; \
     wheel="$(ls /wheels/roost-*.whl)"; \
-    /opt/roost/bin/pip install --no-cache-dir "${wheel}[gpu]"; \
+    /opt/roost/bin/pip install --no-cache-dir "${wheel}[gpu,grpc]"; \
     ort_gpu="$(/opt/roost/bin/pip show onnxruntime-gpu | sed -n 's/^Version: //p')"; \
     /opt/roost/bin/pip uninstall -y onnxruntime; \
     /opt/roost/bin/pip install --no-cache-dir --force-reinstall --no-deps \

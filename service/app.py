@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import admin, classify, health, models
+from service.api import admin, classify, health, models, v2
 from service.errors import install_error_handlers
 from service.lingering import LingeringBodyMiddleware
 from service.metrics import ServiceMetrics
@@ -36,13 +36,23 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         registry = ModelRegistry(settings, metrics)
         metrics.ready.set_function(lambda: float(registry.readiness()[0]))
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="roost-decode")
-        app.state.roost = ServiceState(settings, metrics, registry, decode_pool)
+        app.state.roost = state = ServiceState(settings, metrics, registry, decode_pool)
+        app.state.grpc = None
         # NOTE: models load in the background so /healthz answers at once and /readyz
         # can say what is still loading.
         tasks = {asyncio.create_task(_load_then_poll(registry, settings.poll_interval_s))}
+        grpc_server = None
         try:
+            if settings.grpc_port is not None:
+                from service.grpc_server import start_grpc_server  # grpc is an optional extra
+
+                # On this loop, sharing `state`; app.state.grpc.port is the port bound (for 0).
+                grpc_server = await start_grpc_server(state, app.version)
+                app.state.grpc = grpc_server
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()  # drains its in-flight RPCs while the registry serves
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -73,6 +83,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

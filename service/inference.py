@@ -1,4 +1,9 @@
-"""The request flow, top to bottom: route -> decode -> batch queue -> session -> top-k."""
+"""The request flow, top to bottom: decode -> batch queue -> session -> top-k.
+
+Shared by every protocol front end (/v1, Open Inference Protocol REST and gRPC): they route,
+admit and read their input, then call `score_uploads` (encoded images) or `score_arrays`
+(decoded uint8 images) and shape the answer their own way.
+"""
 
 from __future__ import annotations
 
@@ -37,26 +42,9 @@ async def classify(
     deadline: float,
 ) -> ClassifyResponse:
     """Classify `uploads` on `served` by `deadline` (monotonic); the caller holds a lease."""
-    settings = state.settings
     labels = served.artifacts.labels
-    if k is not None and not 1 <= k <= len(labels):
-        raise InvalidParameter(f"top_k must be between 1 and {len(labels)} for this model")
-    k = min(k or served.config.default_top_k, len(labels))
-
-    with served.batcher.reserve(len(uploads), deadline) as reservation:
-        images = await asyncio.gather(*(_decode(state, served, u) for u in uploads))
-        futures = reservation.submit(list(images), deadline)
-    try:
-        scores = await asyncio.wait_for(
-            asyncio.gather(*futures), timeout=max(0.0, deadline - time.monotonic())
-        )
-    except TimeoutError:
-        raise DeadlineExceeded(
-            f"no answer within the {settings.request_timeout_s:g} s request deadline"
-        ) from None
-    finally:
-        for future in futures:
-            future.cancel()  # no-op when done; otherwise the batcher skips it
+    k = resolve_top_k(served, k)
+    scores = await score_uploads(state, served, uploads, deadline)
     return ClassifyResponse(
         model=served.name,
         version=served.version,
@@ -65,6 +53,55 @@ async def classify(
             for u, s in zip(uploads, scores, strict=True)
         ],
     )
+
+
+def resolve_top_k(served: ServedVersion, k: int | None) -> int:
+    """`k` checked against the model's classes, or the model's default."""
+    classes = len(served.artifacts.labels)
+    if k is not None and not 1 <= k <= classes:
+        raise InvalidParameter(f"top_k must be between 1 and {classes} for this model")
+    return min(k or served.config.default_top_k, classes)
+
+
+async def score_uploads(
+    state: ServiceState, served: ServedVersion, uploads: list[Upload], deadline: float
+) -> list[np.ndarray]:
+    """Each image's probabilities `[C]`: queue room, decode, batch, session."""
+    with served.batcher.reserve(len(uploads), deadline) as reservation:
+        images = await asyncio.gather(*(_decode(state, served, u) for u in uploads))
+        futures = reservation.submit(list(images), deadline)
+    return await _answers(futures, deadline, state.settings.request_timeout_s)
+
+
+async def score_arrays(
+    state: ServiceState, served: ServedVersion, images: np.ndarray, deadline: float
+) -> list[np.ndarray]:
+    """Probabilities for images already decoded: uint8 `[N, H, W, 3]` at the model's size."""
+    height, width = served.artifacts.card.image_size
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (height, width, 3):
+        raise InvalidParameter(
+            f"decoded images must be uint8 [N, {height}, {width}, 3] for this model, "
+            f"not {images.dtype} {list(images.shape)}"
+        )
+    with served.batcher.reserve(len(images), deadline) as reservation:
+        futures = reservation.submit(list(images), deadline)
+    return await _answers(futures, deadline, state.settings.request_timeout_s)
+
+
+async def _answers(
+    futures: list[asyncio.Future[np.ndarray]], deadline: float, timeout_s: float
+) -> list[np.ndarray]:
+    try:
+        return list(
+            await asyncio.wait_for(
+                asyncio.gather(*futures), timeout=max(0.0, deadline - time.monotonic())
+            )
+        )
+    except TimeoutError:
+        raise DeadlineExceeded(f"no answer within the {timeout_s:g} s request deadline") from None
+    finally:
+        for future in futures:
+            future.cancel()  # no-op when done; otherwise the batcher skips it
 
 
 async def _decode(state: ServiceState, served: ServedVersion, upload: Upload) -> np.ndarray:

@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
     """Most seconds spent reading and discarding a refused request's body."""
     decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
+    grpc_port: int | None = Field(None, ge=0, le=65535)
+    """Also serve the Open Inference Protocol over gRPC on this port (needs the grpc extra)."""
+
     use_cuda: bool = True
     """Use CUDAExecutionProvider when onnxruntime-gpu and a GPU are present."""
     intra_op_threads: int = Field(0, ge=0)

@@ -1,27 +1,20 @@
 """POST /v1/classify and its per-model routes: HTTP details only, the flow is in inference.
 
 A request is routed and admitted (the batch queue has room and can finish before the deadline)
-before its body is read, so an overloaded server refuses without paying for the upload.
+before its body is read, so an overloaded server refuses without paying for the upload; that
+part, and the metrics, are shared with the v2 protocol's infer route (`service/api/admission.py`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-
 from fastapi import APIRouter, Depends, Path, Query, Request
-from starlette.requests import ClientDisconnect
 
+from service.api.admission import admitted_request
 from service.api.uploads import UPLOAD_OPENAPI, check_media_type, read_uploads
-from service.errors import ClientClosedRequest, ServiceError
 from service.inference import classify
-from service.metrics import UNKNOWN_MODEL
 from service.schemas import ERROR_RESPONSES, ClassifyResponse
 from service.security import require_classify_key
 from service.state import ServiceState, get_state
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["classify"], dependencies=[Depends(require_classify_key)])
 
@@ -76,36 +69,8 @@ async def classify_version(
 async def _handle(
     request: Request, state: ServiceState, model: str | None, version: int | None, k: int | None
 ) -> ClassifyResponse:
-    started = time.perf_counter()
-    deadline = time.monotonic() + state.settings.request_timeout_s
-    registry, metrics = state.registry, state.metrics
-    model_label, version_label, code = UNKNOWN_MODEL, "", "200"
-    try:
-        name = model or registry.default_model()
-        if registry.known_model(name):
-            model_label = name
-        served = registry.get(name, version)
-        version_label = str(served.version)
-        with served.lease():
-            check_media_type(request)
-            served.batcher.admit(1, deadline)  # before the body: refusal costs no upload
-            body_bytes = metrics.request_body_bytes.labels(model_label)
-            uploads = await read_uploads(request, state.settings, body_bytes.inc)
-            return await classify(state, served, uploads, k, deadline)
-    except ClientDisconnect:
-        code = "499"
-        log.info("client went away during the upload (%s v%s)", model_label, version_label)
-        raise ClientClosedRequest("the client closed the connection") from None
-    except ServiceError as exc:
-        code = str(exc.status_code)
-        raise
-    except asyncio.CancelledError:
-        code = "499"  # the client went away
-        raise
-    except Exception:
-        code = "500"
-        raise
-    finally:
-        metrics.requests.labels(model_label, version_label, code).inc()
-        if model_label != UNKNOWN_MODEL:
-            metrics.request_seconds.labels(model_label).observe(time.perf_counter() - started)
+    async with admitted_request(
+        request, state, model, version, before_admission=check_media_type
+    ) as admitted:
+        uploads = await read_uploads(request, state.settings, admitted.count_body_bytes)
+        return await classify(state, admitted.served, uploads, k, admitted.deadline)

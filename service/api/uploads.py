@@ -58,7 +58,7 @@ async def read_uploads(
 ) -> list[Upload]:
     """The images of the request. `count_bytes` is told of every body byte read."""
     check_media_type(request)
-    stream = _limited(request, settings.max_upload_bytes, count_bytes)
+    stream = limited_stream(request, settings.max_upload_bytes, count_bytes)
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         return await _multipart_files(request, stream, settings)
     body = bytearray()
@@ -67,7 +67,7 @@ async def read_uploads(
     return [Upload(None, bytes(body))]
 
 
-async def _limited(
+async def limited_stream(
     request: Request, limit: int, count_bytes: Callable[[int], None]
 ) -> AsyncGenerator[bytes, None]:
     declared = request.headers.get("content-length")

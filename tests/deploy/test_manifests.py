@@ -321,7 +321,8 @@ def test_dockerfile_gpu_build_uses_cuda_and_onnxruntime_gpu() -> None:
     assert stages["gpu-base"][0] == ("FROM", "${CUDA_IMAGE}")
     assert re.search(r"ARG CUDA_IMAGE=nvidia/cuda:12\.\S+-cudnn-runtime-", text)
     gpu_build = " ".join(instruction(stages["gpu-venv"], "RUN"))
-    assert "[gpu]" in gpu_build
+    assert re.search(r"\[gpu(,\w+)*\]", gpu_build)
+    assert "grpc" in gpu_build and "grpc" in " ".join(instruction(stages["cpu-venv"], "RUN"))
     assert "pip uninstall -y onnxruntime" in gpu_build
     assert gpu_build.index("uninstall -y onnxruntime") < gpu_build.index(
         "--force-reinstall --no-deps"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import struct
 from collections.abc import Iterator
 
 import httpx
@@ -265,3 +268,104 @@ def test_refusals_reach_a_client_that_sends_the_whole_body(server: RoostServer, 
     assert status == 404 and body["error"]["code"] == "model_not_found"  # type: ignore[index]
     reliability.add("hostile input", "2 MiB body sent whole to an unknown model", 1, "404 JSON read by the client, no reset")
     assert server.client.get("/healthz").status_code == 200
+
+
+# --- the same through the Open Inference Protocol's REST API (/v2) ---------------------------
+
+V2_INFER = "/v2/models/colours/infer"
+V2_HEADER = "Inference-Header-Content-Length"
+
+
+def v2_post(server: RoostServer, images: list[bytes], form: str = "binary") -> httpx.Response:
+    """`images` as the IMAGE input: binary tensor data (length-prefixed), or JSON base64."""
+    if form == "binary":
+        raw = b"".join(struct.pack("<I", len(im)) + im for im in images)
+        request = {"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [len(images)],
+                               "parameters": {"binary_data_size": len(raw)}}]}
+        header = json.dumps(request).encode()
+        return server.client.post(V2_INFER, content=header + raw, headers={V2_HEADER: str(len(header))})
+    request = {"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [len(images)],
+                           "data": [base64.b64encode(im).decode() for im in images]}],
+               "parameters": {"content_type": "base64"}}
+    return server.client.post(V2_INFER, json=request)
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_hostile_bodies_as_v2_tensors_get_4xx(server: RoostServer, case: str, reliability) -> None:  # type: ignore[no-untyped-def]
+    data, _, v1_status = REFUSED[case]
+    # The v2 protocol answers 400 for input it cannot use where /v1 says 415; 413 stays 413.
+    status = 413 if v1_status == 413 else 400
+    for form in ("binary", "JSON base64"):
+        r = v2_post(server, [data], form)
+        assert r.status_code == status, (form, r.text)
+        assert set(r.json()) == {"error"} and isinstance(r.json()["error"], str)
+        assert "Traceback" not in r.text and "/tmp" not in r.text
+    assert server.client.get("/v2/health/live").status_code == 200
+    reliability.add("hostile input, v2", f"{case}, as an IMAGE tensor (binary and JSON base64)", 2, str(status))
+
+
+@pytest.mark.parametrize("case", list(VALID))
+def test_valid_oddities_through_v2(server: RoostServer, case: str, reliability) -> None:  # type: ignore[no-untyped-def]
+    r = v2_post(server, [VALID[case]])
+    assert r.status_code == 200, r.text
+    (output,) = r.json()["outputs"]
+    assert output["shape"] == [1, 3]
+    scores = output["data"]
+    if case == "16-bit PNG":
+        assert max(scores) - min(scores) < 1e-6
+    else:
+        assert scores.index(max(scores)) == 0  # red
+    top = ["red", "green", "blue"][scores.index(max(scores))]
+    reliability.add("valid oddity, v2", case, 1, f"200, top-1 {top}")
+
+
+def _v2_frame(header: bytes, length: int | None, tail: bytes) -> tuple[bytes, dict[str, str]]:
+    headers = {} if length is None else {V2_HEADER: str(length)}
+    return header + tail, headers
+
+
+_GOOD_HEADER = (b'{"inputs":[{"name":"IMAGE","datatype":"BYTES","shape":[1],'
+                b'"parameters":{"binary_data_size":%d}}]}')
+
+
+@hypothesis.settings(max_examples=150, deadline=None, derandomize=True,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(frame=st.one_of(
+    # A valid header, then random binary data and a random declared size or header length.
+    st.builds(lambda size, tail, shift: _v2_frame(_GOOD_HEADER % size, len(_GOOD_HEADER % size) + shift, tail),
+              st.integers(0, 600), st.binary(max_size=600), st.integers(-5, 5)),
+    # Random bytes where the JSON should be, with or without a header length.
+    st.builds(_v2_frame, st.binary(max_size=400), st.one_of(st.none(), st.integers(-3, 500)), st.binary(max_size=64)),
+    # JSON of the right shape with random values.
+    st.builds(lambda value: _v2_frame(json.dumps({"inputs": [value]}).encode(), None, b""),
+              st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                               st.sampled_from(["name", "datatype", "shape", "data", "parameters",
+                                                "binary_data_size", "content_type"]), inner, max_size=5),
+                           max_leaves=20)),
+))
+def test_byte_fuzz_of_the_v2_framing(server: RoostServer, frame: tuple[bytes, dict[str, str]]) -> None:
+    body, headers = frame
+    r = server.client.post(V2_INFER, content=body, headers=headers)
+    assert r.status_code in (200, 400, 413), (r.status_code, r.text)
+    assert set(r.json()) == {"error"} or r.status_code == 200
+
+
+v2_infer_schema = schema.include(path_regex="^/v2/")
+
+
+@v2_infer_schema.parametrize()
+@hypothesis.settings(max_examples=150, deadline=None, derandomize=True,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+def test_openapi_fuzz_of_v2_never_gives_a_server_error(case, server: RoostServer) -> None:  # type: ignore[no-untyped-def]
+    case.call_and_validate(base_url=server.url, checks=[not_a_server_error])
+
+
+def test_v2_fuzz_left_the_server_healthy(server: RoostServer, reliability) -> None:  # type: ignore[no-untyped-def]
+    assert server.client.get("/v2/health/ready").status_code == 200
+    assert v2_post(server, [encode(REDDISH, "PNG")]).status_code == 200
+    assert server.process.poll() is None
+    operations = sum(len(m) for p, m in create_app().openapi()["paths"].items() if p.startswith("/v2"))
+    reliability.add("fuzzing", "hypothesis fuzz of the v2 body framing (header length, binary sizes, JSON values)", 150, "no 5xx, server alive")
+    reliability.add("fuzzing", "schemathesis on the /v2 operations of the OpenAPI schema",
+                    f"up to 150 per operation, {operations} operations", "no 5xx, server alive")
