@@ -1,0 +1,515 @@
+"""Offline checks of deploy/kserve: Roost's KServe ServingRuntime and InferenceServices.
+
+KServe's custom resources have no schema in kubernetes-validate, so SCHEMAS below describes
+the fields Roost uses, with additionalProperties false on every object: a misspelt or
+unknown field fails. The Kubernetes objects inside them (containers, probes, resources,
+environment, ports, volumes, metadata) are checked against the strict core definitions of
+the release pinned in test_k8s_schema.py.
+
+Every property name below was looked up in KServe's own definitions, not guessed: the
+`attribute_map` of the model classes in the kserve 0.21.0 Python SDK
+(V1alpha1ServingRuntimeSpec, V1alpha1SupportedModelFormat, V1beta1InferenceServiceSpec,
+V1beta1PredictorSpec, V1beta1ModelSpec, V1beta1ModelFormat) and the openAPIV3Schema of the
+KServe v0.20.0 CRDs (config/crd/full), which also accept every manifest here. That
+cross-check is not repeated in CI: importing `kserve.models` imports the whole KServe model
+server (grpcio, pandas, kubernetes, cloudevents ...), too heavy for the test extra. Adding a
+property here means looking it up there first.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from referencing import Registry, Resource
+from servers import require_program
+from test_k8s_schema import K8S_VERSION
+
+ROOT = Path(__file__).resolve().parents[2]
+KSERVE = ROOT / "deploy" / "kserve"
+DOCKERFILE = ROOT / "Dockerfile"
+OPERATIONS_DOC = ROOT / "docs" / "operations.md"
+ROOST_UID = 10001
+
+K8S = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s."
+"""Prefix of a reference into kubernetes-validate's strict core definitions."""
+
+
+def k8s(name: str) -> dict[str, str]:
+    return {"$ref": K8S + name}
+
+
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+PROTOCOLS = ["v1", "v2", "grpc-v1", "grpc-v2"]  # V1alpha1ServingRuntimeSpec.protocol_versions
+
+KSERVE_ANNOTATIONS: dict[str, list[str]] = {
+    "serving.kserve.io/deploymentMode": ["Knative", "Standard"],
+    "serving.kserve.io/enable-metric-aggregation": ["true", "false"],
+    "serving.kserve.io/enable-prometheus-scraping": ["true", "false"],
+}
+"""The serving.kserve.io/ annotations Roost's manifests use, and their values (KServe 0.16+)."""
+
+OBJECT_META = {
+    "allOf": [
+        k8s("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+        {
+            "required": ["name"],
+            "properties": {
+                "annotations": {
+                    # A misspelt serving.kserve.io/ annotation would be ignored silently.
+                    "propertyNames": {
+                        "anyOf": [
+                            {"not": {"pattern": r"^serving\.kserve\.io/"}},
+                            {"enum": list(KSERVE_ANNOTATIONS)},
+                        ]
+                    },
+                    "properties": {k: {"enum": v} for k, v in KSERVE_ANNOTATIONS.items()},
+                }
+            },
+        },
+    ]
+}
+
+SERVING_RUNTIME = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "serving.kserve.io/v1alpha1"},
+        "kind": {"const": "ServingRuntime"},
+        "metadata": OBJECT_META,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["supportedModelFormats", "protocolVersions", "containers"],
+            "properties": {
+                "supportedModelFormats": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "version": {"type": "string"},
+                            "autoSelect": {"type": "boolean"},
+                            "priority": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                },
+                "protocolVersions": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"enum": PROTOCOLS},
+                },
+                "annotations": STRING_MAP,
+                "labels": STRING_MAP,
+                "containers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": k8s("api.core.v1.Container"),
+                },
+                "volumes": {"type": "array", "items": k8s("api.core.v1.Volume")},
+            },
+        },
+    },
+}
+
+INFERENCE_SERVICE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "serving.kserve.io/v1beta1"},
+        "kind": {"const": "InferenceService"},
+        "metadata": OBJECT_META,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["predictor"],
+            "properties": {
+                "predictor": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["model"],
+                    "properties": {
+                        "annotations": STRING_MAP,
+                        "minReplicas": {"type": "integer", "minimum": 0},
+                        "maxReplicas": {"type": "integer", "minimum": 1},
+                        "scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
+                        "scaleTarget": {"type": "integer", "minimum": 1},
+                        "model": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["modelFormat", "runtime", "storageUri"],
+                            "properties": {
+                                "modelFormat": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["name"],
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "version": {"type": "string"},
+                                    },
+                                },
+                                "runtime": {"type": "string"},
+                                "protocolVersion": {"enum": PROTOCOLS},
+                                "storageUri": {
+                                    "type": "string",
+                                    "pattern": r"^(gs|s3|pvc|https?|hdfs|webhdfs|hf|oci)://.+",
+                                },
+                                "env": {"type": "array", "items": k8s("api.core.v1.EnvVar")},
+                                "ports": {
+                                    "type": "array",
+                                    "items": k8s("api.core.v1.ContainerPort"),
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+SCHEMAS = {"ServingRuntime": SERVING_RUNTIME, "InferenceService": INFERENCE_SERVICE}
+
+
+def core_definitions() -> Registry:
+    """kubernetes-validate's strict definitions of the pinned release, under their $id."""
+    path = (
+        files("kubernetes_validate")
+        / "kubernetes-json-schema"
+        / f"v{K8S_VERSION}-local-strict"
+        / "_definitions.json"
+    )
+    definitions = json.loads(path.read_text())
+    assert K8S.startswith(definitions["$id"])
+    return Registry().with_resource(definitions["$id"], Resource.from_contents(definitions))
+
+
+REGISTRY = core_definitions()
+
+
+def errors(document: dict[str, Any]) -> list[str]:
+    """What the schema of the document's kind finds wrong with it, one line per error."""
+    schema = SCHEMAS[document["kind"]]
+    validator = jsonschema.Draft202012Validator(schema, registry=REGISTRY)
+    return [
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in KSERVE.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def load(name: str) -> dict[str, Any]:
+    (document,) = documents(KSERVE / name)
+    return document
+
+
+def runtime() -> dict[str, Any]:
+    return load("servingruntime.yaml")
+
+
+def inference_services() -> dict[str, dict[str, Any]]:
+    """File name -> InferenceService."""
+    found = {}
+    for path in manifest_files():
+        for document in documents(path):
+            if document["kind"] == "InferenceService":
+                found[path.name] = document
+    return found
+
+
+def kserve_container() -> dict[str, Any]:
+    (container,) = runtime()["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
+
+
+def env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+# --- Schema ----------------------------------------------------------------------------------
+
+
+def test_deploy_kserve_holds_the_runtime_and_two_inference_services() -> None:
+    kinds = [(p.name, d["kind"]) for p in manifest_files() for d in documents(p)]
+    assert kinds == [
+        ("inferenceservice-grpc.yaml", "InferenceService"),
+        ("inferenceservice.yaml", "InferenceService"),
+        ("servingruntime.yaml", "ServingRuntime"),
+    ]
+
+
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
+def test_manifest_matches_the_schema(path: Path) -> None:
+    for document in documents(path):
+        assert document["kind"] in SCHEMAS, f"{path.name}: no schema for {document['kind']}"
+        assert errors(document) == []
+
+
+def objects(schema: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every subschema that lists properties, with where it is."""
+    if isinstance(schema, dict):
+        if "properties" in schema:
+            yield where or "/", schema
+        for key, value in schema.items():
+            yield from objects(value, f"{where}/{key}")
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            yield from objects(value, f"{where}/{index}")
+
+
+@pytest.mark.parametrize("kind", SCHEMAS)
+def test_the_schema_forbids_unknown_fields_at_every_level(kind: str) -> None:
+    for where, schema in objects(SCHEMAS[kind]):
+        if "/metadata/" in where:
+            continue  # ObjectMeta itself is the strict core definition (allOf with it)
+        assert schema.get("additionalProperties") is False, f"{kind}{where} allows extra fields"
+    jsonschema.Draft202012Validator.check_schema(SCHEMAS[kind])
+
+
+def renamed(document: dict[str, Any], path: str, new_key: str) -> dict[str, Any]:
+    broken = copy.deepcopy(document)
+    *parents, old_key = path.split(".")
+    node: Any = broken
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    node[new_key] = node.pop(old_key)
+    return broken
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "typo"),
+    [
+        ("servingruntime.yaml", "spec.supportedModelFormats", "supportedModelFormat"),
+        ("servingruntime.yaml", "spec.supportedModelFormats.0.autoSelect", "autoselect"),
+        ("servingruntime.yaml", "spec.protocolVersions", "protocolVersion"),
+        ("servingruntime.yaml", "spec.annotations", "annotation"),
+        ("servingruntime.yaml", "spec.containers.0.readinessProbe.httpGet.path", "paht"),
+        ("servingruntime.yaml", "spec.containers.0.resources.requests", "request"),
+        ("servingruntime.yaml", "spec.volumes.0.emptyDir", "emptydir"),
+        ("inferenceservice.yaml", "spec.predictor", "predicter"),
+        ("inferenceservice.yaml", "spec.predictor.scaleMetric", "scaleMetrics"),
+        ("inferenceservice.yaml", "spec.predictor.minReplicas", "minReplica"),
+        ("inferenceservice.yaml", "spec.predictor.model.storageUri", "storageURI"),
+        ("inferenceservice.yaml", "spec.predictor.model.modelFormat.name", "nmae"),
+        ("inferenceservice-grpc.yaml", "spec.predictor.model.ports.0.containerPort", "port"),
+        ("inferenceservice-grpc.yaml", "spec.predictor.model.env.0.value", "valeu"),
+    ],
+)
+def test_a_misspelt_field_fails(name: str, path: str, typo: str) -> None:
+    found = errors(renamed(load(name), path, typo))
+    assert any(f"'{typo}' was unexpected" in error for error in found), found
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "value"),
+    [
+        ("servingruntime.yaml", "spec.protocolVersions", ["V2"]),
+        ("inferenceservice.yaml", "spec.predictor.scaleMetric", "concurency"),
+        ("inferenceservice.yaml", "spec.predictor.scaleTarget", "32"),
+        ("inferenceservice.yaml", "spec.predictor.model.storageUri", "/mnt/models"),
+        ("inferenceservice.yaml", "spec.predictor.model.protocolVersion", "v3"),
+    ],
+)
+def test_a_wrong_value_fails(name: str, path: str, value: Any) -> None:
+    broken = load(name)
+    *parents, key = path.split(".")
+    node = broken
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    assert errors(broken)
+
+
+def test_a_misspelt_kserve_annotation_fails() -> None:
+    broken = load("inferenceservice.yaml")
+    annotations = broken["metadata"]["annotations"]
+    annotations["serving.kserve.io/deploymentmode"] = annotations.pop(
+        "serving.kserve.io/deploymentMode"
+    )
+    assert any("serving.kserve.io/deploymentmode" in error for error in errors(broken))
+    broken = load("inferenceservice.yaml")
+    broken["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "Serverles"
+    assert errors(broken)
+
+
+# --- The runtime -----------------------------------------------------------------------------
+
+
+def test_runtime_serves_the_repository_kserve_mounts() -> None:
+    spec = runtime()["spec"]
+    assert runtime()["metadata"]["name"] == "roost"
+    assert {"name": "onnx", "autoSelect": True} in spec["supportedModelFormats"]
+    assert spec["protocolVersions"] == ["v2"], "Roost's /v1 is not KServe's v1 protocol"
+    container = kserve_container()
+    assert container["name"] == "kserve-container"
+    assert container["args"] == ["serve"]
+    assert container["image"].split(":")[0] == "roost"
+    variables = env(container)
+    assert variables["ROOST_MODEL_REPO"] == "/mnt/models"
+    assert variables["ROOST_HOST"] == "0.0.0.0"
+    assert "ROOST_GRPC_PORT" not in variables, "the image may lack the grpc extra"
+    comment = (KSERVE / "servingruntime.yaml").read_text()
+    assert "<name>/<version>/model.onnx, labels.txt, card.json" in comment
+
+
+def test_runtime_probes_the_v2_health_endpoints_on_its_one_port() -> None:
+    container = kserve_container()
+    (port,) = container["ports"]  # Knative routes exactly one container port
+    assert port == {"name": "http1", "containerPort": 8000, "protocol": "TCP"}
+    assert env(container)["ROOST_PORT"] == str(port["containerPort"])
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8000}
+
+
+def test_runtime_resources_security_and_metrics() -> None:
+    spec = runtime()["spec"]
+    container = kserve_container()
+    resources = container["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"]) and "memory" in resources["limits"]
+    assert env(container)["ROOST_DECODE_THREADS"] == resources["requests"]["cpu"]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["runAsUser"] == ROOST_UID
+    assert re.search(rf"^USER {ROOST_UID}\b", DOCKERFILE.read_text(), re.M), "the image's user"
+    assert security["readOnlyRootFilesystem"]
+    (tmp,) = container["volumeMounts"]
+    assert tmp["mountPath"] == "/tmp" and tmp["name"] in {v["name"] for v in spec["volumes"]}
+    assert spec["annotations"] == {
+        "prometheus.kserve.io/port": env(container)["ROOST_PORT"],
+        "prometheus.kserve.io/path": "/metrics",
+    }
+
+
+# --- The InferenceServices -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(inference_services()))
+def test_inference_service_uses_the_roost_runtime(name: str) -> None:
+    isvc = inference_services()[name]
+    predictor = isvc["spec"]["predictor"]
+    model = predictor["model"]
+    spec = runtime()["spec"]
+    assert model["runtime"] == runtime()["metadata"]["name"]
+    assert model["modelFormat"]["name"] in {f["name"] for f in spec["supportedModelFormats"]}
+    # Without protocolVersion KServe assumes v1, which the runtime does not offer.
+    assert model["protocolVersion"] in spec["protocolVersions"]
+    assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
+    header = (KSERVE / name).read_text().split("apiVersion:")[0]
+    assert "storageUri" in header and "<name>/<version>/model.onnx" in header
+
+
+def test_knative_service_scales_on_concurrency_per_replica() -> None:
+    isvc = inference_services()["inferenceservice.yaml"]
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "Knative"
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["scaleMetric"] == "concurrency"
+    assert predictor["scaleTarget"] == int(env(kserve_container())["ROOST_MAX_BATCH_SIZE"])
+    assert "ports" not in predictor["model"], "Knative allows one port: the runtime's"
+    assert annotations["serving.kserve.io/enable-metric-aggregation"] == "true"
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert predictor["model"]["storageUri"].startswith("gs://")
+
+
+def test_grpc_service_adds_the_h2c_port_in_standard_mode() -> None:
+    isvc = inference_services()["inferenceservice-grpc.yaml"]
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+    predictor = isvc["spec"]["predictor"]
+    model = predictor["model"]
+    (grpc,) = model["ports"]
+    assert grpc["name"] == "h2c", "KServe and Knative route HTTP/2 (gRPC) by this name"
+    assert env(model)["ROOST_GRPC_PORT"] == str(grpc["containerPort"])
+    # KServe merges the model's ports into the runtime container's, keyed by containerPort.
+    merged = kserve_container()["ports"] + model["ports"]
+    assert len({p["containerPort"] for p in merged}) == len({p["name"] for p in merged}) == 2
+    # Standard mode scales with an HPA: CPU utilisation in percent.
+    assert predictor["scaleMetric"] == "cpu" and 1 <= predictor["scaleTarget"] <= 100
+    # No queue-proxy to aggregate metrics: Prometheus scrapes Roost directly.
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "false"
+    assert predictor["annotations"]["prometheus.io/port"] == env(kserve_container())["ROOST_PORT"]
+    assert predictor["annotations"]["prometheus.io/path"] == "/metrics"
+    assert model["storageUri"] == "pvc://roost-models"  # deploy/k8s/pvc.yaml
+
+
+# --- kustomize -------------------------------------------------------------------------------
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [require_program("kubectl", "kubectl"), "kustomize", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_kustomization_lists_the_runtime_and_the_knative_service() -> None:
+    kustomization = yaml.safe_load((KSERVE / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["servingruntime.yaml", "inferenceservice.yaml"]
+    built = kustomize(KSERVE)
+    assert [(d["kind"], d["metadata"]["name"]) for d in built] == [
+        ("ServingRuntime", "roost"),
+        ("InferenceService", "roost"),
+    ]
+    for document in built:
+        assert document["metadata"]["labels"]["app.kubernetes.io/part-of"] == "roost"
+        assert errors(document) == []
+
+
+def test_kustomize_image_override_reaches_the_runtime_container(tmp_path: Path) -> None:
+    folder = tmp_path / "kserve"
+    shutil.copytree(KSERVE, folder)
+    kustomization = folder / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert "newName: roost  #" in text
+    kustomization.write_text(
+        text.replace("newName: roost  #", "newName: registry.example.com/roost  #")
+    )
+    (runtime_built,) = [d for d in kustomize(folder) if d["kind"] == "ServingRuntime"]
+    (container,) = runtime_built["spec"]["containers"]
+    assert container["image"] == "registry.example.com/roost:cpu"
+
+
+# --- docs ------------------------------------------------------------------------------------
+
+
+def test_operations_doc_explains_kserve() -> None:
+    doc = OPERATIONS_DOC.read_text()
+    assert "\n## From one machine to KServe\n" in doc
+    section = doc.split("\n## From one machine to KServe\n", 1)[1].split("\n## ", 1)[0]
+    for needed in (
+        *(f"deploy/kserve/{p.name}" for p in manifest_files()),
+        "storageUri",
+        "<name>/<version>/model.onnx",
+        "/v2/health/ready",
+        "scaleMetric",
+        "roost_queue_depth",
+        "tests/deploy/test_kserve.py",
+        "tests/deploy/test_k8s_schema.py",
+    ):
+        assert needed in section, f"the KServe section does not mention {needed}"
+    assert re.search(r"curl [^\n]*/v2/health/ready", section)
