@@ -20,24 +20,33 @@ class Connection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> tuple[int, bytes]:
         """Send one POST and return (status, response body); reconnects once if needed."""
         for attempt in (0, 1):
             if self._writer is None:
                 self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
             try:
-                return await self._exchange(path, body, content_type)
+                return await self._exchange(path, body, content_type, headers)
             except (ConnectionError, asyncio.IncompleteReadError, HttpError):
                 await self.close()
                 if attempt:
                     raise
         raise AssertionError("unreachable")
 
-    async def _exchange(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    async def _exchange(
+        self, path: str, body: bytes, content_type: str, headers: tuple[tuple[str, str], ...]
+    ) -> tuple[int, bytes]:
         assert self._reader is not None and self._writer is not None
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
         )
         self._writer.write(head.encode("latin-1") + body)
         await self._writer.drain()

@@ -8,11 +8,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from bench.http11 import Connection, HttpError
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prepared POST, sent as it is (bench/protocols.py builds them per protocol)."""
+
+    path: str
+    body: bytes
+    content_type: str = "image/jpeg"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -54,9 +65,11 @@ def _host_port(url: str) -> tuple[str, int]:
     return host, int(port or 80)
 
 
-async def _post(connection: Connection, path: str, body: bytes) -> bool:
+async def _post(connection: Connection, request: Request) -> bool:
     try:
-        status, _ = await connection.post(path, body, "image/jpeg")
+        status, _ = await connection.post(
+            request.path, request.body, request.content_type, request.headers
+        )
     except (OSError, HttpError, asyncio.IncompleteReadError):
         return False
     return status == 200
@@ -64,47 +77,60 @@ async def _post(connection: Connection, path: str, body: bytes) -> bool:
 
 async def closed_loop(
     url: str,
-    bodies: list[bytes],
+    prepared: list[Request],
     concurrency: int,
     requests: int,
     time_limit_s: float,
-    path: str = "/v1/classify",
 ) -> LoadResult:
     """`concurrency` clients, each sending its next request when the last one returns."""
+    host, port = _host_port(url)
+    connections = [Connection(host, port) for _ in range(concurrency)]
+
+    def client(connection: Connection) -> Callable[[int], Awaitable[bool]]:
+        async def send(n: int) -> bool:
+            return await _post(connection, prepared[n % len(prepared)])
+
+        return send
+
+    try:
+        return await closed_loop_calls([client(c) for c in connections], requests, time_limit_s)
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
+
+
+async def closed_loop_calls(
+    clients: list[Callable[[int], Awaitable[bool]]], requests: int, time_limit_s: float
+) -> LoadResult:
+    """The closed loop for any transport: each client callable sends request `n`, says if it
+    succeeded, and is called again when it returns (bench/grpc_load.py drives gRPC with it)."""
     counter = itertools.count()
     latencies: list[float] = []
     errors = 0
-    host, port = _host_port(url)
-    connections = [Connection(host, port) for _ in range(concurrency)]
     started = time.perf_counter()
     stop_at = started + time_limit_s
 
-    async def client_loop(connection: Connection) -> None:
+    async def client_loop(send: Callable[[int], Awaitable[bool]]) -> None:
         nonlocal errors
         while time.perf_counter() < stop_at:
             n = next(counter)
             if n >= requests:
                 return
             t0 = time.perf_counter()
-            if await _post(connection, path, bodies[n % len(bodies)]):
+            if await send(n):
                 latencies.append(time.perf_counter() - t0)
             else:
                 errors += 1
 
-    try:
-        await asyncio.gather(*(client_loop(c) for c in connections))
-    finally:
-        seconds = time.perf_counter() - started
-        await asyncio.gather(*(c.close() for c in connections))
-    return _summarize("closed", concurrency, latencies, errors, seconds)
+    await asyncio.gather(*(client_loop(c) for c in clients))
+    seconds = time.perf_counter() - started
+    return _summarize("closed", len(clients), latencies, errors, seconds)
 
 
 async def open_loop(
     url: str,
-    bodies: list[bytes],
+    prepared: list[Request],
     rate_per_s: float,
     duration_s: float,
-    path: str = "/v1/classify",
 ) -> LoadResult:
     """Requests start on a fixed schedule whatever the server does (arrivals do not wait)."""
     latencies: list[float] = []
@@ -124,7 +150,7 @@ async def open_loop(
             connection = Connection(host, port)
             opened.append(connection)
         t0 = time.perf_counter()
-        if await _post(connection, path, bodies[n % len(bodies)]):
+        if await _post(connection, prepared[n % len(prepared)]):
             latencies.append(time.perf_counter() - t0)
         else:
             errors += 1

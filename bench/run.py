@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.baselines import cpu_limit, decode_rate_per_core, model_alone
 from bench.inputs import input_sets
 from bench.loadgen import LoadResult, closed_loop, open_loop
+from bench.protocols import PROTOCOLS, requests_for
 
 
 def free_port() -> int:
@@ -128,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--baseline-seconds", type=float, default=3.0)
     p.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="v1",
+        help="how the load reaches Roost: v1 (raw JPEG to /v1/classify) or v2 (the Open "
+        "Inference Protocol's binary route, /v2/models/MODEL/infer, classification top-5); "
+        "the naive server always gets v1",
+    )
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "roost-bench"))
     args = p.parse_args(argv)
 
@@ -162,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "onnx_bytes": (version_dir / "model.onnx").stat().st_size,
         },
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "protocol": args.protocol,
     }
     print(f"inputs ({args.cache}) ...", flush=True)
     sets = input_sets(Path(args.cache))
@@ -227,13 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for set_name, bodies in chosen.items():
             for name, server in servers.items():
+                protocol = args.protocol if name == "roost" else "v1"
+                prepared = requests_for(protocol, bodies, args.model)
                 for c in concurrencies:
                     runs, hist = [], []
                     for _ in range(args.repeats):
                         before = server.metrics() if name == "roost" else ""
                         runs.append(
                             asyncio.run(
-                                closed_loop(server.url, bodies, c, args.requests, args.seconds)
+                                closed_loop(server.url, prepared, c, args.requests, args.seconds)
                             )
                         )
                         if name == "roost":
@@ -253,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs = [
                         asyncio.run(
                             open_loop(
-                                server.url, bodies, rate, min(args.seconds, args.requests / rate)
+                                server.url, prepared, rate, min(args.seconds, args.requests / rate)
                             )
                         )
                         for _ in range(args.repeats)

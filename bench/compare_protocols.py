@@ -1,0 +1,106 @@
+"""`python -m bench.compare_protocols`: /v1 multipart, v2 binary and v2 gRPC, in one run.
+
+One Roost server serves all three (ROOST_GRPC_PORT set); at each concurrency the protocols take
+turns, in a rotated order per repeat, so a neighbour's burst on this shared machine hits them
+alike. Each figure is the median of the repeats; ratios are against /v1 multipart measured in
+the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.grpc_load import grpc_closed_loop, infer_requests
+from bench.inputs import input_sets
+from bench.loadgen import LoadResult, closed_loop
+from bench.protocols import requests_for
+from bench.run import Server, free_port, median_result
+
+PROTOCOLS = ("v1-multipart", "v2-binary", "v2-grpc")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.compare_protocols", description=__doc__)
+    p.add_argument("--model-repo", default="model_repo")
+    p.add_argument("--model", default="imagenet")
+    p.add_argument("--set", default="512px", help="input set (bench/inputs.py)")
+    p.add_argument("--concurrency", default="1,16")
+    p.add_argument("--requests", type=int, default=300, help="most requests per protocol and run")
+    p.add_argument("--seconds", type=float, default=15.0, help="most seconds per protocol and run")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "roost-bench"))
+    args = p.parse_args(argv)
+
+    bodies = input_sets(Path(args.cache))[args.set]
+    grpc_port = free_port()
+    server = Server(
+        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", args.model_repo],
+        {
+            "ROOST_POLL_INTERVAL_S": "0",
+            "ROOST_DEFAULT_MODEL": args.model,
+            "ROOST_GRPC_PORT": str(grpc_port),
+        },
+        "/readyz",
+    )
+    multipart = requests_for("v1-multipart", bodies, args.model)
+    binary = requests_for("v2", bodies, args.model)
+    grpc_requests = infer_requests(bodies, args.model)
+
+    def run(protocol: str, c: int) -> LoadResult:
+        if protocol == "v2-grpc":
+            target = f"127.0.0.1:{grpc_port}"
+            load = grpc_closed_loop(target, grpc_requests, c, args.requests, args.seconds)
+        else:
+            prepared = multipart if protocol == "v1-multipart" else binary
+            load = closed_loop(server.url, prepared, c, args.requests, args.seconds)
+        return asyncio.run(load)
+
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for c in [int(x) for x in args.concurrency.split(",") if x]:
+            runs: dict[str, list[LoadResult]] = {protocol: [] for protocol in PROTOCOLS}
+            for repeat in range(args.repeats):
+                order = PROTOCOLS[repeat % 3 :] + PROTOCOLS[: repeat % 3]
+                for protocol in order:
+                    runs[protocol].append(run(protocol, c))
+            level = results.setdefault(f"c{c}", {})
+            for protocol in PROTOCOLS:
+                level[protocol] = median_result(runs[protocol])
+            base = level["v1-multipart"]
+            for protocol in PROTOCOLS:
+                entry = level[protocol]
+                entry["throughput_over_v1"] = entry["images_per_s"] / base["images_per_s"]
+                entry["p50_over_v1"] = entry["p50_ms"] / base["p50_ms"]
+                print(
+                    f"c={c:<3} {protocol:13} {entry['images_per_s']:7.1f} img/s "
+                    f"({entry['throughput_over_v1']:.2f}x)  p50 {entry['p50_ms']:7.1f} ms "
+                    f"({entry['p50_over_v1']:.2f}x)  errors {entry['errors']}",
+                    flush=True,
+                )
+    finally:
+        server.stop()
+    report = {
+        "command": "python -m bench.compare_protocols "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": args.model,
+        "set": args.set,
+        "repeats": args.repeats,
+        "median_of": "repeats",
+        "results": results,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "protocols.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'protocols.json'}")
+    return 0 if all(e["errors"] == 0 for level in results.values() for e in level.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
