@@ -18,7 +18,9 @@ property here means looking it up there first.
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib.util
 import json
 import re
 import shutil
@@ -513,3 +515,54 @@ def test_operations_doc_explains_kserve() -> None:
     ):
         assert needed in section, f"the KServe section does not mention {needed}"
     assert re.search(r"curl [^\n]*/v2/health/ready", section)
+
+
+# --- our schema against KServe's own definitions ---------------------------------------------
+
+# Where our schema describes a KServe object: the path in the schema -> KServe's model class file
+# (kserve/models/<file>.py, generated from KServe's OpenAPI spec).
+KSERVE_CLASSES = {
+    ("ServingRuntime", "spec"): "v1alpha1_serving_runtime_spec",
+    ("ServingRuntime", "spec", "supportedModelFormats"): "v1alpha1_supported_model_format",
+    ("InferenceService", "spec"): "v1beta1_inference_service_spec",
+    ("InferenceService", "spec", "predictor"): "v1beta1_predictor_spec",
+    ("InferenceService", "spec", "predictor", "model"): "v1beta1_model_spec",
+    ("InferenceService", "spec", "predictor", "model", "modelFormat"): "v1beta1_model_format",
+}
+
+
+def kserve_field_names(class_file: str) -> set[str]:
+    """The JSON field names of a KServe model class, read from the `kserve` wheel's source.
+
+    tests/run installs `kserve` without its dependencies (the full package is ~450 MB); the
+    module is parsed, not imported, because importing `kserve` starts its model server.
+    """
+    spec = importlib.util.find_spec("kserve")
+    assert spec is not None and spec.submodule_search_locations, (
+        "kserve is not installed: tests/run installs it (pip install --no-deps kserve==0.21.0)"
+    )
+    source = Path(spec.submodule_search_locations[0]) / "models" / f"{class_file}.py"
+    for node in ast.walk(ast.parse(source.read_text())):
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "attribute_map" for t in node.targets)
+            and isinstance(node.value, ast.Dict)
+        ):
+            return {ast.literal_eval(v) for v in node.value.values if v is not None}
+    raise AssertionError(f"no attribute_map in {source}")
+
+
+def schema_at(kind: str, path: tuple[str, ...]) -> dict[str, Any]:
+    node: dict[str, Any] = SCHEMAS[kind]
+    for key in path:
+        node = node["properties"][key]
+        if node.get("type") == "array":
+            node = node["items"]
+    return node
+
+
+@pytest.mark.parametrize("where", sorted(KSERVE_CLASSES), ids=".".join)
+def test_every_field_of_our_schema_exists_in_kserve(where: tuple[str, ...]) -> None:
+    ours = set(schema_at(where[0], where[1:])["properties"])
+    theirs = kserve_field_names(KSERVE_CLASSES[where])
+    assert ours <= theirs, f"not in KServe's {KSERVE_CLASSES[where]}: {sorted(ours - theirs)}"
