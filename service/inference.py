@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from roost.contract.errors import ImageTooLargeError, InvalidImageError
-from roost.contract.images import decode_image
 from service.errors import (
     DeadlineExceeded,
     InvalidImage,
@@ -22,6 +21,7 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+from service.gpu_decode import image_decoder
 from service.postprocess import top_k
 from service.registry import ServedVersion
 from service.schemas import ClassifyResponse, ImageResult
@@ -108,9 +108,10 @@ async def _decode(state: ServiceState, served: ServedVersion, upload: Upload) ->
     card = served.artifacts.card
     started = time.perf_counter()
     try:
+        # Pillow, or baseline JPEGs on the GPU (ROOST_GPU_DECODE): service/gpu_decode.py
         image = await asyncio.get_running_loop().run_in_executor(
             state.decode_pool,
-            decode_image,
+            image_decoder(state.settings).decode,
             upload.data,
             card.image_size,
             card.resize,

@@ -12,8 +12,8 @@ import numpy as np
 
 from roost.contract.card import ModelCard, read_card
 from roost.contract.errors import ContractError
-from roost.contract.images import decode_image
 from roost.contract.labels import Label, read_labels
+from service.gpu_decode import image_decoder
 from service.model_config import ModelConfig
 from service.model_repository import VersionFiles
 from service.runtime import OnnxClassifier
@@ -63,13 +63,18 @@ def _warm_batch_sizes(classifier: OnnxClassifier, max_batch_size: int) -> list[i
 def _check_references(
     files: VersionFiles, card: ModelCard, classifier: OnnxClassifier, settings: ServiceSettings
 ) -> None:
-    """Run the card's reference images through the full serving path; refuse on any mismatch."""
+    """Run the card's reference images through the full serving path; refuse on any mismatch.
+
+    They are decoded by the decoder requests get (Pillow, or the GPU with ROOST_GPU_DECODE),
+    so a model whose answers change under GPU decoding is refused here, not served.
+    """
+    decoder = image_decoder(settings)
     for ref in card.references:
         path = (files.path / ref.file).resolve()
         if files.path.resolve() not in path.parents or not path.is_file():
             raise ContractError(f"reference image {ref.file!r} is missing")
         try:
-            image = decode_image(
+            image = decoder.decode(
                 path.read_bytes(), card.image_size, card.resize, settings.max_image_pixels
             )
         except ContractError as exc:

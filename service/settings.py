@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,7 +30,8 @@ class ServiceSettings(BaseSettings):
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(512, ge=1)
     instances: int = Field(0, ge=0, le=64)
-    """Sessions per model version; 0 = auto: 1 on CUDA, two per core (at most 8) on the CPU."""
+    """Sessions per model version; 0 = auto: `cuda_instances` on CUDA, two per core (at most 8)
+    on the CPU."""
     default_top_k: int = Field(5, ge=1)
 
     request_timeout_s: float = Field(30.0, gt=0.0)
@@ -53,6 +54,34 @@ class ServiceSettings(BaseSettings):
 
     use_cuda: bool = True
     """Use CUDAExecutionProvider when onnxruntime-gpu and a GPU are present."""
+    cuda_instances: int = Field(2, ge=1, le=16)
+    """Sessions per model version on CUDA when `instances` is 0: with two, one batch's copy to
+    the GPU overlaps another's compute."""
+    cuda_device_id: int = Field(0, ge=0)
+    """Which GPU the CUDA provider, IO binding and GPU decode use."""
+    io_binding: bool | None = None
+    """Run batches through ONNX Runtime IO binding: the uint8 batch bound as input (on CUDA,
+    copied once from a pinned host buffer), the output copied back once. Unset = auto: on
+    with the CUDA provider, off on the CPU (where it changes nothing; docs/gpu.md)."""
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
+    """cuDNN convolution algorithm choice per input shape. EXHAUSTIVE benchmarks every
+    algorithm on the first run of each shape (warm-up pays it, see docs/gpu.md); HEURISTIC
+    loads faster with possibly slower kernels."""
+    cuda_arena_extend_strategy: Literal["kSameAsRequested", "kNextPowerOfTwo"] = "kSameAsRequested"
+    """How the CUDA memory arena grows. kSameAsRequested grows by what a run asks for, so
+    memory stays near what the warmed shapes need instead of doubling."""
+    cuda_mem_limit_bytes: int = Field(0, ge=0)
+    """Cap of each session's CUDA memory arena in bytes; 0 = no cap."""
+    cuda_copy_in_default_stream: bool = True
+    """Copies on the compute stream (ONNX Runtime's recommended default); false lets copies
+    use their own stream, which ONNX Runtime warns may race for some models."""
+    cudnn_conv_use_max_workspace: bool = True
+    """Let cuDNN use as much workspace as its fastest algorithms want."""
+    cuda_prefer_nhwc: bool = False
+    """Ask the CUDA provider for NHWC kernels (needs an onnxruntime-gpu built with them)."""
+    gpu_decode: bool = False
+    """Decode baseline JPEGs on the GPU with nvImageCodec (resized on the GPU too); anything
+    else, or no GPU or package, decodes with Pillow. See docs/gpu.md for train/serve parity."""
     intra_op_threads: int = Field(0, ge=0)
     """ONNX Runtime threads per session; 0 = auto: cores / instances (every core when alone)."""
     inter_op_threads: int = Field(0, ge=0)

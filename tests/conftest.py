@@ -13,6 +13,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 from servers import RoostServer  # noqa: E402  (found through the line above)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--gpu", action="store_true", help="also run the tests marked gpu (they need a CUDA GPU)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --gpu, tests that need a GPU are deselected (not skipped): CI has no GPU."""
+    if config.getoption("--gpu"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("gpu")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     path = tmp_path / "model_repo"

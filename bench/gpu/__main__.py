@@ -1,0 +1,5 @@
+import sys
+
+from bench.gpu.report import main
+
+sys.exit(main())

@@ -1,0 +1,702 @@
+"""The GPU proof in one run (issue 13): `bash bench/gpu/run.sh` on the GPU machine.
+
+In order, each step written to the report as soon as it ends (a run cut short still leaves
+what it measured):
+
+1. the environment: GPU, driver, onnxruntime and its providers, nvImageCodec, pinned memory;
+2. the server's GPU-relevant tests, with CUDA (onnxruntime-gpu makes every session CUDA);
+3. baselines: decode + resize per core (Pillow, the server's own decode), raw ONNX Runtime with
+   IO binding (input already on the device) and with numpy input, per batch size;
+4. the inference stage alone: the server's `OnnxClassifier` (its sessions, IO binding, pinned
+   staging), driven by one thread per session, against raw ONNX Runtime at the same batch size;
+5. end to end over HTTP on 127.0.0.1 (500-1000 px JPEGs: the 512px and 1024px sets), Roost with
+   CPU decode, then with GPU decode: images/s, latency, errors, batch sizes, GPU memory before
+   and after, against the CPU decode bound (decode per core x cores) and min(model, decode);
+6. report.json and report.md under --out, the issue's targets marked met or not.
+
+`--dry-run` runs every step on this CPU-only machine, small and bounded, with a tiny model
+(tests/bench/test_gpu_script.py): it proves the script, not the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.baselines import decode_rate_per_core, model_alone
+from bench.loadgen import LoadResult, Request, closed_loop
+from bench.run import Server, batch_histogram
+
+TARGETS = {
+    "stage_over_raw_io_binding": 0.8,
+    "e2e_cpu_decode_over_decode_bound": 0.8,
+    "e2e_gpu_decode_over_cpu_decode_bound": 1.0,
+    "e2e_gpu_decode_images_per_s": 10_000.0,
+}
+GPU_TESTS = [
+    "tests/service/test_runtime_io_binding.py",
+    "tests/service/test_gpu_decode.py",
+    "tests/service/test_gpu_metrics.py",
+    "tests/service/test_registry.py",
+    "tests/service/test_batcher.py",
+]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=os.environ.get("OUT", "bench/results/gpu"))
+    p.add_argument("--dry-run", action="store_true", help="small and bounded, for a CPU machine")
+    p.add_argument("--model-repo", default="model_repo")
+    p.add_argument("--model", default="imagenet")
+    p.add_argument("--inputs", default="", help="folder with <set>/*.jpg (bench/gpu/stage.sh)")
+    p.add_argument("--synthetic-inputs", action="store_true", help="generated JPEGs")
+    p.add_argument("--export-inputs", default="", help="write the input sets here and stop")
+    p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "roost-bench"))
+    p.add_argument("--sets", default="512px,1024px")
+    p.add_argument("--concurrency", default=None, help="clients per load level, e.g. 64,256")
+    p.add_argument("--images-per-request", type=int, default=None)
+    p.add_argument("--loadgen-procs", type=int, default=None)
+    p.add_argument("--seconds", type=float, default=None, help="per load level")
+    p.add_argument("--requests", type=int, default=None, help="most requests per load level")
+    p.add_argument("--baseline-seconds", type=float, default=None)
+    p.add_argument("--batch-sizes", default=None, help="raw and stage batch sizes")
+    p.add_argument("--max-batch-size", type=int, default=None, help="ROOST_MAX_BATCH_SIZE")
+    p.add_argument("--tests", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--tests-select", default=" ".join(GPU_TESTS))
+    p.add_argument("--tests-timeout", type=float, default=240.0)
+    p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args(argv)
+    small = args.dry_run
+    defaults = {
+        "concurrency": "2" if small else "64,256",
+        "images_per_request": 2 if small else 4,
+        "loadgen_procs": 1 if small else 4,
+        "seconds": 1.5 if small else 10.0,
+        "requests": 24 if small else 1_000_000,
+        "baseline_seconds": 0.1 if small else 3.0,
+        "batch_sizes": "1,4" if small else "16,32,64",
+        # NOTE: the server warms 1..max_batch_size on each session with cuDNN's EXHAUSTIVE
+        # search; 64 keeps two server starts inside one 10-minute device call.
+        "max_batch_size": 4 if small else 64,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.export_inputs:
+        return export_inputs(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "dry_run": args.dry_run,
+        "command": "python -m bench.gpu " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("tests_select",)},
+    }
+    try:
+        step(report, out, "environment", environment)
+        if args.tests:
+            step(report, out, "tests", lambda: run_tests(args, out))
+        version_dir = latest_version(Path(args.model_repo), args.model)
+        card = json.loads((version_dir / "card.json").read_text())
+        size = (int(card["image_size"][0]), int(card["image_size"][1]))
+        sets, source = load_inputs(args)
+        report["inputs"] = {
+            "source": source,
+            **{
+                name: {"files": len(b), "mean_bytes": int(np.mean([len(x) for x in b]))}
+                for name, b in sets.items()
+            },
+        }
+        on_gpu = CUDA in ort.get_available_providers()
+        providers = [CUDA, CPU] if on_gpu else [CPU]
+        report["on_gpu"] = on_gpu
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+        step(
+            report,
+            out,
+            "baselines",
+            lambda: baselines(
+                version_dir, size, card["resize"], sets, providers, on_gpu, batch_sizes, args
+            ),
+        )
+        step(report, out, "stage", lambda: stage(version_dir, size, batch_sizes, args))
+        repo = single_model_repo(version_dir, args.model, Path(tempfile.mkdtemp()))
+        http: dict[str, Any] = {}
+        report["http"] = http
+        http["cpu_decode"] = http_run(args, repo, sets, gpu_decode=False, out=out)
+        save(report, out)
+        if args.gpu_decode:
+            http["gpu_decode"] = http_run(args, repo, sets, gpu_decode=True, out=out)
+        report["ratios"] = ratios(report)
+    except Exception as exc:
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        save(report, out)
+        print(markdown(report).split("## Targets")[-1], flush=True)
+        print(f"wrote {out / 'report.json'} and {out / 'report.md'}", flush=True)
+    return 0
+
+
+def step(report: dict[str, Any], out: Path, name: str, run: Any) -> None:
+    print(f"--- {name} ...", flush=True)
+    started = time.perf_counter()
+    report[name] = run()
+    report.setdefault("step_seconds", {})[name] = round(time.perf_counter() - started, 1)
+    save(report, out)
+
+
+def save(report: dict[str, Any], out: Path) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.md").write_text(markdown(report))
+
+
+# --- 1. environment ---------------------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    from service.runtime import CudaRuntime
+
+    env: dict[str, Any] = {
+        "cpu_cores": os.cpu_count(),
+        "cpu": _cpu_name(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+        "numpy": np.__version__,
+        "pillow": Image.__version__,  # type: ignore[attr-defined]
+    }
+    cudart = CudaRuntime.load()
+    env["cuda_runtime_for_pinned_memory"] = cudart.name if cudart else None
+    try:
+        from nvidia import nvimgcodec
+
+        env["nvimgcodec"] = str(getattr(nvimgcodec, "__version__", "?"))
+    except Exception as exc:  # ImportError, or a library that does not load
+        env["nvimgcodec"] = f"unavailable: {str(exc)[:200]}"
+    if shutil.which("nvidia-smi"):
+        query = "name,driver_version,memory.total,memory.used,pcie.link.gen.current"
+        done = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        env["nvidia_smi"] = done.stdout.strip() or done.stderr.strip()
+    return env
+
+
+# --- 2. tests ---------------------------------------------------------------------------------
+
+
+def run_tests(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not training"]
+    command += ["--gpu"]  # the tests marked gpu run too, and fail if the GPU path is not active
+    command += args.tests_select.split()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.tests_timeout)
+        output, code = done.stdout + done.stderr, done.returncode
+    except subprocess.TimeoutExpired as exc:
+        parts = [
+            p.decode(errors="replace") if isinstance(p, bytes) else p or ""
+            for p in (exc.stdout, exc.stderr)
+        ]
+        output, code = "".join(parts) + "\nTIMEOUT", -1
+    (out / "pytest.txt").write_text(output)
+    summary = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed)", line)]
+    counts = {
+        key: int(m.group(1))
+        for key in ("passed", "failed", "skipped", "error")
+        if (m := re.search(rf"(\d+) {key}", summary[-1] if summary else ""))
+    }
+    return {
+        "command": " ".join(command),
+        "returncode": code,
+        "summary": summary[-1].strip("= ") if summary else "no summary (see pytest.txt)",
+        **counts,
+    }
+
+
+# --- 3. inputs and baselines ------------------------------------------------------------------
+
+
+def latest_version(repo: Path, model: str) -> Path:
+    versions = sorted(int(v.name) for v in (repo / model).iterdir() if v.name.isdigit())
+    return repo / model / str(versions[-1])
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[dict[str, list[bytes]], str]:
+    names = [n for n in args.sets.split(",") if n]
+    if args.inputs:
+        folder = Path(args.inputs)
+        sets = {n: [p.read_bytes() for p in sorted((folder / n).glob("*.jpg"))] for n in names}
+        if all(sets.values()):
+            return sets, f"files in {folder}"
+    if not args.synthetic_inputs and not args.dry_run:
+        try:
+            from bench.inputs import input_sets  # scikit-image + camera photos
+
+            every = input_sets(Path(args.cache))
+            return {n: every[n] for n in names}, "bench/inputs.py"
+        except Exception as exc:
+            print(f"no photo inputs ({exc}); using synthetic JPEGs", flush=True)
+    return synthetic_sets(names, count=4 if args.dry_run else 16), "synthetic"
+
+
+def synthetic_sets(names: list[str], count: int) -> dict[str, list[bytes]]:
+    """Baseline JPEGs of smooth scenes with texture, `count` per set, width from the name."""
+    sets = {}
+    for name in names:
+        width = int(name.removesuffix("px"))
+        bodies = []
+        for i in range(count):
+            height = width * 3 // 4
+            y, x = np.mgrid[0:height, 0:width] / max(width, height)
+            phase = i * 0.7
+            rgb = np.stack([x * 255, y * 255, 127 + 120 * np.sin(9 * x + 5 * y + phase)], axis=-1)
+            rgb += np.random.default_rng(i).normal(0, 10, rgb.shape)
+            buffer = io.BytesIO()
+            Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+            bodies.append(buffer.getvalue())
+        sets[name] = bodies
+    return sets
+
+
+def export_inputs(args: argparse.Namespace) -> int:
+    sets, source = load_inputs(args)
+    folder = Path(args.export_inputs)
+    for name, bodies in sets.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i, body in enumerate(bodies):
+            (folder / name / f"{i:03d}.jpg").write_bytes(body)
+    total = sum(len(b) for bodies in sets.values() for b in bodies)
+    print(
+        f"wrote {sum(map(len, sets.values()))} JPEGs ({total / 2**20:.1f} MiB, {source}) "
+        f"to {folder}"
+    )
+    return 0
+
+
+def baselines(
+    version_dir: Path,
+    size: tuple[int, int],
+    resize: Any,
+    sets: dict[str, list[bytes]],
+    providers: list[str],
+    on_gpu: bool,
+    batch_sizes: list[int],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    model = version_dir / "model.onnx"
+    seconds = args.baseline_seconds
+    return {
+        "decode_per_core": {
+            name: decode_rate_per_core(bodies, size, resize, seconds)
+            for name, bodies in sets.items()
+        },
+        # Raw ONNX Runtime: on CUDA the input bound once on the device (no copy per run).
+        "raw_io_binding": {
+            str(b): model_alone(model, size, b, providers, seconds, io_binding=on_gpu)
+            for b in batch_sizes
+        },
+        "raw_numpy": {str(b): model_alone(model, size, b, providers, seconds) for b in batch_sizes},
+    }
+
+
+# --- 4. the inference stage alone -------------------------------------------------------------
+
+
+def stage(
+    version_dir: Path, size: tuple[int, int], batch_sizes: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The server's OnnxClassifier (as the server builds it) at full load, per batch size."""
+    from service.runtime import OnnxClassifier
+    from service.settings import ServiceSettings
+
+    settings = ServiceSettings(max_batch_size=max(batch_sizes))
+    classes = len((version_dir / "labels.txt").read_text().split())
+    classifier = OnnxClassifier((version_dir / "model.onnx").read_bytes(), size, classes, settings)
+    started = time.perf_counter()
+    classifier.warm_up(batch_sizes)
+    warm_s = time.perf_counter() - started
+    rates = {}
+    for b in batch_sizes:
+        images = np.random.default_rng(b).integers(0, 256, (b, *size, 3), dtype=np.uint8)
+        rates[str(b)] = _threads_rate(classifier, images, classifier.instances, args)
+    return {
+        "providers": classifier.providers,
+        "instances": classifier.instances,
+        "io_binding": classifier.io_binding,
+        "pinned": classifier._cudart is not None,
+        "warm_up_s": round(warm_s, 2),
+        "images_per_s": rates,
+    }
+
+
+def _threads_rate(classifier: Any, images: np.ndarray, threads: int, args: Any) -> float:
+    stop_at = time.perf_counter() + max(args.baseline_seconds * 2, 0.2)
+    counts = [0] * threads
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < stop_at:
+            classifier.run(images)
+            counts[i] += len(images)
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+# --- 5. end to end over HTTP ------------------------------------------------------------------
+
+
+def single_model_repo(version_dir: Path, model: str, root: Path) -> Path:
+    """A repository with only the measured model (the others would load and warm too)."""
+    repo = root / "repo"
+    shutil.copytree(version_dir, repo / model / version_dir.name)
+    return repo
+
+
+def v2_requests(bodies: list[bytes], model: str, per_request: int) -> list[Request]:
+    """Open Inference Protocol binary requests of `per_request` JPEGs each (BYTES [k])."""
+    prepared = []
+    for start in range(len(bodies)):
+        group = [bodies[(start + j) % len(bodies)] for j in range(per_request)]
+        tensor = b"".join(len(b).to_bytes(4, "little") + b for b in group)
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "IMAGE",
+                        "datatype": "BYTES",
+                        "shape": [per_request],
+                        "parameters": {"binary_data_size": len(tensor)},
+                    }
+                ],
+                "outputs": [{"name": "PROBABILITIES", "parameters": {"classification": 1}}],
+            }
+        ).encode()
+        prepared.append(
+            Request(
+                f"/v2/models/{model}/infer",
+                header + tensor,
+                "application/octet-stream",
+                (("Inference-Header-Content-Length", str(len(header))),),
+            )
+        )
+    return prepared
+
+
+def http_run(
+    args: argparse.Namespace,
+    repo: Path,
+    sets: dict[str, list[bytes]],
+    gpu_decode: bool,
+    out: Path,
+) -> dict[str, Any]:
+    label = "gpu_decode" if gpu_decode else "cpu_decode"
+    print(f"--- http {label} ...", flush=True)
+    concurrencies = [int(c) for c in str(args.concurrency).split(",") if c]
+    k = args.images_per_request
+    env = {
+        "ROOST_POLL_INTERVAL_S": "0",
+        "ROOST_DEFAULT_MODEL": args.model,
+        "ROOST_MAX_BATCH_SIZE": str(args.max_batch_size),
+        "ROOST_MAX_QUEUE_SIZE": str(max(512, 4 * max(concurrencies) * k)),
+        "ROOST_GPU_DECODE": "true" if gpu_decode else "false",
+    }
+    started = time.perf_counter()
+    server = Server(
+        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
+        env,
+        "/readyz",
+    )
+    result: dict[str, Any] = {"env": env, "ready_s": round(time.perf_counter() - started, 1)}
+    try:
+        result["gpu_memory_ready"] = gpu_memory(server.metrics())
+        levels: dict[str, Any] = {}
+        for name, bodies in sets.items():
+            prepared = v2_requests(bodies, args.model, k)
+            for c in concurrencies:
+                before = server.metrics()
+                load = load_procs(server.url, prepared, c, args)
+                after = server.metrics()
+                load["images_per_s"] = load.pop("requests_per_s") * k
+                load["batch"] = batch_histogram(before, after, args.model)
+                load["inference"] = inference_delta(before, after, args.model)
+                load["gpu_memory_after"] = gpu_memory(after)
+                levels[f"{name}/c{c}"] = load
+                print(
+                    f"{label:10} {name:7} c={c:<4} {load['images_per_s']:9.1f} img/s  "
+                    f"p50 {load['p50_ms']:7.1f} ms  p99 {load['p99_ms']:7.1f} ms  "
+                    f"batch {load['batch']['mean']:6.1f}  errors {load['errors']}",
+                    flush=True,
+                )
+        result["levels"] = levels
+        result["memory"] = server.memory()
+        result["gpu_metrics_exported"] = "roost_gpu_memory_used_bytes" in server.metrics()
+    finally:
+        server.stop()
+        log = Path(server.log.name).read_text(errors="replace")
+        (out / f"server-{label}.log").write_text(log[-20_000:])
+        result["gpu_decode_active"] = "decoding baseline JPEGs on GPU" in log
+        result["gpu_decode_fallback_logged"] = "GPU decoding is unavailable" in log
+    return result
+
+
+def load_procs(
+    url: str, prepared: list[Request], concurrency: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """A closed loop split over processes (one Python process tops out near a few thousand
+    requests/s); throughput summed, latency percentiles the worst of the processes."""
+    procs = max(1, min(args.loadgen_procs, concurrency))
+    shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    jobs = [(url, prepared, c, max(1, args.requests // procs), args.seconds) for c in shares]
+    if procs == 1:
+        results = [_closed_loop(jobs[0])]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(procs, mp_context=context) as pool:
+            results = list(pool.map(_closed_loop, jobs))
+    return {
+        "concurrency": concurrency,
+        "loadgen_procs": procs,
+        "requests": sum(r["requests"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+        "requests_per_s": sum(r["images_per_s"] for r in results),
+        "p50_ms": max(r["p50_ms"] for r in results),
+        "p99_ms": max(r["p99_ms"] for r in results),
+    }
+
+
+def _closed_loop(job: tuple[str, list[Request], int, int, float]) -> dict[str, Any]:
+    url, prepared, concurrency, requests, seconds = job
+    result: LoadResult = asyncio.run(closed_loop(url, prepared, concurrency, requests, seconds))
+    return asdict(result)
+
+
+def _samples(text: str, name: str, model: str | None = None) -> list[Any]:
+    found = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and (model is None or sample.labels.get("model") == model):
+                found.append(sample)
+    return found
+
+
+def inference_delta(before: str, after: str, model: str) -> dict[str, float]:
+    def total(text: str, name: str) -> float:
+        return float(sum(s.value for s in _samples(text, name, model)))
+
+    seconds = total(after, "roost_inference_duration_seconds_sum") - total(
+        before, "roost_inference_duration_seconds_sum"
+    )
+    batches = total(after, "roost_inference_duration_seconds_count") - total(
+        before, "roost_inference_duration_seconds_count"
+    )
+    images = total(after, "roost_images_total") - total(before, "roost_images_total")
+    return {
+        "batches": batches,
+        "images": images,
+        "session_seconds": seconds,
+        "images_per_session_second": images / seconds if seconds else 0.0,
+    }
+
+
+def gpu_memory(metrics: str) -> dict[str, float]:
+    return {
+        s.labels.get("gpu", "?"): s.value for s in _samples(metrics, "roost_gpu_memory_used_bytes")
+    }
+
+
+# --- 6. ratios and the report -----------------------------------------------------------------
+
+
+def ratios(report: dict[str, Any]) -> dict[str, Any]:
+    cores = report["environment"]["cpu_cores"] or 1
+    base = report["baselines"]
+    raw = {int(b): r for b, r in base["raw_io_binding"].items()}
+    out: dict[str, Any] = {
+        "stage_over_raw_io_binding": {
+            b: report["stage"]["images_per_s"][str(b)] / r for b, r in raw.items() if r
+        }
+    }
+    http = report["http"]
+    for label, run in http.items():
+        rows = {}
+        for level, load in run.get("levels", {}).items():
+            set_name = level.split("/")[0]
+            decode_bound = base["decode_per_core"][set_name] * cores
+            formed = load["batch"]["mean"] or 1.0
+            nearest = min(raw, key=lambda b: abs(b - formed))
+            limit = min(raw[nearest], decode_bound)
+            rows[level] = {
+                "images_per_s": load["images_per_s"],
+                "cpu_decode_bound": decode_bound,
+                "over_cpu_decode_bound": load["images_per_s"] / decode_bound,
+                "limit_min_model_decode": limit,
+                "over_limit": load["images_per_s"] / limit,
+                "errors": load["errors"],
+            }
+        out[label] = rows
+    best = {label: _best(rows) for label, rows in out.items() if label in http}
+    stage_best = max(out["stage_over_raw_io_binding"].values(), default=0.0)
+    out["headline"] = {
+        "stage_over_raw_io_binding": stage_best,
+        "e2e_cpu_decode_over_decode_bound": best.get("cpu_decode", {}).get(
+            "over_cpu_decode_bound", 0.0
+        ),
+        "e2e_gpu_decode_over_cpu_decode_bound": best.get("gpu_decode", {}).get(
+            "over_cpu_decode_bound", 0.0
+        ),
+        "e2e_gpu_decode_images_per_s": best.get("gpu_decode", {}).get("images_per_s", 0.0),
+        "errors": sum(
+            r["errors"]
+            for rows in out.values()
+            if isinstance(rows, dict)
+            for r in rows.values()
+            if isinstance(r, dict) and "errors" in r
+        ),
+    }
+    return out
+
+
+def _best(rows: dict[str, Any]) -> dict[str, Any]:
+    """The load level (any set) that came closest to, or went furthest past, its decode bound."""
+    if not rows:
+        return {}
+    return max(rows.values(), key=lambda r: r["images_per_s"] / r["cpu_decode_bound"])
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env = report.get("environment", {})
+    lines = [
+        "# Roost on the GPU: bench/gpu report",
+        "",
+        f"- started {report.get('started')}, finished {report.get('finished', '(running)')}",
+        f"- dry run: **{report.get('dry_run')}** (a dry run proves the script, not the GPU)",
+        f"- command: `{report.get('command')}`",
+        f"- GPU: {env.get('nvidia_smi', 'none')}",
+        f"- CPU: {env.get('cpu')} x {env.get('cpu_cores')} cores; Python {env.get('python')}",
+        f"- onnxruntime {env.get('onnxruntime')}, providers {env.get('providers')}",
+        f"- nvImageCodec: {env.get('nvimgcodec')}; pinned memory via "
+        f"{env.get('cuda_runtime_for_pinned_memory')}",
+    ]
+    if "error" in report:
+        lines += ["", f"**The run stopped with an error:** `{report['error']}`"]
+    tests = report.get("tests")
+    if tests:
+        lines += [
+            "",
+            "## Tests with CUDA",
+            "",
+            f"`{tests['command']}`",
+            "",
+            f"{tests['summary']} (exit {tests['returncode']}; full output in pytest.txt)",
+        ]
+    base = report.get("baselines")
+    if base:
+        lines += [
+            "",
+            "## Baselines",
+            "",
+            "| batch | raw ORT, IO binding | raw ORT, numpy | "
+            "Roost inference stage | stage / raw |",
+            "|---|---|---|---|---|",
+        ]
+        stage_rates = report.get("stage", {}).get("images_per_s", {})
+        for b, r in base["raw_io_binding"].items():
+            s = stage_rates.get(b)
+            lines.append(
+                f"| {b} | {r:,.0f} | {base['raw_numpy'][b]:,.0f} | "
+                + (f"{s:,.0f} | {s / r:.2f} |" if s else "- | - |")
+            )
+        stage_info = report.get("stage", {})
+        lines += [
+            "",
+            f"Stage: {stage_info.get('instances')} session(s) on "
+            f"{stage_info.get('providers')}, IO binding {stage_info.get('io_binding')}, "
+            f"pinned {stage_info.get('pinned')}, warm-up {stage_info.get('warm_up_s')} s.",
+            "",
+            "Decode + resize per core (Pillow): "
+            + ", ".join(f"{n} {r:,.0f} img/s" for n, r in base["decode_per_core"].items()),
+        ]
+    for label, run in report.get("http", {}).items():
+        lines += [
+            "",
+            f"## End to end over HTTP, {label.replace('_', ' ')}",
+            "",
+            f"Ready in {run.get('ready_s')} s; GPU decode active: "
+            f"{run.get('gpu_decode_active')}; GPU metrics on /metrics: "
+            f"{run.get('gpu_metrics_exported')}; GPU memory ready "
+            f"{run.get('gpu_memory_ready')}.",
+            "",
+            "| set / clients | img/s | p50 ms | p99 ms | mean batch | errors | GPU memory after |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for level, load in run.get("levels", {}).items():
+            lines.append(
+                f"| {level} | {load['images_per_s']:,.0f} | {load['p50_ms']:.1f} | "
+                f"{load['p99_ms']:.1f} | {load['batch']['mean']:.1f} | {load['errors']} | "
+                f"{load.get('gpu_memory_after')} |"
+            )
+    head = report.get("ratios", {}).get("headline")
+    lines += ["", "## Targets (issue 13)", ""]
+    if head:
+        lines += ["| what | measured | target | met |", "|---|---|---|---|"]
+        for key, target in TARGETS.items():
+            value = head.get(key, 0.0)
+            lines.append(
+                f"| {key} | {value:,.2f} | >= {target:,.2f} | "
+                f"{'yes' if value >= target else 'NO'} |"
+            )
+        lines.append(
+            f"| failed requests | {head['errors']} | 0 | {'yes' if head['errors'] == 0 else 'NO'} |"
+        )
+    else:
+        lines.append("(not reached)")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

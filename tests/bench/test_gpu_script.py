@@ -1,0 +1,117 @@
+"""The one GPU command (bench/gpu/run.sh) runs end to end here in dry-run mode.
+
+Dry run: a tiny colour model, synthetic 512 px and 1024 px JPEGs, a few seconds per step, the
+servers on 127.0.0.1 only. It proves the script (every step, both report files), not the GPU:
+on this machine onnxruntime has no CUDA provider and GPU decoding falls back to Pillow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from modelkit import colour_model, publish
+
+from bench.gpu.report import GPU_TESTS, ratios, synthetic_sets, v2_requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_script_dry_run_writes_both_reports(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    publish(repo, "colours", 1, model=colour_model((32, 32)), size=(32, 32))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            "bash",
+            "bench/gpu/run.sh",
+            "--dry-run",
+            "--model-repo",
+            str(repo),
+            "--model",
+            "colours",
+            "--tests-select",
+            "tests/service/test_runtime_io_binding.py::test_io_binding_defaults_on_with_cuda_and_off_on_cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        cwd=ROOT,
+        env={**os.environ, "OUT": str(out), "PYTHON": sys.executable},
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    markdown = (out / "report.md").read_text()
+    assert report["dry_run"] is True and "error" not in report
+    assert report["on_gpu"] is False
+    assert report["tests"]["passed"] == 1 and report["tests"]["returncode"] == 0
+    assert (out / "pytest.txt").exists()
+    assert report["inputs"]["source"] == "synthetic"
+    assert set(report["baselines"]["decode_per_core"]) == {"512px", "1024px"}
+    assert set(report["baselines"]["raw_io_binding"]) == {"1", "4"}
+    assert report["stage"]["images_per_s"]["4"] > 0
+    for label in ("cpu_decode", "gpu_decode"):
+        run = report["http"][label]
+        assert set(run["levels"]) == {"512px/c2", "1024px/c2"}
+        for load in run["levels"].values():
+            assert load["errors"] == 0 and load["requests"] > 0 and load["images_per_s"] > 0
+            assert load["batch"]["images"] == 2 * load["requests"]  # two images per request
+        assert (out / f"server-{label}.log").exists()
+    assert report["http"]["gpu_decode"]["gpu_decode_active"] is False  # no GPU here
+    assert report["http"]["gpu_decode"]["gpu_decode_fallback_logged"] is True
+    head = report["ratios"]["headline"]
+    assert head["errors"] == 0 and head["stage_over_raw_io_binding"] > 0
+    assert "## Targets (issue 13)" in markdown and "| failed requests | 0 | 0 | yes |" in markdown
+    assert "dry run: **True**" in markdown
+    assert "report.md" in done.stdout
+
+
+def test_v2_requests_carry_k_images() -> None:
+    bodies = synthetic_sets(["64px"], count=3)["64px"]
+    (first, *_) = v2_requests(bodies, "m", per_request=2)
+    header_length = int(dict(first.headers)["Inference-Header-Content-Length"])
+    header = json.loads(first.body[:header_length])
+    assert header["inputs"][0]["shape"] == [2]
+    tensor = first.body[header_length:]
+    assert len(tensor) == header["inputs"][0]["parameters"]["binary_data_size"]
+    assert len(tensor) == 8 + len(bodies[0]) + len(bodies[1])
+
+
+def test_ratios_against_the_bounds() -> None:
+    report = {
+        "environment": {"cpu_cores": 16},
+        "baselines": {
+            "decode_per_core": {"512px": 400.0},
+            "raw_io_binding": {"32": 9000.0, "64": 12000.0},
+        },
+        "stage": {"images_per_s": {"32": 8100.0, "64": 9000.0}},
+        "http": {
+            "cpu_decode": {
+                "levels": {
+                    "512px/c64": {"images_per_s": 5440.0, "errors": 0, "batch": {"mean": 60.0}}
+                }
+            },
+            "gpu_decode": {
+                "levels": {
+                    "512px/c64": {"images_per_s": 9600.0, "errors": 0, "batch": {"mean": 30.0}}
+                }
+            },
+        },
+    }
+    out = ratios(report)
+    assert out["stage_over_raw_io_binding"] == {32: 0.9, 64: 0.75}
+    row = out["cpu_decode"]["512px/c64"]
+    assert row["cpu_decode_bound"] == 6400.0 and row["limit_min_model_decode"] == 6400.0
+    assert abs(row["over_cpu_decode_bound"] - 0.85) < 1e-9
+    assert out["gpu_decode"]["512px/c64"]["over_cpu_decode_bound"] == 1.5
+    head = out["headline"]
+    assert head["stage_over_raw_io_binding"] == 0.9
+    assert head["e2e_gpu_decode_images_per_s"] == 9600.0 and head["errors"] == 0
+
+
+def test_gpu_test_selection_exists() -> None:
+    for path in GPU_TESTS:
+        assert (ROOT / path).is_file(), path
