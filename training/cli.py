@@ -1,4 +1,4 @@
-"""Training subcommands for ``roost``: train, evaluate, export, compare, datasets.
+"""Training subcommands for ``roost``: train, evaluate, export, quantize, compare, datasets.
 
 Nothing heavy is imported here: TensorFlow, Keras and scikit-learn load inside the command
 functions, so ``roost serve`` starts without them.
@@ -20,6 +20,31 @@ def _size(text: str) -> tuple[int, int]:
     if len(parts) == 1:
         parts = parts * 2
     return int(parts[0]), int(parts[1])
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _model_ref(text: str) -> tuple[str, int | None]:
+    """``MODEL`` or ``MODEL:VERSION`` (argparse type: a bad one is a usage error, exit 2)."""
+    from roost.contract.layout import MAX_VERSION, is_model_name
+
+    name, sep, version = text.partition(":")
+    if not is_model_name(name):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a model name (letters, digits, '_', '.', '-'; at most 64)"
+        )
+    if not sep:
+        return name, None
+    if not version.isdigit() or not 1 <= int(version) <= MAX_VERSION:
+        raise argparse.ArgumentTypeError(
+            f"{version!r} is not a version: MODEL:VERSION with VERSION 1..{MAX_VERSION}"
+        )
+    return name, int(version)
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -185,6 +210,28 @@ def _add_export(subparsers: Any) -> None:
         default=1e-2,
         help="largest probability change float16 storage may cause (default 0.01)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="fp32: float32 arithmetic (weights stored float16 where it agrees; the default); "
+        "int8: static QDQ quantisation calibrated on the training split; fp16: float16 "
+        "arithmetic (for GPUs). int8 and fp16 publish only when they pass the accuracy gate "
+        "on the test split (accuracy drop <= 1 point, top-1 agreement >= 98%%)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=_positive,
+        default=150,
+        metavar="N",
+        help="int8: training images to calibrate on (default 150)",
+    )
+    p.add_argument(
+        "--calibration-method",
+        choices=("minmax", "entropy", "percentile"),
+        default=None,
+        help="int8: ONNX Runtime calibration method (default: the one docs/models.md chose)",
+    )
     p.add_argument("--references", type=int, default=4, help="reference images on the card")
     p.add_argument("--dataset", default=None, help="dataset name for the card")
     p.add_argument(
@@ -208,6 +255,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from training.export import ExportError, ExportOptions, export_run
 
     run = args.run
+    if args.imagenet and args.precision != "fp32":
+        print(
+            "error: the ImageNet run has no labelled images to gate a reduced precision on: "
+            f"export it as fp32, then `roost quantize {args.name} --precision {args.precision}`",
+            file=sys.stderr,
+        )
+        return 2
     if args.imagenet:
         from training.imagenet import make_imagenet_run
 
@@ -223,12 +277,116 @@ def cmd_export(args: argparse.Namespace) -> int:
         references=args.references,
         dataset=args.dataset,
         reference_source=args.reference_source,
+        precision=args.precision,
+        calibration=args.calibration,
     )
+    if args.calibration_method:
+        options.calibration_method = args.calibration_method
     try:
         export_run(run, options)
     except (ExportError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _add_quantize(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "quantize",
+        help="publish an int8 (or fp16) version of a published model, if it holds accuracy",
+        description="Calibrates (int8) and checks the reduced-precision model on offline natural "
+        "photos (scikit-image's, the Tux Paint stamp photos, the desktop wallpapers; disjoint "
+        "calibration and check sets) decoded as the server decodes them, and publishes it as "
+        "the model's next version only when it passes the gate: where fp32's top-1 score is "
+        "above 0.5 the top-1 agrees on >= 98% of the images, and fp32's top-1 is in the "
+        "candidate's top 5 on >= 99%. Exit 1 (nothing published) when it does not; exit 2 "
+        "for a model or version that does not exist.",
+    )
+    p.add_argument(
+        "model",
+        type=_model_ref,
+        metavar="MODEL[:VERSION]",
+        help="a published model: its latest float32 version unless :VERSION is given",
+    )
+    p.add_argument("--repo", type=Path, default=Path("model_repo"))
+    p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
+    p.add_argument(
+        "--calibration",
+        type=_positive,
+        default=150,
+        metavar="N",
+        help="int8: photos to calibrate on (default 150)",
+    )
+    p.add_argument(
+        "--check",
+        type=_positive,
+        default=250,
+        metavar="N",
+        help="other photos to check the gate on (default 250)",
+    )
+    p.add_argument(
+        "--calibration-method",
+        choices=("minmax", "entropy", "percentile"),
+        default=None,
+        help="int8: ONNX Runtime calibration method (default: the one docs/models.md chose)",
+    )
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="your own photos (any image files under DIR) instead of the offline ones",
+    )
+    p.add_argument("--seed", type=int, default=1234, help="shuffle of the calibration/check split")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even when the gate fails (the card records it)",
+    )
+    p.set_defaults(func=cmd_quantize)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from roost.contract.errors import ContractError
+    from training.precision import (
+        DEFAULT_CALIBRATION,
+        ModelNotFoundError,
+        PrecisionError,
+        QuantizeOptions,
+        quantize_published,
+    )
+
+    name, version = args.model
+    options = QuantizeOptions(
+        repo=args.repo,
+        name=name,
+        version=version,
+        precision=args.precision,
+        calibration=args.calibration,
+        check=args.check,
+        method=args.calibration_method or DEFAULT_CALIBRATION,
+        force=args.force,
+        images=args.images,
+        seed=args.seed,
+    )
+    try:
+        outcome = quantize_published(options)
+    except ModelNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (PrecisionError, ContractError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if outcome.published is None:
+        print(
+            f"error: {args.precision} did not pass the gate; nothing published "
+            "(--force publishes anyway)",
+            file=sys.stderr,
+        )
+        return 1
+    if outcome.card["quantization"]["forced"]:
+        print("warning: published although the gate failed (--force)", file=sys.stderr)
+    print(outcome.published)
     return 0
 
 
@@ -306,9 +464,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def add_training_commands(subparsers: Any) -> None:
-    """Register train, evaluate, export, compare and datasets on an argparse subparsers object."""
+    """Register train, evaluate, export, quantize, compare and datasets on an argparse subparsers
+    object."""
     _add_train(subparsers)
     _add_evaluate(subparsers)
     _add_export(subparsers)
+    _add_quantize(subparsers)
     _add_compare(subparsers)
     _add_datasets(subparsers)

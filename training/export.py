@@ -5,6 +5,10 @@
 3. float16 storage (weights halved, arithmetic float32) when its top-1 agrees with float32 on
    every held-out image and the probabilities stay within ``fp16_tolerance``; ``--fp32`` keeps
    float32. The card records both numbers.
+3b. ``--precision int8`` / ``fp16`` (training/precision.py): the float32 model quantised
+   (calibrated on the training split) or converted to float16 arithmetic, published only when
+   it passes the gate on the held-out images (accuracy drop <= 1 point, top-1 agreement >= 98 %
+   with float32). The card records ``precision``, ``calibration`` and ``quantization``.
 4. Reference images (held-out, at the model's size) with the shipped model's top-1.
 5. Atomic publish (roost.contract.publish).
 """
@@ -20,6 +24,7 @@ import numpy as np
 
 from roost.contract.card import ResizeMode
 from roost.contract.publish import Reference, Release, publish
+from training.config import TrainConfig
 from training.data import LoadedSplit, save_json
 
 PARITY_TOLERANCE = 1e-4
@@ -42,6 +47,12 @@ class ExportOptions:
     # "held-out": test images of the run; "photos": scikit-image's CC0 photos instead, for data
     # whose licence keeps its images out of the repository (the Tux Paint stamps are GPL-2).
     reference_source: str = "held-out"
+    # "fp32" (today's export), "int8" or "fp16" (training/precision.py, behind the gate).
+    precision: str = "fp32"
+    calibration: int = 150
+    """int8: training-split images to calibrate on (a seeded sample when there are more)."""
+    calibration_method: str = ""
+    """int8: minmax, entropy or percentile; empty = precision.DEFAULT_CALIBRATION."""
 
 
 def pick_references(probs: np.ndarray, count: int) -> list[int]:
@@ -73,24 +84,26 @@ def _photos(size: tuple[int, int], resize: ResizeMode) -> np.ndarray:
         return np.stack([load_image(p, size, resize) for p in write_photos(Path(tmp))])
 
 
-def _held_out(run: Path) -> LoadedSplit:
+def _held_out(run: Path) -> tuple[LoadedSplit, str]:
+    """Up to _MAX_HELD_OUT images of the test split (the val split when test is empty)."""
     from training.evaluate import load_run_split
 
+    name = "test"
     part = load_run_split(run, "test")
     if len(part.files) == 0:
+        name = "val"
         part = load_run_split(run, "val")
     if len(part.files) == 0:
         raise ExportError("no held-out images to check the export with")
     n = min(len(part.files), _MAX_HELD_OUT)
     return LoadedSplit(
         part.images[:n], part.labels[:n], part.files[:n], part.original_sizes[:n], []
-    )
+    ), name
 
 
 def export_run(run: Path, options: ExportOptions) -> Path:
     """Export, check and publish the run's model; returns the published version folder."""
     from training import onnx_tools
-    from training.config import TrainConfig
     from training.evaluate import load_run_model, predict, read_labels
     from training.model import inference_model
 
@@ -98,7 +111,7 @@ def export_run(run: Path, options: ExportOptions) -> Path:
     cfg = TrainConfig.load(run / "config.json")
     labels = read_labels(run)
     model = load_run_model(run)
-    held_out = _held_out(run)
+    held_out, held_out_split = _held_out(run)
 
     proto = onnx_tools.keras_to_onnx(inference_model(model), run / "model.onnx")
     onnx_tools.check_contract(proto, cfg.image_size, len(labels))
@@ -120,6 +133,11 @@ def export_run(run: Path, options: ExportOptions) -> Path:
         f"{'float16' if use_fp16 else 'float32'} ({sizes[0]:.1f} MB vs {sizes[1]:.1f} MB)"
     )
     shipped, shipped_probs = (fp16, fp16_probs) if use_fp16 else (proto, fp32_probs)
+    reduced: dict[str, object] = {"precision": options.precision}
+    if options.precision != "fp32":
+        shipped, shipped_probs, reduced = _reduced_precision(
+            run, proto, fp32_probs, held_out, held_out_split, cfg, len(labels), options
+        )
 
     ref_images, ref_probs = held_out.images, shipped_probs
     if options.reference_source == "photos":
@@ -150,6 +168,7 @@ def export_run(run: Path, options: ExportOptions) -> Path:
         "parameters": summary.get("params"),
         "storage": {
             "weights": "float16" if use_fp16 else "float32",
+            "arithmetic": "float32",
             "onnx_vs_keras_max_prob_diff": parity,
             "fp16_top1_agreement": agreement,
             "fp16_max_prob_diff": fp16_diff,
@@ -158,12 +177,81 @@ def export_run(run: Path, options: ExportOptions) -> Path:
         },
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    details |= reduced
+    if options.precision != "fp32":
+        storage = details["storage"]
+        assert isinstance(storage, dict)
+        kind = {"int8": "int8", "fp16": "float16"}[options.precision]
+        storage |= {"weights": kind, "arithmetic": kind}
     release = Release(
         onnx_tools.onnx_bytes(shipped), labels, cfg.image_size, cfg.resize, details, refs
     )
     target = publish(options.repo, options.name, release)
     storage = details["storage"]
     assert isinstance(storage, dict)
-    save_json(run / "export.json", {"published": str(target), **storage})
+    save_json(
+        run / "export.json",
+        {"published": str(target), **storage, **reduced},
+    )
     print(f"published {target} ({(target / 'model.onnx').stat().st_size / 1e6:.1f} MB)")
     return target
+
+
+def _reduced_precision(
+    run: Path,
+    proto: object,
+    fp32_probs: np.ndarray,
+    held_out: LoadedSplit,
+    held_out_split: str,
+    cfg: TrainConfig,
+    num_classes: int,
+    options: ExportOptions,
+) -> tuple[object, np.ndarray, dict[str, object]]:
+    """The int8 / fp16 model, its held-out probabilities and its card keys; ExportError with
+    the gate's figures when it does not hold accuracy."""
+    from training import onnx_tools, precision
+    from training.evaluate import load_run_split
+
+    method = options.calibration_method or precision.DEFAULT_CALIBRATION
+    calibration: dict[str, object] | None = None
+    images = None
+    if options.precision == "int8":
+        train = load_run_split(run, "train")
+        if len(train.files) == 0:
+            raise ExportError(
+                "int8 calibrates on the training split and this run has none; publish fp32 "
+                "and use `roost quantize` (offline photos) instead"
+            )
+        rng = np.random.default_rng(cfg.seed)
+        count = min(options.calibration, len(train.files))
+        chosen = np.sort(rng.choice(len(train.files), count, replace=False))
+        images = train.images[chosen]
+        calibration = {
+            "method": method,
+            "images": int(count),
+            "source": "training split",
+            "per_channel": True,
+            "format": "QDQ",
+        }
+        print(f"int8: calibrating ({method}) on {count} training images")
+    try:
+        candidate = precision.make_candidate(proto, options.precision, images, method)  # type: ignore[arg-type]
+    except precision.PrecisionError as exc:
+        raise ExportError(str(exc)) from None
+    onnx_tools.check_contract(candidate, cfg.image_size, num_classes)
+    probs = onnx_tools.run(onnx_tools.session(candidate), held_out.images)
+    result = precision.gate(fp32_probs, probs, held_out.labels)
+    print(result.summary())
+    if not result.passed:
+        raise ExportError(f"{options.precision} failed the accuracy gate: {result.summary()}")
+    card: dict[str, object] = {
+        "precision": options.precision,
+        "calibration": calibration,
+        "quantization": {
+            "gate": result.to_dict(),
+            "check_images": len(held_out.files),
+            "check_source": f"{held_out_split} split",
+            "forced": False,
+        },
+    }
+    return candidate, probs, card

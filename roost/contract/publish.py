@@ -37,7 +37,8 @@ class Release:
     """Everything one version folder holds; the publisher adds name, version and checksum."""
 
     onnx: bytes
-    labels: list[str]
+    labels: list[str] | list[Label]
+    """Class names in output order, or `Label`s to keep their URLs."""
     image_size: tuple[int, int]
     resize: ResizeMode
     details: dict[str, Any] = field(default_factory=dict)
@@ -81,14 +82,15 @@ def publish(repo: Path, name: str, release: Release, max_attempts: int = 20) -> 
 
 def _write(folder: Path, release: Release, name: str, version: int) -> None:
     (folder / MODEL_FILE).write_bytes(release.onnx)
-    write_labels(folder, [Label(label) for label in release.labels])
+    labels = [x if isinstance(x, Label) else Label(x) for x in release.labels]
+    write_labels(folder, labels)
     references = []
     if release.references:
         (folder / "references").mkdir()
         for index, ref in enumerate(release.references):
             file = f"references/{index}.png"
             Image.fromarray(ref.image, mode="RGB").save(folder / file)
-            label = release.labels[ref.top1]
+            label = labels[ref.top1].name
             references.append(ReferenceImage(file=file, top1=int(ref.top1), label=label))
     card = ModelCard(
         name=name,

@@ -87,3 +87,14 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path: Path) -> None:
 def test_bad_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         publish(tmp_path, "../escape", _release())
+
+
+def test_label_urls_are_kept(tmp_path: Path) -> None:
+    from roost.contract.labels import Label, read_labels
+
+    release = _release()
+    release.labels = [Label("a", "https://example.org/a"), Label("b")]
+    target = publish(tmp_path, "m", release)
+    assert read_labels(target) == [Label("a", "https://example.org/a"), Label("b")]
+    card = json.loads((target / "card.json").read_text())
+    assert card["references"][0]["label"] == "b"
