@@ -1,0 +1,98 @@
+"""`python -m bench.compare_versions --model imagenet --versions 1,2`: two versions, one run.
+
+One Roost server serves both versions of the model (a temporary copy of the repository with
+`version_policy: "all"`); at each concurrency the versions take turns, in a rotated order per
+repeat, through `/v1/models/{model}/versions/{v}/classify`, so a neighbour's burst on this
+shared machine hits them alike. Cells are medians of the repeats; ratios are against the first
+version measured in the same run (e.g. int8 against fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.inputs import input_sets
+from bench.loadgen import LoadResult, Request, closed_loop
+from bench.run import Server, median_result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.compare_versions", description=__doc__)
+    p.add_argument("--model-repo", default="model_repo")
+    p.add_argument("--model", default="imagenet")
+    p.add_argument("--versions", default="1,2", help="two or more versions; the first is the base")
+    p.add_argument("--set", default="512px", help="input set (bench/inputs.py)")
+    p.add_argument("--concurrency", default="1,16")
+    p.add_argument("--requests", type=int, default=300, help="most requests per version and run")
+    p.add_argument("--seconds", type=float, default=15.0, help="most seconds per version and run")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "roost-bench"))
+    args = p.parse_args(argv)
+
+    versions = [int(v) for v in args.versions.split(",") if v]
+    bodies = input_sets(Path(args.cache))[args.set]
+    repo = Path(tempfile.mkdtemp(prefix="roost-versions-"))
+    for version in versions:
+        source = Path(args.model_repo) / args.model / str(version)
+        shutil.copytree(source, repo / args.model / str(version))
+    (repo / args.model / "config.json").write_text(json.dumps({"version_policy": "all"}))
+    server = Server(
+        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
+        {"ROOST_POLL_INTERVAL_S": "0"},
+        "/readyz",
+    )
+    prepared = {
+        v: [Request(f"/v1/models/{args.model}/versions/{v}/classify", b) for b in bodies]
+        for v in versions
+    }
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for c in [int(x) for x in args.concurrency.split(",") if x]:
+            runs: dict[int, list[LoadResult]] = {v: [] for v in versions}
+            for repeat in range(args.repeats):
+                order = versions[repeat % len(versions) :] + versions[: repeat % len(versions)]
+                for v in order:
+                    load = closed_loop(server.url, prepared[v], c, args.requests, args.seconds)
+                    runs[v].append(asyncio.run(load))
+            level = results.setdefault(f"c{c}", {})
+            for v in versions:
+                level[str(v)] = median_result(runs[v])
+            base = level[str(versions[0])]
+            for v in versions:
+                entry = level[str(v)]
+                entry["throughput_over_base"] = entry["images_per_s"] / base["images_per_s"]
+                entry["p50_over_base"] = entry["p50_ms"] / base["p50_ms"]
+                print(
+                    f"c={c:<3} version {v:<3} {entry['images_per_s']:7.1f} img/s "
+                    f"({entry['throughput_over_base']:.2f}x)  p50 {entry['p50_ms']:7.1f} ms "
+                    f"p99 {entry['p99_ms']:7.1f} ms  errors {entry['errors']}",
+                    flush=True,
+                )
+    finally:
+        server.stop()
+        shutil.rmtree(repo, ignore_errors=True)
+    report = {
+        "command": "python -m bench.compare_versions "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": args.model,
+        "set": args.set,
+        "repeats": args.repeats,
+        "results": results,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "versions.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'versions.json'}")
+    return 0 if all(e["errors"] == 0 for level in results.values() for e in level.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
