@@ -35,26 +35,33 @@ def v1_multipart_requests(bodies: list[bytes]) -> list[Request]:
     return [Request("/v1/classify", head + body + tail, content_type) for body in bodies]
 
 
-def v2_requests(bodies: list[bytes], model: str, top_k: int = 5) -> list[Request]:
+def v2_requests(
+    bodies: list[bytes],
+    model: str,
+    top_k: int = 5,
+    per_request: int = 1,
+    binary_output: bool = True,
+) -> list[Request]:
+    """Binary-route requests of `per_request` JPEGs each (`BYTES [k]`), one starting at each
+    body, asking for the classification top-`top_k`."""
     prepared = []
-    for body in bodies:
-        tensor = struct.pack("<I", len(body)) + body
+    for start in range(len(bodies)):
+        group = [bodies[(start + j) % len(bodies)] for j in range(per_request)]
+        tensor = b"".join(struct.pack("<I", len(b)) + b for b in group)
+        output_parameters: dict[str, object] = {"classification": top_k}
+        if binary_output:
+            output_parameters["binary_data"] = True
         header = json.dumps(
             {
                 "inputs": [
                     {
                         "name": "IMAGE",
                         "datatype": "BYTES",
-                        "shape": [1],
+                        "shape": [per_request],
                         "parameters": {"binary_data_size": len(tensor)},
                     }
                 ],
-                "outputs": [
-                    {
-                        "name": "PROBABILITIES",
-                        "parameters": {"classification": top_k, "binary_data": True},
-                    }
-                ],
+                "outputs": [{"name": "PROBABILITIES", "parameters": output_parameters}],
             }
         ).encode()
         prepared.append(

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "onnxruntime": ort.__version__,
             "providers": providers,
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
         },
         "model": {
             "name": args.model,
@@ -316,7 +316,7 @@ def ratios(report: dict[str, Any], cores: int, on_gpu: bool) -> dict[str, Any]:
     return out
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -46,7 +46,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.baselines import decode_rate_per_core, model_alone
 from bench.loadgen import LoadResult, Request, closed_loop
-from bench.run import Server, batch_histogram
+from bench.protocols import v2_requests
+from bench.run import Server, batch_histogram, cpu_name
 
 TARGETS = {
     "stage_over_raw_io_binding": 0.8,
@@ -188,7 +189,7 @@ def environment() -> dict[str, Any]:
 
     env: dict[str, Any] = {
         "cpu_cores": os.cpu_count(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
@@ -397,36 +398,6 @@ def single_model_repo(version_dir: Path, model: str, root: Path) -> Path:
     return repo
 
 
-def v2_requests(bodies: list[bytes], model: str, per_request: int) -> list[Request]:
-    """Open Inference Protocol binary requests of `per_request` JPEGs each (BYTES [k])."""
-    prepared = []
-    for start in range(len(bodies)):
-        group = [bodies[(start + j) % len(bodies)] for j in range(per_request)]
-        tensor = b"".join(len(b).to_bytes(4, "little") + b for b in group)
-        header = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": "IMAGE",
-                        "datatype": "BYTES",
-                        "shape": [per_request],
-                        "parameters": {"binary_data_size": len(tensor)},
-                    }
-                ],
-                "outputs": [{"name": "PROBABILITIES", "parameters": {"classification": 1}}],
-            }
-        ).encode()
-        prepared.append(
-            Request(
-                f"/v2/models/{model}/infer",
-                header + tensor,
-                "application/octet-stream",
-                (("Inference-Header-Content-Length", str(len(header))),),
-            )
-        )
-    return prepared
-
-
 def http_run(
     args: argparse.Namespace,
     repo: Path,
@@ -456,7 +427,7 @@ def http_run(
         result["gpu_memory_ready"] = gpu_memory(server.metrics())
         levels: dict[str, Any] = {}
         for name, bodies in sets.items():
-            prepared = v2_requests(bodies, args.model, k)
+            prepared = v2_requests(bodies, args.model, top_k=1, per_request=k, binary_output=False)
             for c in concurrencies:
                 before = server.metrics()
                 load = load_procs(server.url, prepared, c, args)
@@ -696,13 +667,3 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         lines.append("(not reached)")
     return "\n".join(lines) + "\n"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
