@@ -20,16 +20,15 @@ admission against the deadline, then `oip.infer`; it is counted in the same metr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from service import oip
+from service.admission import admitted
 from service.errors import InvalidParameter, ServiceError
 from service.grpc_codec import add_outputs, input_tensor, requested_outputs
-from service.metrics import UNKNOWN_MODEL
 from service.registry import ServedVersion
 from service.security import Unauthorized, key_matches
 from service.state import ServiceState
@@ -70,10 +69,6 @@ _GRPC_CODES = {
     504: "DEADLINE_EXCEEDED",
 }
 
-
-# The request counter's code label for a refused ModelInfer: the HTTP status the same request
-# gets from the protocol's REST front end (/v2), which answers 400 where /v1 says 415 or 422.
-_REST_STATUS = {415: 400, 422: 400}
 
 # Triton's model states (RepositoryIndexResponse.ModelIndex.state) for the registry's.
 _TRITON_STATES = {
@@ -269,29 +264,28 @@ class InferenceServicer:
         except ServiceError as exc:
             await self._abort(context, exc)
         state = self._state
-        settings, registry, metrics = state.settings, state.registry, state.metrics
-        started = time.perf_counter()
+        settings = state.settings
         timeout_s = settings.request_timeout_s
         client_s = context.time_remaining()  # the client's own deadline, if it set one
         if client_s is not None:
             timeout_s = min(timeout_s, max(0.0, client_s))
         deadline = time.monotonic() + timeout_s
+
+        def version_of(name: str) -> int | None:
+            _check_name(name)
+            return _version(request.model_version)
+
         # Counted in /v1's roost_requests_total with an HTTP-equivalent status as the code label
         # (the status the same request gets over REST: 200, 400, 404, 413, 503, 504, 499, 500),
         # not the gRPC code, so the dashboards and alerts built on it cover gRPC too.
-        model_label, version_label, code = UNKNOWN_MODEL, "", "200"
         error: ServiceError
         try:
-            name = request.model_name or registry.default_model()
-            _check_name(name)
-            if registry.known_model(name):
-                model_label = name
-            served = registry.get(name, _version(request.model_version))
-            version_label = str(served.version)
-            with served.lease():
-                served.batcher.admit(1, deadline)
+            async with admitted(
+                state, request.model_name, version_of, deadline, status_of=oip.protocol_status
+            ) as admission:
+                served = admission.served
                 # The message is already read, but count it as /v1 counts bodies: once admitted.
-                metrics.request_body_bytes.labels(model_label).inc(request.ByteSize())
+                admission.count_body_bytes(request.ByteSize())
                 tensor = input_tensor(request, settings.max_files_per_request)
                 outputs = requested_outputs(request)
                 scores = await oip.infer(state, served, tensor, deadline)
@@ -301,17 +295,10 @@ class InferenceServicer:
                 add_outputs(response, scores, outputs, served.artifacts.labels)
                 return response
         except ServiceError as exc:
-            code, error = str(_REST_STATUS.get(exc.status_code, exc.status_code)), exc
-        except asyncio.CancelledError:
-            code = "499"  # the client went away or its deadline passed: gRPC cancelled us
-            raise
-        except Exception:
+            error = exc
+        except Exception:  # counted as a 500 by `admitted`; cancellation is not caught here
             log.exception("gRPC ModelInfer failed")
-            code, error = "500", ServiceError("internal server error")
-        finally:
-            metrics.requests.labels(model_label, version_label, code).inc()
-            if model_label != UNKNOWN_MODEL:
-                metrics.request_seconds.labels(model_label).observe(time.perf_counter() - started)
+            error = ServiceError("internal server error")
         await self._abort(context, error)
 
     # --- helpers -----------------------------------------------------------------------------

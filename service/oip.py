@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roost.contract.labels import Label
-from service.errors import InvalidParameter, PayloadTooLarge
+from service.errors import InvalidParameter, PayloadTooLarge, ServiceError
 from service.inference import Upload, score_arrays, score_uploads
 from service.registry import ServedVersion
 from service.state import ServiceState
@@ -47,6 +47,12 @@ class InputTensor:
     shape: list[int]
     data: list[bytes] | np.ndarray
     """`BYTES`: one bytes object per element; `UINT8`: an array of `shape`."""
+
+
+def protocol_status(exc: ServiceError) -> int:
+    """The HTTP status the protocol gives `exc`: invalid input is 400 (Triton's INVALID_ARG),
+    where /v1 says 415 for an image it cannot decode or 422 for a bad parameter."""
+    return 400 if exc.status_code in (415, 422) else exc.status_code
 
 
 def check_one_input(names: list[str]) -> None:

@@ -36,11 +36,6 @@ from service.state import ServiceState, get_state
 log = logging.getLogger(__name__)
 
 
-def v2_status(exc: ServiceError) -> int:
-    """The status the v2 protocol gives `exc`: invalid input is 400, the rest as /v1."""
-    return 400 if exc.status_code in (415, 422) else exc.status_code
-
-
 def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -55,7 +50,7 @@ class V2Route(APIRoute):
             try:
                 return await handler(request)
             except ServiceError as exc:
-                return v2_error(v2_status(exc), exc.message, exc.headers)
+                return v2_error(oip.protocol_status(exc), exc.message, exc.headers)
             except RequestValidationError as exc:
                 return v2_error(400, _validation_message(exc))
             except Exception:  # a bug: logged, and answered in the protocol's shape
@@ -362,7 +357,9 @@ async def _infer(
     request: Request, state: ServiceState, name: str, version: int | None, header_length: int | None
 ) -> Response:
     settings = state.settings
-    async with admitted_request(request, state, name, version, status_of=v2_status) as admitted:
+    async with admitted_request(
+        request, state, name, version, status_of=oip.protocol_status
+    ) as admitted:
         body = await read_body(request, settings.max_upload_bytes, admitted.count_body_bytes)
         encoding = request.headers.get("content-encoding")
         body = v2_codec.decompress(body, encoding, settings.max_upload_bytes)

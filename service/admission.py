@@ -1,0 +1,91 @@
+"""What every inference front end does around its protocol: route, lease, admit, count.
+
+`/v1/classify`, the Open Inference Protocol's `/v2/.../infer` (through the HTTP wrapper in
+`service/api/admission.py`) and gRPC's ModelInfer share it:
+
+    async with admitted(state, model, version_of, deadline) as admission:
+        ...  # read the input, `score_uploads` / `score_arrays` by `deadline`, answer
+
+- the model (or the repository's default) and version are routed to a `ServedVersion`, whose
+  lease is held until the answer is built, so unloading waits for the request;
+- admission (`batcher.admit`) is checked before the caller reads its input, so an overloaded
+  server refuses without paying for it;
+- the outcome is counted in `roost_requests_total{model, version, code}` with the status the
+  client sees (`status_of` maps an error to it: the v2 protocol answers 400 where /v1 says
+  415 or 422), and the time in `roost_request_duration_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from service.errors import ServiceError
+from service.metrics import UNKNOWN_MODEL
+from service.registry import ServedVersion
+from service.state import ServiceState
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A routed, leased and admitted request, its input not read yet."""
+
+    served: ServedVersion
+    deadline: float
+    """Monotonic time by which the answer must be ready (504 past it)."""
+    count_body_bytes: Callable[[int], None]
+    """Tell the metrics of request bytes read."""
+
+
+def status_code(exc: ServiceError) -> int:
+    return exc.status_code
+
+
+@contextlib.asynccontextmanager
+async def admitted(
+    state: ServiceState,
+    model: str | None,
+    version_of: Callable[[str], int | None],
+    deadline: float,
+    *,
+    before_admission: Callable[[], None] | None = None,
+    status_of: Callable[[ServiceError], int] = status_code,
+) -> AsyncIterator[Admitted]:
+    """Route, lease and admit a request; count its outcome when the block ends.
+
+    `version_of(name)` reads the request's version once the model name is resolved (it may
+    refuse a malformed request: that is counted too). `before_admission` refuses what no
+    reader could handle (the media type) before admission. Raises what the registry and the
+    batcher raise (404, 503) and whatever the block raises.
+    """
+    started = time.perf_counter()
+    registry, metrics = state.registry, state.metrics
+    model_label, version_label, code = UNKNOWN_MODEL, "", "200"
+    try:
+        name = model or registry.default_model()
+        if registry.known_model(name):
+            model_label = name
+        served = registry.get(name, version_of(name))
+        version_label = str(served.version)
+        with served.lease():
+            if before_admission is not None:
+                before_admission()
+            served.batcher.admit(1, deadline)  # before the input: refusal costs no upload
+            body_bytes = metrics.request_body_bytes.labels(model_label)
+            yield Admitted(served, deadline, body_bytes.inc)
+    except ServiceError as exc:
+        code = str(status_of(exc))
+        raise
+    except asyncio.CancelledError:
+        code = "499"  # the client went away
+        raise
+    except Exception:
+        code = "500"
+        raise
+    finally:
+        metrics.requests.labels(model_label, version_label, code).inc()
+        if model_label != UNKNOWN_MODEL:
+            metrics.request_seconds.labels(model_label).observe(time.perf_counter() - started)
