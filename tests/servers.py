@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 ADMIN_KEY = "test-admin-key"
 
@@ -110,3 +111,13 @@ class RoostServer(LoopbackProcess):
 
     def reload(self) -> httpx.Response:
         return self.client.post("/v1/repository/reload", headers={"X-API-Key": ADMIN_KEY})
+
+
+def sample(metrics_text: str, name: str, **labels: str) -> float:
+    """The value of the first sample of `name` in a /metrics text whose labels include `labels`;
+    0 when there is none (a counter never incremented is not exported)."""
+    for family in text_string_to_metric_families(metrics_text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0

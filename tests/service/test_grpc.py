@@ -29,7 +29,7 @@ import tritonclient.grpc.aio as grpcaio
 from asgi_lifespan import LifespanManager
 from modelkit import publish, solid_png
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
+from servers import sample
 from skimage import data as photos
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
@@ -91,14 +91,6 @@ async def v1_top_k(roost: Any, images: list[bytes], k: int, model: str) -> list[
         [(p["score"], p["index"], p["label"]) for p in result["predictions"]]
         for result in r.json()["results"]
     ]
-
-
-def sample(metrics_text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(metrics_text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
 
 
 def status_of(exc: pytest.ExceptionInfo[InferenceServerException]) -> str:

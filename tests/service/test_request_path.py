@@ -14,19 +14,11 @@ import httpx
 import pytest
 from modelkit import publish, solid_png
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
+from servers import sample
 from skimage import data as photos
 from starlette.types import Message, Receive, Scope, Send
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def sample(metrics_text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(metrics_text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 async def test_refused_requests_read_no_body(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]

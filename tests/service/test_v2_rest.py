@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from modelkit import COLOUR_LABELS, publish, solid_png
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
+from servers import sample
 from skimage import data as photos
 from starlette.types import Message
 
@@ -109,14 +109,6 @@ async def v1_scores(
         for p in result["predictions"]:
             scores[row, p["index"]] = p["score"]
     return scores
-
-
-def sample(metrics_text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(metrics_text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 @pytest.fixture
