@@ -1,26 +1,23 @@
 """`python -m bench.compare_protocols`: /v1 multipart, v2 binary and v2 gRPC, in one run.
 
-One Roost server serves all three (ROOST_GRPC_PORT set); at each concurrency the protocols take
-turns, in a rotated order per repeat, so a neighbour's burst on this shared machine hits them
-alike. Each figure is the median of the repeats; ratios are against /v1 multipart measured in
-the same run.
+One Roost server serves all three (ROOST_GRPC_PORT set); the protocols take turns
+(bench/in_turns.py); ratios are against /v1 multipart measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from bench.grpc_load import grpc_closed_loop, infer_requests
+from bench.in_turns import measure_in_turns, write_report
 from bench.inputs import input_sets
 from bench.loadgen import LoadResult, closed_loop
 from bench.protocols import requests_for
-from bench.run import Server, free_port, median_result
+from bench.run import Server, free_port
 
 PROTOCOLS = ("v1-multipart", "v2-binary", "v2-grpc")
 
@@ -62,28 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             load = closed_loop(server.url, prepared, c, args.requests, args.seconds)
         return asyncio.run(load)
 
-    results: dict[str, dict[str, Any]] = {}
     try:
-        for c in [int(x) for x in args.concurrency.split(",") if x]:
-            runs: dict[str, list[LoadResult]] = {protocol: [] for protocol in PROTOCOLS}
-            for repeat in range(args.repeats):
-                order = PROTOCOLS[repeat % 3 :] + PROTOCOLS[: repeat % 3]
-                for protocol in order:
-                    runs[protocol].append(run(protocol, c))
-            level = results.setdefault(f"c{c}", {})
-            for protocol in PROTOCOLS:
-                level[protocol] = median_result(runs[protocol])
-            base = level["v1-multipart"]
-            for protocol in PROTOCOLS:
-                entry = level[protocol]
-                entry["throughput_over_v1"] = entry["images_per_s"] / base["images_per_s"]
-                entry["p50_over_v1"] = entry["p50_ms"] / base["p50_ms"]
-                print(
-                    f"c={c:<3} {protocol:13} {entry['images_per_s']:7.1f} img/s "
-                    f"({entry['throughput_over_v1']:.2f}x)  p50 {entry['p50_ms']:7.1f} ms "
-                    f"({entry['p50_over_v1']:.2f}x)  errors {entry['errors']}",
-                    flush=True,
-                )
+        concurrencies = [int(x) for x in args.concurrency.split(",") if x]
+        results = measure_in_turns(list(PROTOCOLS), run, concurrencies, args.repeats, "v1")
     finally:
         server.stop()
     report = {
@@ -95,11 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_of": "repeats",
         "results": results,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "protocols.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {out / 'protocols.json'}")
-    return 0 if all(e["errors"] == 0 for level in results.values() for e in level.values()) else 1
+    return write_report(Path(args.out), "protocols.json", report)
 
 
 if __name__ == "__main__":

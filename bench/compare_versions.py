@@ -1,10 +1,9 @@
 """`python -m bench.compare_versions --model imagenet --versions 1,2`: two versions, one run.
 
 One Roost server serves both versions of the model (a temporary copy of the repository with
-`version_policy: "all"`); at each concurrency the versions take turns, in a rotated order per
-repeat, through `/v1/models/{model}/versions/{v}/classify`, so a neighbour's burst on this
-shared machine hits them alike. Cells are medians of the repeats; ratios are against the first
-version measured in the same run (e.g. int8 against fp32).
+`version_policy: "all"`); the versions take turns (bench/in_turns.py) through
+`/v1/models/{model}/versions/{v}/classify`; ratios are against the first version measured in
+the same run (e.g. int8 against fp32).
 """
 
 from __future__ import annotations
@@ -16,11 +15,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from bench.in_turns import measure_in_turns, write_report
 from bench.inputs import input_sets
-from bench.loadgen import LoadResult, Request, closed_loop
-from bench.run import Server, median_result
+from bench.loadgen import Request, closed_loop
+from bench.run import Server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,29 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         v: [Request(f"/v1/models/{args.model}/versions/{v}/classify", b) for b in bodies]
         for v in versions
     }
-    results: dict[str, dict[str, Any]] = {}
     try:
-        for c in [int(x) for x in args.concurrency.split(",") if x]:
-            runs: dict[int, list[LoadResult]] = {v: [] for v in versions}
-            for repeat in range(args.repeats):
-                order = versions[repeat % len(versions) :] + versions[: repeat % len(versions)]
-                for v in order:
-                    load = closed_loop(server.url, prepared[v], c, args.requests, args.seconds)
-                    runs[v].append(asyncio.run(load))
-            level = results.setdefault(f"c{c}", {})
-            for v in versions:
-                level[str(v)] = median_result(runs[v])
-            base = level[str(versions[0])]
-            for v in versions:
-                entry = level[str(v)]
-                entry["throughput_over_base"] = entry["images_per_s"] / base["images_per_s"]
-                entry["p50_over_base"] = entry["p50_ms"] / base["p50_ms"]
-                print(
-                    f"c={c:<3} version {v:<3} {entry['images_per_s']:7.1f} img/s "
-                    f"({entry['throughput_over_base']:.2f}x)  p50 {entry['p50_ms']:7.1f} ms "
-                    f"p99 {entry['p99_ms']:7.1f} ms  errors {entry['errors']}",
-                    flush=True,
-                )
+        concurrencies = [int(x) for x in args.concurrency.split(",") if x]
+        results = measure_in_turns(
+            [str(v) for v in versions],
+            lambda v, c: asyncio.run(
+                closed_loop(server.url, prepared[int(v)], c, args.requests, args.seconds)
+            ),
+            concurrencies,
+            args.repeats,
+            "base",
+        )
     finally:
         server.stop()
         shutil.rmtree(repo, ignore_errors=True)
@@ -87,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "results": results,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "versions.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {out / 'versions.json'}")
-    return 0 if all(e["errors"] == 0 for level in results.values() for e in level.values()) else 1
+    return write_report(Path(args.out), "versions.json", report)
 
 
 if __name__ == "__main__":
