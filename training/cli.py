@@ -13,6 +13,7 @@ from typing import Any
 
 from roost.contract.card import RESIZE_MODES
 from training.backbones import SPECS
+from training.precision import CALIBRATION_METHODS
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -53,6 +54,15 @@ def _ratios(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError("three ratios: train,val,test (e.g. 0.7,0.2,0.1)")
     total = sum(values)
     return values[0] / total, values[1] / total, values[2] / total
+
+
+def _add_calibration_method(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default=None,
+        help="int8: ONNX Runtime calibration method (default: the one docs/models.md chose)",
+    )
 
 
 def _add_train(subparsers: Any) -> None:
@@ -226,12 +236,7 @@ def _add_export(subparsers: Any) -> None:
         metavar="N",
         help="int8: training images to calibrate on (default 150)",
     )
-    p.add_argument(
-        "--calibration-method",
-        choices=("minmax", "entropy", "percentile"),
-        default=None,
-        help="int8: ONNX Runtime calibration method (default: the one docs/models.md chose)",
-    )
+    _add_calibration_method(p)
     p.add_argument("--references", type=int, default=4, help="reference images on the card")
     p.add_argument("--dataset", default=None, help="dataset name for the card")
     p.add_argument(
@@ -324,12 +329,7 @@ def _add_quantize(subparsers: Any) -> None:
         metavar="N",
         help="other photos to check the gate on (default 250)",
     )
-    p.add_argument(
-        "--calibration-method",
-        choices=("minmax", "entropy", "percentile"),
-        default=None,
-        help="int8: ONNX Runtime calibration method (default: the one docs/models.md chose)",
-    )
+    _add_calibration_method(p)
     p.add_argument(
         "--images",
         type=Path,
