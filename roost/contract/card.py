@@ -7,12 +7,22 @@ card one side writes is a card the other side accepts.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+)
 
 from roost.contract.errors import ContractError
+from roost.contract.labels import read_labels
 from roost.contract.layout import CARD_FILE, validation_summary
 
 ResizeMode = Literal["stretch", "center_crop"]
@@ -29,6 +39,46 @@ class ReferenceImage(BaseModel):
     label: str | None = None
 
 
+CONFIDENCE_BINS = 10
+"""Equal-width bins of the top-1 score over [0, 1] in a `PredictionProfile`."""
+
+
+class PredictionProfile(BaseModel):
+    """How a version answered on held-out images: the baseline serving drift is measured against.
+
+    Serving has no labels, so drift compares what the model *predicts* now with what it
+    predicted on its test split: the share of each predicted class and the top-1 score's
+    histogram (`CONFIDENCE_BINS` equal bins over [0, 1]).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: PositiveInt
+    source: str = Field(description="which held-out images, e.g. 'test split'")
+    predicted_counts: list[NonNegativeInt] = Field(description="per class index")
+    confidence_counts: list[NonNegativeInt] = Field(
+        min_length=CONFIDENCE_BINS, max_length=CONFIDENCE_BINS
+    )
+
+
+def confidence_bin(score: float) -> int:
+    """The `PredictionProfile.confidence_counts` bin a top-1 score falls in."""
+    return min(max(int(score * CONFIDENCE_BINS), 0), CONFIDENCE_BINS - 1)
+
+
+def profile_predictions(probabilities: np.ndarray, source: str) -> PredictionProfile:
+    """The profile of an [N, C] probability matrix (N >= 1)."""
+    top1 = probabilities.argmax(axis=1)
+    scores = probabilities.max(axis=1)
+    bins = [confidence_bin(float(s)) for s in scores]
+    return PredictionProfile(
+        images=len(top1),
+        source=source,
+        predicted_counts=np.bincount(top1, minlength=probabilities.shape[1]).tolist(),
+        confidence_counts=np.bincount(bins, minlength=CONFIDENCE_BINS).tolist(),
+    )
+
+
 class ModelCard(BaseModel):
     """The fields the contract relies on; every other key (metrics, training, ...) is kept."""
 
@@ -40,6 +90,7 @@ class ModelCard(BaseModel):
     resize: ResizeMode
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="of model.onnx")
     references: list[ReferenceImage] = []
+    prediction_profile: PredictionProfile | None = None
 
     @property
     def details(self) -> dict[str, Any]:
@@ -60,5 +111,16 @@ def read_card(folder: Path) -> ModelCard:
 
 
 def write_card(folder: Path, card: ModelCard) -> None:
+    """Write card.json whole or not at all (a server may be reading the folder)."""
     text = json.dumps(card.model_dump(mode="json"), indent=2) + "\n"
-    (folder / CARD_FILE).write_text(text, encoding="utf-8")
+    staging = folder / f".{CARD_FILE}.tmp"
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, folder / CARD_FILE)
+
+
+def set_prediction_profile(folder: Path, profile: PredictionProfile) -> None:
+    """Add (or replace) the drift baseline of an already-published version's card."""
+    card = read_card(folder)
+    if len(profile.predicted_counts) != len(read_labels(folder)):
+        raise ContractError("the profile's class count differs from labels.txt")
+    write_card(folder, card.model_copy(update={"prediction_profile": profile}))

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from roost.contract.card import ModelCard, ReferenceImage, ResizeMode, write_card
+from roost.contract.card import (
+    ModelCard,
+    PredictionProfile,
+    ReferenceImage,
+    ResizeMode,
+    write_card,
+)
 from roost.contract.errors import ContractError
 from roost.contract.labels import Label, write_labels
 from roost.contract.layout import MAX_VERSION, MODEL_FILE, check_model_name, version_folders
@@ -44,6 +50,8 @@ class Release:
     details: dict[str, Any] = field(default_factory=dict)
     """Free card keys: backbone, dataset, metrics, training, storage, ..."""
     references: list[Reference] = field(default_factory=list)
+    prediction_profile: PredictionProfile | None = None
+    """How the model answered on held-out images: serving's drift baseline."""
 
 
 def existing_versions(model_dir: Path) -> list[int]:
@@ -99,6 +107,7 @@ def _write(folder: Path, release: Release, name: str, version: int) -> None:
         resize=release.resize,
         sha256=hashlib.sha256(release.onnx).hexdigest(),
         references=references,
+        prediction_profile=release.prediction_profile,
         **release.details,
     )
     write_card(folder, card)
