@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import admin, classify, health, models, v2
+from service.api import admin, classify, explain, health, models, v2
 from service.errors import install_error_handlers
 from service.lingering import LingeringBodyMiddleware
 from service.metrics import ServiceMetrics
@@ -80,6 +80,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             expose_headers=["Retry-After"],
         )
     app.include_router(classify.router)
+    app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(health.router)
