@@ -1,4 +1,5 @@
-"""Training subcommands for ``roost``: train, evaluate, export, quantize, compare, datasets.
+"""Training subcommands for ``roost``: train, evaluate, export, quantize, profile, compare,
+datasets.
 
 Nothing heavy is imported here: TensorFlow, Keras and scikit-learn load inside the command
 functions, so ``roost serve`` starts without them.
@@ -7,6 +8,7 @@ functions, so ``roost serve`` starts without them.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,27 @@ from typing import Any
 from roost.contract.card import RESIZE_MODES
 from training.backbones import SPECS
 from training.precision import CALIBRATION_METHODS
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's default in --help, also where it has no help text; none for flags and
+    for options whose absence means "not used"."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        default = action.default
+        text = action.help or ""
+        if (
+            action.option_strings
+            and default is not None
+            and default != argparse.SUPPRESS
+            and not isinstance(default, bool)
+            and "default" not in text
+        ):
+            if isinstance(default, tuple):
+                default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+            action = copy.copy(action)
+            action.help = f"{text} (default: {str(default).replace('%', '%%')})".strip()
+        return super()._format_action(action)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -68,6 +91,7 @@ def _add_calibration_method(p: argparse.ArgumentParser) -> None:
 def _add_train(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
+        formatter_class=_Help,
         help="train a classifier on class-per-folder images",
         description="Data report, transfer learning (or from scratch), "
         "evaluation on the test split; everything lands in --out.",
@@ -180,7 +204,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(subparsers: Any) -> None:
-    p = subparsers.add_parser("evaluate", help="re-evaluate a run's model on its test split")
+    p = subparsers.add_parser(
+        "evaluate", formatter_class=_Help, help="re-evaluate a run's model on its test split"
+    )
     p.add_argument("run", type=Path, metavar="RUNDIR")
     p.add_argument("--top-k", type=int, default=3)
     p.set_defaults(func=cmd_evaluate)
@@ -196,6 +222,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_export(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "export",
+        formatter_class=_Help,
         help="export a run to ONNX and publish it as a new version",
         description="Checks ONNX against Keras (max prob diff 1e-4) and "
         "publishes atomically into REPO/NAME/<next version>.",
@@ -284,6 +311,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         reference_source=args.reference_source,
         precision=args.precision,
         calibration=args.calibration,
+        profile_source="scikit-image's photos (the ImageNet run's test split)"
+        if args.imagenet
+        else "",
     )
     if args.calibration_method:
         options.calibration_method = args.calibration_method
@@ -298,6 +328,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _add_quantize(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "quantize",
+        formatter_class=_Help,
         help="publish an int8 (or fp16) version of a published model, if it holds accuracy",
         description="Calibrates (int8) and checks the reduced-precision model on offline natural "
         "photos (scikit-image's, the Tux Paint stamp photos, the desktop wallpapers; disjoint "
@@ -390,8 +421,106 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_profile(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "profile",
+        formatter_class=_Help,
+        help="write a published version's prediction profile (serving's drift baseline)",
+        description="Runs the version's model.onnx over held-out images decoded as the server "
+        "decodes them and writes the predicted-class counts and top-1 score histogram into "
+        "its card.json (prediction_profile); nothing else in the version changes. Images: "
+        "files or folders, the test split `roost train` makes of --split-of DATA, or "
+        "--offline-photos. Exit 2 for a model or version that does not exist.",
+    )
+    p.add_argument(
+        "model",
+        type=_model_ref,
+        metavar="MODEL[:VERSION]",
+        help="a published model: its latest version unless :VERSION is given",
+    )
+    p.add_argument(
+        "images",
+        type=Path,
+        nargs="*",
+        metavar="IMAGES",
+        help="files or folders (right after MODEL, before the options)",
+    )
+    p.add_argument("--repo", type=Path, default=Path("model_repo"))
+    p.add_argument(
+        "--split-of",
+        type=Path,
+        default=None,
+        metavar="DATA",
+        help="the test split of this data folder, as `roost train --split --seed` makes it",
+    )
+    p.add_argument("--split", type=_ratios, default=(0.7, 0.2, 0.1), metavar="TRAIN,VAL,TEST")
+    p.add_argument(
+        "--offline-photos",
+        action="store_true",
+        help="the offline photos `roost quantize` checks its gate on (same --check, --seed)",
+    )
+    p.add_argument("--check", type=_positive, default=250, metavar="N")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--source", default=None, help="how the card names the images")
+    p.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from roost.contract.errors import ContractError
+    from training.profile import (
+        HeldOut,
+        ProfileError,
+        VersionNotFoundError,
+        gate_photos,
+        image_files,
+        profile_version,
+        split_files,
+        version_folder,
+    )
+
+    name, version = args.model
+    chosen = sum((bool(args.images), args.split_of is not None, args.offline_photos))
+    if chosen != 1:
+        print("error: give IMAGES, --split-of DATA or --offline-photos (one)", file=sys.stderr)
+        return 2
+    try:
+        folder = version_folder(args.repo, name, version)
+        if args.offline_photos:
+            held_out = gate_photos(args.check, args.seed)
+        else:
+            files = (
+                split_files(args.split_of, args.split, args.seed)
+                if args.split_of
+                else image_files(args.images)
+            )
+            where = (
+                f"test split of {args.split_of.name} (--split "
+                f"{','.join(f'{r:g}' for r in args.split)} --seed {args.seed})"
+                if args.split_of
+                else ", ".join(str(p) for p in args.images)
+            )
+            held_out = HeldOut([f.read_bytes() for f in files], where)
+        if args.source:
+            held_out.source = args.source
+        profile = profile_version(folder, held_out)
+    except VersionNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ProfileError, ContractError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{folder}: {profile.images} images ({profile.source})")
+    counts = profile.predicted_counts
+    top = sorted(range(len(counts)), key=lambda i: -counts[i])[:10]
+    print(f"  predicted most often (class index: images): {[(i, counts[i]) for i in top]}")
+    print(f"  top-1 score histogram (10 bins): {profile.confidence_counts}")
+    return 0
+
+
 def _add_compare(subparsers: Any) -> None:
-    p = subparsers.add_parser("compare", help="compare runs in a markdown table")
+    p = subparsers.add_parser(
+        "compare", formatter_class=_Help, help="compare runs in a markdown table"
+    )
     p.add_argument("runs", type=Path, nargs="+", metavar="RUNDIR")
     p.add_argument("--out", type=Path, default=Path("comparison.md"), help="markdown file to write")
     p.add_argument("--repeats", type=int, default=50, help="timed ONNX runs per model")
@@ -409,10 +538,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_datasets(subparsers: Any) -> None:
-    p = subparsers.add_parser("datasets", help="lay out offline data sets as class folders")
+    p = subparsers.add_parser(
+        "datasets", formatter_class=_Help, help="lay out offline data sets as class folders"
+    )
     kinds = p.add_subparsers(dest="dataset", required=True)
     tux = kinds.add_parser(
-        "tuxpaint", help="Tux Paint stamp photos (Debian tuxpaint-stamps-default)"
+        "tuxpaint",
+        formatter_class=_Help,
+        help="Tux Paint stamp photos (Debian tuxpaint-stamps-default)",
     )
     tux.add_argument("dest", type=Path)
     tux.add_argument(
@@ -423,7 +556,9 @@ def _add_datasets(subparsers: Any) -> None:
     )
     tux.add_argument("--seed", type=int, default=1234)
     tux.set_defaults(func=cmd_datasets)
-    fm = kinds.add_parser("fashion-mnist", help="Fashion-MNIST (Debian dataset-fashion-mnist)")
+    fm = kinds.add_parser(
+        "fashion-mnist", formatter_class=_Help, help="Fashion-MNIST (Debian dataset-fashion-mnist)"
+    )
     fm.add_argument("dest", type=Path)
     fm.add_argument(
         "--source",
@@ -464,11 +599,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def add_training_commands(subparsers: Any) -> None:
-    """Register train, evaluate, export, quantize, compare and datasets on an argparse subparsers
-    object."""
+    """Register train, evaluate, export, quantize, profile, compare and datasets on an argparse
+    subparsers object."""
     _add_train(subparsers)
     _add_evaluate(subparsers)
     _add_export(subparsers)
     _add_quantize(subparsers)
+    _add_profile(subparsers)
     _add_compare(subparsers)
     _add_datasets(subparsers)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roost.contract.card import ResizeMode
+from roost.contract.card import PredictionProfile, ResizeMode, profile_predictions
 from roost.contract.publish import Reference, Release, publish
 from training.config import TrainConfig
 from training.data import LoadedSplit, save_json
@@ -53,6 +53,8 @@ class ExportOptions:
     """int8: training-split images to calibrate on (a seeded sample when there are more)."""
     calibration_method: str = ""
     """int8: minmax, entropy or percentile; empty = precision.DEFAULT_CALIBRATION."""
+    profile_source: str = ""
+    """How the card's prediction profile names the held-out split; empty = "<split> split"."""
 
 
 def pick_references(probs: np.ndarray, count: int) -> list[int]:
@@ -85,7 +87,7 @@ def _photos(size: tuple[int, int], resize: ResizeMode) -> np.ndarray:
 
 
 def _held_out(run: Path) -> tuple[LoadedSplit, str]:
-    """Up to _MAX_HELD_OUT images of the test split (the val split when test is empty)."""
+    """The whole test split (the val split when test is empty) and its name."""
     from training.evaluate import load_run_split
 
     name = "test"
@@ -95,10 +97,25 @@ def _held_out(run: Path) -> tuple[LoadedSplit, str]:
         part = load_run_split(run, "val")
     if len(part.files) == 0:
         raise ExportError("no held-out images to check the export with")
-    n = min(len(part.files), _MAX_HELD_OUT)
+    return part, name
+
+
+def _first(part: LoadedSplit, n: int) -> LoadedSplit:
     return LoadedSplit(
         part.images[:n], part.labels[:n], part.files[:n], part.original_sizes[:n], []
-    ), name
+    )
+
+
+def prediction_profile(
+    shipped: object, split: LoadedSplit, checked_probs: np.ndarray, source: str
+) -> PredictionProfile:
+    """The shipped model's profile on the whole held-out split (serving's drift baseline)."""
+    from training import onnx_tools
+
+    probs = checked_probs
+    if len(checked_probs) < len(split.images):
+        probs = onnx_tools.run(onnx_tools.session(shipped), split.images)
+    return profile_predictions(probs, source)
 
 
 def export_run(run: Path, options: ExportOptions) -> Path:
@@ -111,7 +128,8 @@ def export_run(run: Path, options: ExportOptions) -> Path:
     cfg = TrainConfig.load(run / "config.json")
     labels = read_labels(run)
     model = load_run_model(run)
-    held_out, held_out_split = _held_out(run)
+    whole_split, held_out_split = _held_out(run)
+    held_out = _first(whole_split, _MAX_HELD_OUT)
 
     proto = onnx_tools.keras_to_onnx(inference_model(model), run / "model.onnx")
     onnx_tools.check_contract(proto, cfg.image_size, len(labels))
@@ -183,8 +201,10 @@ def export_run(run: Path, options: ExportOptions) -> Path:
         assert isinstance(storage, dict)
         kind = {"int8": "int8", "fp16": "float16"}[options.precision]
         storage |= {"weights": kind, "arithmetic": kind}
+    source = options.profile_source or f"{held_out_split} split"
+    profile = prediction_profile(shipped, whole_split, shipped_probs, source)
     release = Release(
-        onnx_tools.onnx_bytes(shipped), labels, cfg.image_size, cfg.resize, details, refs
+        onnx_tools.onnx_bytes(shipped), labels, cfg.image_size, cfg.resize, details, refs, profile
     )
     target = publish(options.repo, options.name, release)
     storage = details["storage"]

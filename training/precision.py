@@ -611,6 +611,12 @@ def source_counts(photos: Sequence[Photo]) -> dict[str, int]:
     return dict(sorted(Counter(p.source for p in photos).items()))
 
 
+def check_photos_source(photos: Sequence[Photo], seed: int) -> str:
+    """How a prediction profile names the gate's check photos."""
+    counts = ", ".join(f"{k} {v}" for k, v in source_counts(photos).items())
+    return f"offline photos: the int8 gate's {len(photos)} check photos (seed {seed}; {counts})"
+
+
 # --------------------------------------------------------------------------------------------
 # roost quantize
 
@@ -696,7 +702,7 @@ def quantize_published(options: QuantizeOptions) -> QuantizeOutcome:
     reduced-precision model as the next version when the gate passes (or when forced)."""
     import onnx
 
-    from roost.contract.card import read_card
+    from roost.contract.card import profile_predictions, read_card
     from roost.contract.labels import read_labels
     from roost.contract.publish import Release, publish
     from training import onnx_tools
@@ -777,7 +783,10 @@ def quantize_published(options: QuantizeOptions) -> QuantizeOutcome:
     if not result.passed and not options.force:
         return QuantizeOutcome(result, None, details)
     refs = _references(folder, card, candidate, max(len(card.references), 1))
-    release = Release(onnx_tools.onnx_bytes(candidate), labels, size, card.resize, details, refs)
+    profile = profile_predictions(cand_probs, check_photos_source(check_photos, options.seed))
+    release = Release(
+        onnx_tools.onnx_bytes(candidate), labels, size, card.resize, details, refs, profile
+    )
     target = publish(options.repo, options.name, release)
     size_mb = (target / "model.onnx").stat().st_size / 1e6
     print(f"published {target} ({size_mb:.1f} MB)", file=sys.stderr)
