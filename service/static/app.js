@@ -1,4 +1,5 @@
-// Roost web page: choose a model, give an image (file, drop, paste or camera), show the top-k.
+// Roost web page: choose a model, give an image (file, drop, paste or camera), show the top-k,
+// and on request overlay the explanation (which parts of the image the answer depends on).
 // Plain JavaScript, no build step; every URL is relative so the page works behind a path prefix.
 "use strict";
 
@@ -22,9 +23,14 @@ const ui = {
   errorDetail: $("error-detail"),
   figure: $("figure"),
   preview: $("preview"),
+  heat: $("heat"),
+  heatmap: $("heatmap"),
   filename: $("filename"),
   result: $("result"),
   meta: $("meta"),
+  uncertain: $("uncertain"),
+  explain: $("explain"),
+  explainNote: $("explain-note"),
   predictions: $("predictions"),
 };
 
@@ -47,10 +53,21 @@ const ERROR_TEXT = {
   bad_request: "The image did not reach the server intact. Please try again.",
 };
 
+// For explanations, the same codes mean something else than for a classification.
+const EXPLAIN_ERROR_TEXT = {
+  ...ERROR_TEXT,
+  invalid_parameter: "This model's images are too small to explain.",
+  inference_failed: "Something went wrong while explaining this answer. Please try again.",
+};
+
 let currentImage = null; // the File or Blob shown, classified again when the model changes
 let previewUrl = null;
 let cameraStream = null;
 let requestId = 0;
+let shown = null; // {model, version, label} of the answer on screen, which Explain explains
+let heatmapUrl = null; // the explanation of `shown`, fetched once, toggled after that
+let explainId = 0;
+const resizeOf = {}; // model -> its card's resize ("stretch" or "center_crop")
 
 // ---- Models ----
 
@@ -88,6 +105,7 @@ async function describeModel() {
   try {
     const detail = await fetchJson(`v1/models/${encodeURIComponent(name)}`);
     if (ui.model.value !== name) return;
+    resizeOf[name] = detail.resize;
     const classes = detail.labels.length;
     ui.topK.max = String(classes);
     ui.topK.value = String(Math.min(detail.config.default_top_k || 5, classes));
@@ -123,6 +141,7 @@ async function classify(image) {
   const name = ui.model.value;
   showPreview(image);
   hideError();
+  resetExplanation();
   ui.result.hidden = true;
   if (!name) {
     showError(new PageError("There is no model to classify with yet. Reload the page in a moment."));
@@ -160,9 +179,14 @@ function showResult(answer, elapsedMs) {
   ui.meta.dataset.model = answer.model;
   ui.meta.dataset.version = String(answer.version);
   ui.predictions.replaceChildren(...predictions.map(predictionItem));
-  ui.result.hidden = false;
   const top = predictions[0];
-  setStatus(`Most likely ${displayLabel(top.label)} (${formatScore(top.score)}).`);
+  // `uncertain`: the top score is below the model's min_confidence (absent: not configured).
+  const uncertain = answer.results[0].uncertain === true;
+  ui.uncertain.hidden = !uncertain;
+  shown = { model: answer.model, version: answer.version, label: top.label };
+  ui.result.hidden = false;
+  const sure = uncertain ? ", but the model is not sure" : "";
+  setStatus(`Most likely ${displayLabel(top.label)} (${formatScore(top.score)})${sure}.`);
 }
 
 function predictionItem(prediction) {
@@ -221,6 +245,84 @@ function safeUrl(url) {
   }
 }
 
+// ---- Explain: the occlusion heatmap over the photo ----
+
+function resetExplanation() {
+  explainId++; // an explanation still on its way is for another answer now
+  shown = null;
+  if (heatmapUrl) URL.revokeObjectURL(heatmapUrl);
+  heatmapUrl = null;
+  ui.heatmap.removeAttribute("src");
+  setExplanationShown(false);
+  ui.explainNote.textContent = "";
+  ui.explain.removeAttribute("aria-busy");
+}
+
+function setExplanationShown(on) {
+  ui.heat.hidden = !on;
+  ui.explain.setAttribute("aria-pressed", String(on));
+}
+
+async function toggleExplanation() {
+  if (!shown || ui.explain.getAttribute("aria-busy") === "true") return;
+  if (ui.explain.getAttribute("aria-pressed") === "true") {
+    setExplanationShown(false);
+    ui.explainNote.textContent = "";
+    return;
+  }
+  if (!heatmapUrl && !(await fetchExplanation())) return;
+  placeHeatmap();
+  setExplanationShown(true);
+  ui.explainNote.textContent = `Red marks the parts of the image that “${displayLabel(shown.label)}” depends on most: hiding them lowers its score the most.`;
+}
+
+// The heatmap for the answer on screen (same model and version); false when there is none.
+async function fetchExplanation() {
+  const id = ++explainId;
+  const { model, version } = shown;
+  const body = new FormData();
+  body.append("file", currentImage, currentImage.name || "image");
+  const params = new URLSearchParams({ format: "png", version: String(version) });
+  ui.explain.setAttribute("aria-busy", "true");
+  ui.explainNote.textContent = "Explaining: the model looks at the image again with each part hidden in turn…";
+  hideError();
+  try {
+    const blob = await fetchBlob(`v1/models/${encodeURIComponent(model)}/explain?${params}`, {
+      method: "POST",
+      body,
+    });
+    if (id !== explainId) return false; // another image or answer took over
+    heatmapUrl = URL.createObjectURL(blob);
+    ui.heatmap.src = heatmapUrl;
+    await ui.heatmap.decode().catch(() => {});
+    return id === explainId;
+  } catch (problem) {
+    if (id !== explainId) return false;
+    ui.explainNote.textContent = "";
+    showError(problem);
+    return false;
+  } finally {
+    if (id === explainId) ui.explain.removeAttribute("aria-busy");
+  }
+}
+
+// The heatmap covers the model's input: the whole photo when the model stretches it, the
+// centred crop of the model's aspect ratio when it crops (the heatmap has the input's size).
+function placeHeatmap() {
+  const photoW = ui.preview.naturalWidth;
+  const photoH = ui.preview.naturalHeight;
+  const inputW = ui.heatmap.naturalWidth;
+  const inputH = ui.heatmap.naturalHeight;
+  let box = { left: 0, top: 0, width: 100, height: 100 };
+  if (resizeOf[shown.model] === "center_crop" && photoW && photoH && inputW && inputH) {
+    const scale = Math.max(inputW / photoW, inputH / photoH);
+    const width = Math.min(100, (inputW / scale / photoW) * 100);
+    const height = Math.min(100, (inputH / scale / photoH) * 100);
+    box = { left: (100 - width) / 2, top: (100 - height) / 2, width, height };
+  }
+  for (const [side, value] of Object.entries(box)) ui.heat.style[side] = `${value}%`;
+}
+
 // ---- HTTP and errors ----
 
 class PageError extends Error {
@@ -242,12 +344,24 @@ async function fetchJson(url, options) {
   throw apiError(response, payload);
 }
 
-function apiError(response, payload) {
+async function fetchBlob(url, options) {
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch {
+    throw new PageError("Roost cannot be reached. Check your connection, or whether the server is running, and try again.");
+  }
+  if (response.ok) return response.blob();
+  const payload = await response.json().catch(() => null);
+  throw apiError(response, payload, EXPLAIN_ERROR_TEXT);
+}
+
+function apiError(response, payload, texts = ERROR_TEXT) {
   const error = payload && payload.error;
   if (!error) {
     return new PageError(`The server answered with an unexpected error (HTTP ${response.status}). Please try again.`);
   }
-  let message = ERROR_TEXT[error.code] || `The server could not do this (${error.code}).`;
+  let message = texts[error.code] || `The server could not do this (${error.code}).`;
   if (error.code === "overloaded") {
     const wait = Number(response.headers.get("Retry-After")) || 1;
     message = `The server is busy right now. Try again in ${wait} second${wait === 1 ? "" : "s"}.`;
@@ -414,6 +528,7 @@ ui.topK.addEventListener("change", () => {
   if (currentImage && ui.topK.checkValidity()) classify(currentImage);
 });
 ui.preview.addEventListener("load", revealResultPanel);
+ui.explain.addEventListener("click", toggleExplanation);
 ui.preview.addEventListener("error", () => {
   ui.figure.hidden = true; // not something the browser can show either
 });

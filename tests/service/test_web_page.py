@@ -32,7 +32,6 @@ WIKIPEDIA_SEARCH = "https://en.wikipedia.org/w/index.php?search="
 BIRDS_META = re.compile(r"^Model birds · version 2 · (\d+ ms|\d+\.\d\d s)$")
 
 
-
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[object]:
     with sync_playwright() as p:
@@ -41,7 +40,9 @@ def playwright() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def browser(playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=require_program("chromium", "chromium"), args=CHROMIUM_ARGS)
+    browser = playwright.chromium.launch(
+        executable_path=require_program("chromium", "chromium"), args=CHROMIUM_ARGS
+    )
     yield browser
     browser.close()
 
@@ -286,3 +287,74 @@ def test_camera_permission_denied_then_granted_and_captured(
     expect(page.locator("#camera")).to_be_hidden()
     screenshot(page, "web-camera-result.png")
     granted.close()
+
+
+def test_explain_toggles_a_heatmap_over_the_photo(page: Page, images: dict[str, Path]) -> None:
+    explains: list[str] = []
+    page.on("request", lambda r: explains.append(r.url) if "/explain" in r.url else None)
+    page.set_input_files("#file", images["chelsea"])
+    expect(predictions(page)).to_have_count(3)
+    explain, heat = page.locator("#explain"), page.locator("#heat")
+    expect(explain).to_be_visible()
+    expect(explain).to_have_attribute("aria-pressed", "false")
+    expect(heat).to_be_hidden()
+    expect(page.locator("#uncertain")).to_be_hidden()  # no min_confidence configured
+
+    explain.click()
+    expect(heat).to_be_visible()
+    expect(explain).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#explain-note")).to_contain_text("“Northern cardinal” depends on most")
+    assert page.locator("#heatmap").evaluate("img => img.naturalWidth") == 32  # the model's input
+    assert len(explains) == 1 and "version=2" in explains[0] and "format=png" in explains[0]
+    photo, overlay = page.locator("#preview").bounding_box(), heat.bounding_box()
+    assert photo is not None and overlay is not None
+    for side in ("x", "y", "width", "height"):  # a stretching model: all of the photo
+        assert abs(photo[side] - overlay[side]) < 1, (side, photo, overlay)
+    screenshot(page, "web-explain.png")
+
+    explain.click()
+    expect(heat).to_be_hidden()
+    expect(explain).to_have_attribute("aria-pressed", "false")
+    explain.click()  # shown again from the one answer
+    expect(heat).to_be_visible()
+    assert len(explains) == 1
+
+    page.set_input_files("#file", images["rocket"])  # a new answer: nothing explained yet
+    expect(predictions(page).first).to_contain_text("Blue jay")
+    expect(heat).to_be_hidden()
+    expect(explain).to_have_attribute("aria-pressed", "false")
+
+
+@pytest.fixture
+def cropping_site(repo: Path, start_server) -> str:
+    """`square` crops the centre of the photo to its square input."""
+    publish(
+        repo,
+        "square",
+        1,
+        model=colour_model(sharpness=0.03),
+        card_extra={"resize": "center_crop"},
+    )
+    server = start_server(repo)
+    server.wait_ready()
+    return str(server.url)
+
+
+def test_center_crop_model_explains_only_the_crop(
+    browser: Browser, cropping_site: str, images: dict[str, Path]
+) -> None:
+    context = browser.new_context(viewport={"width": 1200, "height": 860})
+    page = context.new_page()
+    page.goto(cropping_site)
+    page.set_input_files("#file", images["chelsea"])
+    expect(predictions(page)).to_have_count(3)
+    page.click("#explain")
+    expect(page.locator("#heat")).to_be_visible()
+
+    photo, overlay = page.locator("#preview").bounding_box(), page.locator("#heat").bounding_box()
+    assert photo is not None and overlay is not None
+    # chelsea is 451x300 and the model square: the centred 300x300 of it.
+    assert abs(overlay["width"] - photo["width"] * 300 / 451) < 1
+    assert abs(overlay["height"] - photo["height"]) < 1
+    assert abs((overlay["x"] - photo["x"]) * 2 + overlay["width"] - photo["width"]) < 1
+    context.close()
