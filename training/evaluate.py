@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import DataSplits, LoadedSplit, load_split, save_json
+from training.data import LoadedSplit, load_split, read_run_splits, save_json
 
 
 def read_labels(run: Path) -> list[str]:
@@ -33,14 +33,18 @@ def load_run_split(run: Path, name: str) -> LoadedSplit:
     from training.config import TrainConfig
 
     cfg = TrainConfig.load(Path(run) / "config.json")
-    splits = DataSplits.from_json(json.loads((Path(run) / "split.json").read_text()))
-    return load_split(splits.splits[name], cfg.image_size, cfg.resize)
+    return load_split(read_run_splits(run).splits[name], cfg.image_size, cfg.resize)
 
 
 def predict(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def majority_share(labels: np.ndarray) -> float:
+    """The accuracy of always answering the most common class."""
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
@@ -115,46 +119,57 @@ def evaluate_run(
     model = model if model is not None else load_run_model(run)
     loaded = loaded or {name: load_run_split(run, name) for name in ("val", "test")}
     val, test = loaded["val"], loaded["test"]
+    # No test split (--split 0.8,0.2,0): the reports are on val, and say so.
+    split = "test" if len(test.labels) else "val"
+    part = loaded[split]
+    if len(part.labels) == 0:
+        raise ValueError("neither a test nor a val split with readable images to evaluate on")
     val_probs, test_probs = predict(model, val.images), predict(model, test.images)
-    y_pred = test_probs.argmax(axis=1) if len(test_probs) else np.zeros(0, int)
+    probs = test_probs if split == "test" else val_probs
+    y_pred = probs.argmax(axis=1)
     indices = list(range(len(class_names)))
     report_text = classification_report(
-        test.labels, y_pred, labels=indices, target_names=class_names, digits=3, zero_division=0
+        part.labels, y_pred, labels=indices, target_names=class_names, digits=3, zero_division=0
     )
     report = classification_report(
-        test.labels,
+        part.labels,
         y_pred,
         labels=indices,
         target_names=class_names,
         output_dict=True,
         zero_division=0,
     )
-    matrix = confusion_matrix(test.labels, y_pred, labels=indices)
-    (run / "classification_report.txt").write_text(report_text)
-    plot_confusion(matrix, class_names, run / "confusion_matrix.png", f"{cfg.backbone}: test split")
+    matrix = confusion_matrix(part.labels, y_pred, labels=indices)
+    (run / "classification_report.txt").write_text(f"{split} split\n{report_text}")
+    plot_confusion(
+        matrix, class_names, run / "confusion_matrix.png", f"{cfg.backbone}: {split} split"
+    )
     history_path = run / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else {}
     if history.get("history"):
         plot_curves(history["history"], history.get("phase2_start_epoch"), run / "curves.png")
-    write_predictions(run / "predictions.csv", test, test_probs, class_names, top_k)
+    write_predictions(run / "predictions.csv", part, probs, class_names, top_k)
 
     def accuracy(part: LoadedSplit, probs: np.ndarray) -> float | None:
         return float(accuracy_score(part.labels, probs.argmax(axis=1))) if len(probs) else None
 
+    macro_f1 = float(
+        f1_score(part.labels, y_pred, labels=indices, average="macro", zero_division=0)
+    )
     summary = {
         "backbone": cfg.backbone,
         "weights": cfg.weights,
         "image_size": list(cfg.image_size),
         "classes": class_names,
         "params": count_params(model),
+        "evaluated_on": split,
         "val_accuracy": accuracy(val, val_probs),
         "test_accuracy": accuracy(test, test_probs),
-        "test_macro_f1": float(
-            f1_score(test.labels, y_pred, labels=indices, average="macro", zero_division=0)
-        )
-        if len(y_pred)
-        else None,
+        "test_macro_f1": macro_f1 if split == "test" else None,
+        "val_macro_f1": macro_f1 if split == "val" else None,
         "test_images": len(test.labels),
+        "val_images": len(val.labels),
+        "majority_class_share": majority_share(part.labels),
         "per_class": {c: report[c] for c in class_names},
         "confusion_matrix": matrix.tolist(),
         "epochs_run": len(history.get("history", {}).get("loss", [])),
@@ -164,8 +179,10 @@ def evaluate_run(
         summary["params"] = history["params"]  # as trained (the last phase's trainable count)
     save_json(run / "summary.json", summary)
     print(report_text)
+    if split == "val":
+        print("no test split: the report, matrix and predictions are on the val split")
     print(
-        f"test accuracy {summary['test_accuracy']}, macro-F1 {summary['test_macro_f1']}, "
+        f"{split} accuracy {summary[f'{split}_accuracy']}, macro-F1 {macro_f1}, "
         f"val accuracy {summary['val_accuracy']}  ({run / 'summary.json'})",
         flush=True,
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roost.contract.card import PredictionProfile, ResizeMode, profile_predictions
+from roost.contract.card import ResizeMode, profile_predictions
 from roost.contract.publish import Reference, Release, publish
 from training.config import TrainConfig
 from training.data import LoadedSplit, save_json
@@ -53,6 +53,8 @@ class ExportOptions:
     """int8: training-split images to calibrate on (a seeded sample when there are more)."""
     calibration_method: str = ""
     """int8: minmax, entropy or percentile; empty = precision.DEFAULT_CALIBRATION."""
+    allow_weak: bool = False
+    """Publish even when held-out accuracy is no better than the majority class."""
     profile_source: str = ""
     """How the card's prediction profile names the held-out split; empty = "<split> split"."""
 
@@ -106,16 +108,42 @@ def _first(part: LoadedSplit, n: int) -> LoadedSplit:
     )
 
 
-def prediction_profile(
-    shipped: object, split: LoadedSplit, checked_probs: np.ndarray, source: str
-) -> PredictionProfile:
-    """The shipped model's profile on the whole held-out split (serving's drift baseline)."""
+def whole_split_probs(shipped: object, split: LoadedSplit, checked_probs: np.ndarray) -> np.ndarray:
+    """The shipped model's probabilities on the whole held-out split (``checked_probs`` are its
+    first images)."""
     from training import onnx_tools
 
-    probs = checked_probs
-    if len(checked_probs) < len(split.images):
-        probs = onnx_tools.run(onnx_tools.session(shipped), split.images)
-    return profile_predictions(probs, source)
+    if len(checked_probs) == len(split.images):
+        return checked_probs
+    return onnx_tools.run(onnx_tools.session(shipped), split.images)
+
+
+def baseline_check(
+    probs: np.ndarray, labels: np.ndarray, split: str, allow_weak: bool
+) -> dict[str, object]:
+    """The held-out accuracy against always answering the most common class (which is at least
+    chance). ExportError when the model does no better, unless ``allow_weak``."""
+    from training.evaluate import majority_share
+
+    accuracy = float(np.mean(probs.argmax(axis=1) == labels))
+    majority = majority_share(labels)
+    weak = accuracy <= majority
+    figures: dict[str, object] = {
+        "split": split,
+        "accuracy": accuracy,
+        "majority_class_share": majority,
+        "chance": 1.0 / probs.shape[1],
+        "weak": weak,
+        "forced": weak and allow_weak,
+    }
+    if weak and not allow_weak:
+        raise ExportError(
+            f"the model is no better than always answering the most common class on the "
+            f"{split} split (accuracy {accuracy:.3f} <= {majority:.3f}; chance is "
+            f"{1.0 / probs.shape[1]:.3f}): train longer or differently, or pass "
+            "--allow-weak-model to publish it anyway"
+        )
+    return figures
 
 
 def export_run(run: Path, options: ExportOptions) -> Path:
@@ -175,7 +203,14 @@ def export_run(run: Path, options: ExportOptions) -> Path:
         "metrics": summary.get("metrics")
         or {
             key: summary.get(key)
-            for key in ("test_accuracy", "test_macro_f1", "val_accuracy", "test_images")
+            for key in (
+                "evaluated_on",
+                "test_accuracy",
+                "test_macro_f1",
+                "val_accuracy",
+                "val_macro_f1",
+                "test_images",
+            )
         },
         "training": {
             key: value
@@ -201,8 +236,13 @@ def export_run(run: Path, options: ExportOptions) -> Path:
         assert isinstance(storage, dict)
         kind = {"int8": "int8", "fp16": "float16"}[options.precision]
         storage |= {"weights": kind, "arithmetic": kind}
+    whole_probs = whole_split_probs(shipped, whole_split, shipped_probs)
+    baseline = baseline_check(whole_probs, whole_split.labels, held_out_split, options.allow_weak)
+    details["baseline"] = baseline
+    if baseline["forced"]:
+        print("warning: publishing a model no better than the majority class (--allow-weak-model)")
     source = options.profile_source or f"{held_out_split} split"
-    profile = prediction_profile(shipped, whole_split, shipped_probs, source)
+    profile = profile_predictions(whole_probs, source)
     release = Release(
         onnx_tools.onnx_bytes(shipped), labels, cfg.image_size, cfg.resize, details, refs, profile
     )

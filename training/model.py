@@ -82,19 +82,22 @@ def find_base(model: keras.Model) -> keras.Model:
     return nested[0]
 
 
-def unfreeze_top(base: keras.Model, num_layers: int) -> int:
-    """Make the top ``num_layers`` layers of ``base`` trainable, BatchNormalization excepted.
+def tunable(layer: keras.layers.Layer) -> bool:
+    """A layer ``--fine-tune-layers`` counts: it has weights and is not BatchNormalization."""
+    return bool(layer.weights) and not isinstance(layer, layers.BatchNormalization)
 
-    Returns how many layers became trainable.
-    """
+
+def unfreeze_top(base: keras.Model, num_layers: int) -> int:
+    """Make the top ``num_layers`` layers *with weights* of ``base`` trainable, and the
+    weightless layers between them; BatchNormalization stays frozen (the fine-tuning recipes
+    count layers this way). Returns how many layers with weights became trainable."""
     base.trainable = True
-    cutoff = max(len(base.layers) - num_layers, 0)
-    count = 0
+    counted = [i for i, layer in enumerate(base.layers) if tunable(layer)]
+    chosen = counted[-num_layers:] if num_layers > 0 else []
+    cutoff = chosen[0] if chosen else len(base.layers)
     for index, layer in enumerate(base.layers):
-        trainable = index >= cutoff and not isinstance(layer, layers.BatchNormalization)
-        layer.trainable = trainable
-        count += int(trainable and bool(layer.weights))
-    return count
+        layer.trainable = index >= cutoff and not isinstance(layer, layers.BatchNormalization)
+    return len(chosen)
 
 
 def count_params(model: keras.Model) -> dict[str, int]:

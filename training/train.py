@@ -25,10 +25,28 @@ from training.data import (
     save_json,
 )
 
+STALE_OUTPUTS = (
+    "model.keras",
+    "history.json",
+    "summary.json",
+    "classification_report.txt",
+    "confusion_matrix.png",
+    "curves.png",
+    "predictions.csv",
+    "model.onnx",
+    "export.json",
+)
+"""What a run folder gets from train, evaluate and export; removed when a new run starts."""
 
-def load_data(cfg: TrainConfig) -> tuple[DataSplits, dict[str, LoadedSplit], dict[str, Any]]:
-    """Find, split and decode the data; the report is printed and saved before training."""
-    splits = find_splits(cfg.data, cfg.split_ratios, cfg.seed, cfg.max_per_class)
+
+class SetupError(ValueError):
+    """A setting that cannot work, found before any image is decoded."""
+
+
+def decode_data(
+    cfg: TrainConfig, splits: DataSplits
+) -> tuple[dict[str, LoadedSplit], dict[str, Any]]:
+    """Decode every split; the data report (printed and saved before training)."""
     loaded = {
         name: load_split(split, cfg.image_size, cfg.resize) for name, split in splits.splits.items()
     }
@@ -36,7 +54,18 @@ def load_data(cfg: TrainConfig) -> tuple[DataSplits, dict[str, LoadedSplit], dic
     report["data"] = str(cfg.data)
     report["presplit"] = splits.presplit
     report["image_size"] = list(cfg.image_size)
-    return splits, loaded, report
+    return loaded, report
+
+
+def build_checked(cfg: TrainConfig, num_classes: int) -> tuple[Any, Any]:
+    """The classifier and its base, or a SetupError naming the setting that cannot work (offline
+    ImageNet weights, a --cut-at layer the backbone lacks, a missing weights file)."""
+    from training.model import build_classifier
+
+    try:
+        return build_classifier(cfg, num_classes)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SetupError(str(exc)) from None
 
 
 def _dataset(part: LoadedSplit, batch_size: int, shuffle_seed: int | None) -> Any:
@@ -87,11 +116,22 @@ def train(cfg: TrainConfig) -> Path:
     import keras
 
     from training.evaluate import evaluate_run
-    from training.model import build_classifier, compile_model, count_params, unfreeze_top
+    from training.model import compile_model, count_params, unfreeze_top
 
+    # Absolute, so that evaluate and export work from any directory.
+    cfg.data, cfg.out = cfg.data.resolve(), cfg.out.resolve()
     cfg.out.mkdir(parents=True, exist_ok=True)
+    for name in STALE_OUTPUTS:  # a previous run's in the same folder must not outlive it
+        (cfg.out / name).unlink(missing_ok=True)
+    try:
+        splits = find_splits(cfg.data, cfg.split_ratios, cfg.seed, cfg.max_per_class)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SetupError(str(exc)) from None
+    # The model first: a setting that cannot work fails now, not after decoding the data.
+    keras.utils.set_random_seed(cfg.seed)
+    model, base = build_checked(cfg, len(splits.class_names))
     cfg.save(cfg.out / "config.json")
-    splits, loaded, report = load_data(cfg)
+    loaded, report = decode_data(cfg, splits)
     print(format_report(report), flush=True)
     save_json(cfg.out / "data_report.json", report)
     save_json(cfg.out / "split.json", splits.to_json())
@@ -99,8 +139,6 @@ def train(cfg: TrainConfig) -> Path:
     if len(loaded["train"].labels) == 0 or len(loaded["val"].labels) == 0:
         raise ValueError("the train and val splits need at least one readable image each")
 
-    keras.utils.set_random_seed(cfg.seed)
-    model, base = build_classifier(cfg, len(splits.class_names))
     train_ds = _dataset(loaded["train"], cfg.batch_size, cfg.seed)
     val_ds = _dataset(loaded["val"], cfg.batch_size, None)
     class_weight = (

@@ -85,3 +85,27 @@ def test_rgba_is_composited_on_white_like_the_server(tmp_path: Path) -> None:
     splits = find_splits(tmp_path / "d", (1.0, 0.0, 0.0), seed=0)
     images = load_split(splits.splits["train"], (4, 4)).images
     assert (images[0] == 255).all()
+
+
+@pytest.mark.parametrize("name", ["validation", "valid"])
+def test_a_validation_or_valid_folder_is_the_val_split(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "d"
+    _folders(root / "train", {"a": 6, "b": 6})
+    _folders(root / name, {"a": 2, "b": 2})
+    _folders(root / "test", {"a": 3, "b": 3})
+    splits = find_splits(root)
+    assert splits.presplit and len(splits.splits["val"]) == 4
+    assert all(f.parent.parent.name == name for f in splits.splits["val"].files)
+    assert len(splits.splits["train"]) == 12
+
+
+def test_relative_files_of_an_older_run_resolve_against_the_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.data import resolve_file
+
+    _folders(tmp_path / "data", {"a": 1})
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    monkeypatch.chdir(run)  # not where the run was trained
+    assert resolve_file(Path("data/a/000.png"), run) == tmp_path / "data" / "a" / "000.png"

@@ -58,8 +58,9 @@ def test_fine_tuning_keeps_batch_norm_frozen(finetuned_run: Path) -> None:
     base = find_base(load_run_model(finetuned_run))
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and not any(layer.trainable for layer in norms)
-    assert any(layer.trainable and layer.weights for layer in base.layers[-10:])
-    assert not any(layer.trainable and layer.weights for layer in base.layers[:-10])
+    # --fine-tune-layers 10 counts layers with weights, BatchNormalization excepted.
+    tunable = [layer for layer in base.layers if layer.weights and layer not in norms]
+    assert [layer.trainable for layer in tunable] == [False] * (len(tunable) - 10) + [True] * 10
 
 
 def _free_port() -> int:
