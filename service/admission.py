@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from service.errors import ServiceError
+from service.errors import InvalidParameter, ServiceError
 from service.metrics import UNKNOWN_MODEL
-from service.registry import ServedVersion
+from service.registry import Route, ServedVersion, VersionSelector
 from service.state import ServiceState
 
 
@@ -33,11 +34,30 @@ from service.state import ServiceState
 class Admitted:
     """A routed, leased and admitted request, its input not read yet."""
 
-    served: ServedVersion
+    route: Route
     deadline: float
     """Monotonic time by which the answer must be ready (504 past it)."""
     count_body_bytes: Callable[[int], None]
     """Tell the metrics of request bytes read."""
+
+    @property
+    def served(self) -> ServedVersion:
+        return self.route.served
+
+
+VERSION_PATTERN = r"^([1-9][0-9]{0,8}|[a-z][a-z0-9_-]{0,31})$"
+"""A version as a request names it: a number (1..999999999) or a label from config.json."""
+
+
+def version_selector(text: str | None) -> VersionSelector:
+    """The request's version text as a number, a label, or None for "" / absent."""
+    if not text:
+        return None
+    if re.fullmatch(VERSION_PATTERN, text) is None:
+        raise InvalidParameter(
+            f"version must be a number >= 1 or a version label, not {text[:20]!r}"
+        )
+    return int(text) if text.isdigit() else text
 
 
 def status_code(exc: ServiceError) -> int:
@@ -48,34 +68,39 @@ def status_code(exc: ServiceError) -> int:
 async def admitted(
     state: ServiceState,
     model: str | None,
-    version_of: Callable[[str], int | None],
+    version_of: Callable[[str], VersionSelector],
     deadline: float,
     *,
+    route_key: str | None = None,
     before_admission: Callable[[], None] | None = None,
     status_of: Callable[[ServiceError], int] = status_code,
 ) -> AsyncIterator[Admitted]:
     """Route, lease and admit a request; count its outcome when the block ends.
 
-    `version_of(name)` reads the request's version once the model name is resolved (it may
-    refuse a malformed request: that is counted too). `before_admission` refuses what no
+    `version_of(name)` reads the request's version (number or label) once the model name is
+    resolved (it may refuse a malformed request: that is counted too); a request naming none
+    gets the traffic split's draw, sticky per `route_key`. The answer's status and time also
+    feed the model's rollback rule. `before_admission` refuses what no
     reader could handle (the media type) before admission. Raises what the registry and the
     batcher raise (404, 503) and whatever the block raises.
     """
     started = time.perf_counter()
     registry, metrics = state.registry, state.metrics
     model_label, version_label, code = UNKNOWN_MODEL, "", "200"
+    route: Route | None = None
     try:
         name = model or registry.default_model()
         if registry.known_model(name):
             model_label = name
-        served = registry.get(name, version_of(name))
+        route = registry.route(name, version_of(name), route_key)
+        served = route.served
         version_label = str(served.version)
         with served.lease():
             if before_admission is not None:
                 before_admission()
             served.batcher.admit(1, deadline)  # before the input: refusal costs no upload
             body_bytes = metrics.request_body_bytes.labels(model_label)
-            yield Admitted(served, deadline, body_bytes.inc)
+            yield Admitted(route, deadline, body_bytes.inc)
     except ServiceError as exc:
         code = str(status_of(exc))
         raise
@@ -86,6 +111,9 @@ async def admitted(
         code = "500"
         raise
     finally:
+        seconds = time.perf_counter() - started
         metrics.requests.labels(model_label, version_label, code).inc()
         if model_label != UNKNOWN_MODEL:
-            metrics.request_seconds.labels(model_label).observe(time.perf_counter() - started)
+            metrics.request_seconds.labels(model_label).observe(seconds)
+        if route is not None:
+            route.policy.observe_answer(route.served.version, code, seconds)

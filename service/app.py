@@ -20,6 +20,7 @@ from service.lingering import LingeringBodyMiddleware
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import ServiceSettings
+from service.shadow import ShadowRunner
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         registry = ModelRegistry(settings, metrics)
         metrics.ready.set_function(lambda: float(registry.readiness()[0]))
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="roost-decode")
-        app.state.roost = state = ServiceState(settings, metrics, registry, decode_pool)
+        shadows = ShadowRunner(metrics, settings.request_timeout_s)
+        app.state.roost = state = ServiceState(settings, metrics, registry, decode_pool, shadows)
         app.state.grpc = None
         # NOTE: models load in the background so /healthz answers at once and /readyz
         # can say what is still loading.
@@ -56,6 +58,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await shadows.close()
             await registry.close()
             decode_pool.shutdown(wait=True)
 

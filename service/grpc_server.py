@@ -26,10 +26,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from service import oip
-from service.admission import admitted
+from service.admission import admitted, version_selector
 from service.errors import InvalidParameter, ServiceError
 from service.grpc_codec import add_outputs, input_tensor, requested_outputs
-from service.registry import ServedVersion
+from service.registry import ServedVersion, VersionSelector
 from service.security import Unauthorized, key_matches
 from service.state import ServiceState
 
@@ -202,7 +202,7 @@ class InferenceServicer:
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def answer() -> Any:
             self._authorize(context)
-            version = _version(request.version)  # a malformed version is INVALID_ARGUMENT
+            version = version_selector(request.version)  # a malformed version is INVALID_ARGUMENT
             try:
                 self._route(request.name, version)
             except ServiceError:
@@ -216,7 +216,7 @@ class InferenceServicer:
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def answer() -> Any:
             self._authorize(context)
-            served = self._route(request.name, _version(request.version))
+            served = self._route(request.name, version_selector(request.version))
             versions = sorted(self._state.registry.models()[served.name].served)
             meta: dict[str, Any] = oip.model_metadata(served.name, versions, served)
             tensor = self._pb.ModelMetadataResponse.TensorMetadata
@@ -271,9 +271,9 @@ class InferenceServicer:
             timeout_s = min(timeout_s, max(0.0, client_s))
         deadline = time.monotonic() + timeout_s
 
-        def version_of(name: str) -> int | None:
+        def version_of(name: str) -> VersionSelector:
             _check_name(name)
-            return _version(request.model_version)
+            return version_selector(request.model_version)
 
         # Counted in /v1's roost_requests_total with an HTTP-equivalent status as the code label
         # (the status the same request gets over REST: 200, 400, 404, 413, 503, 504, 499, 500),
@@ -288,7 +288,7 @@ class InferenceServicer:
                 admission.count_body_bytes(request.ByteSize())
                 tensor = input_tensor(request, settings.max_files_per_request)
                 outputs = requested_outputs(request)
-                scores = await oip.infer(state, served, tensor, deadline)
+                scores = await oip.infer(state, admission.route, tensor, deadline)
                 response = self._pb.ModelInferResponse(
                     model_name=served.name, model_version=str(served.version), id=request.id
                 )
@@ -303,7 +303,7 @@ class InferenceServicer:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _route(self, name: str, version: int | None) -> ServedVersion:
+    def _route(self, name: str, version: VersionSelector) -> ServedVersion:
         registry = self._state.registry
         name = name or registry.default_model()
         _check_name(name)
@@ -341,15 +341,6 @@ class InferenceServicer:
         trailers = (("retry-after", retry_after),) if retry_after else ()
         await context.abort(code, error.message, trailing_metadata=trailers)
         raise AssertionError("context.abort returns only by raising")
-
-
-def _version(text: str) -> int | None:
-    """A request's model version: "" is the default (the latest ready), else 1..999999999."""
-    if not text:
-        return None
-    if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) < 1:
-        raise InvalidParameter(f"model version must be a number >= 1, not {text[:20]!r}")
-    return int(text)
 
 
 def _check_name(name: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,8 @@ from service.errors import (
 )
 from service.gpu_decode import image_decoder
 from service.postprocess import top_k
-from service.registry import ServedVersion
+from service.registry import Route, ServedVersion
+from service.result_cache import cache_key
 from service.schemas import ClassifyResponse, ImageResult
 from service.state import ServiceState
 
@@ -36,20 +38,25 @@ class Upload:
 
 async def classify(
     state: ServiceState,
-    served: ServedVersion,
+    route: Route,
     uploads: list[Upload],
     k: int | None,
     deadline: float,
 ) -> ClassifyResponse:
-    """Classify `uploads` on `served` by `deadline` (monotonic); the caller holds a lease."""
+    """Classify `uploads` on `route.served` by `deadline` (monotonic); the caller holds a lease."""
+    served = route.served
     labels = served.artifacts.labels
     k = resolve_top_k(served, k)
-    scores = await score_uploads(state, served, uploads, deadline)
+    scores = await score_uploads(state, route, uploads, deadline)
     return ClassifyResponse(
         model=served.name,
         version=served.version,
         results=[
-            ImageResult(filename=u.filename, predictions=top_k(s, k, labels))
+            ImageResult(
+                filename=u.filename,
+                predictions=top_k(s, k, labels),
+                uncertain=route.policy.is_uncertain(s),
+            )
             for u, s in zip(uploads, scores, strict=True)
         ],
     )
@@ -64,25 +71,76 @@ def resolve_top_k(served: ServedVersion, k: int | None) -> int:
 
 
 async def score_uploads(
+    state: ServiceState, route: Route, uploads: list[Upload], deadline: float
+) -> list[np.ndarray]:
+    """Each image's probabilities `[C]`: cached, or queue room, decode, batch, session."""
+
+    async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[np.ndarray]:
+        return await _score_encoded(state, served, [uploads[i] for i in todo], deadline)
+
+    return await _score(state, route, [u.data for u in uploads], score, deadline)
+
+
+async def score_arrays(
+    state: ServiceState, route: Route, images: np.ndarray, deadline: float
+) -> list[np.ndarray]:
+    """Probabilities for images already decoded: uint8 `[N, H, W, 3]` at the model's size."""
+    height, width = route.served.artifacts.card.image_size
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (height, width, 3):
+        raise InvalidParameter(
+            f"decoded images must be uint8 [N, {height}, {width}, 3] for this model, "
+            f"not {images.dtype} {list(images.shape)}"
+        )
+
+    async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[np.ndarray]:
+        if served.artifacts.card.image_size != (height, width):
+            raise InvalidParameter("decoded images do not fit the shadow version's input size")
+        return await _score_decoded(state, served, images[todo], deadline)
+
+    return await _score(state, route, [image.tobytes() for image in images], score, deadline)
+
+
+ScoreSome = Callable[[ServedVersion, float, list[int]], Awaitable[list[np.ndarray]]]
+"""Scores the request's images at the given indices on a version by a deadline."""
+
+
+async def _score(
+    state: ServiceState, route: Route, data: list[bytes], score: ScoreSome, deadline: float
+) -> list[np.ndarray]:
+    """The model's policy around scoring: the result cache, then counting answers (top-1,
+    confidence, drift), then a shadow copy when the route drew one."""
+    served, policy = route.served, route.policy
+    keys = [cache_key(served.version, d) for d in data] if policy.cache is not None else []
+    found: list[np.ndarray | None] = [policy.cached(key) for key in keys] or [None] * len(data)
+    todo = [i for i, scores in enumerate(found) if scores is None]
+    if todo:
+        for i, scores in zip(todo, await score(served, deadline, todo), strict=True):
+            found[i] = scores
+            if keys:
+                policy.remember(keys[i], scores)
+    answered = [scores for scores in found if scores is not None]
+    labels = [label.name for label in served.artifacts.labels]
+    policy.observe_results(
+        served.version, labels, served.artifacts.card.prediction_profile, answered
+    )
+    if route.shadow is not None:
+        everything = list(range(len(data)))
+        state.shadows.start(route, answered, lambda v, by: score(v, by, everything))
+    return answered
+
+
+async def _score_encoded(
     state: ServiceState, served: ServedVersion, uploads: list[Upload], deadline: float
 ) -> list[np.ndarray]:
-    """Each image's probabilities `[C]`: queue room, decode, batch, session."""
     with served.batcher.reserve(len(uploads), deadline) as reservation:
         images = await asyncio.gather(*(_decode(state, served, u) for u in uploads))
         futures = reservation.submit(list(images), deadline)
     return await _answers(futures, deadline, state.settings.request_timeout_s)
 
 
-async def score_arrays(
+async def _score_decoded(
     state: ServiceState, served: ServedVersion, images: np.ndarray, deadline: float
 ) -> list[np.ndarray]:
-    """Probabilities for images already decoded: uint8 `[N, H, W, 3]` at the model's size."""
-    height, width = served.artifacts.card.image_size
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (height, width, 3):
-        raise InvalidParameter(
-            f"decoded images must be uint8 [N, {height}, {width}, 3] for this model, "
-            f"not {images.dtype} {list(images.shape)}"
-        )
     with served.batcher.reserve(len(images), deadline) as reservation:
         futures = reservation.submit(list(images), deadline)
     return await _answers(futures, deadline, state.settings.request_timeout_s)

@@ -37,6 +37,8 @@ _LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+_SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+"""The top-1 score's buckets: the card profile's CONFIDENCE_BINS, cumulative."""
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
 
 
@@ -138,4 +140,84 @@ class ServiceMetrics:
         self.gpu_present = register_gpu_collector(r)  # roost_gpu_* only when NVML sees a GPU
         self.models_loaded = Gauge(
             "roost_models_loaded", "Models with at least one version serving.", registry=r
+        )
+        self._add_traffic_metrics(r)
+        self._add_prediction_metrics(r)
+
+    def _add_traffic_metrics(self, r: CollectorRegistry) -> None:
+        self.traffic_weight = Gauge(
+            "roost_traffic_weight",
+            "Weight of a labelled version in the model's split; 0 once rolled back.",
+            ["model", "label"],
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "roost_rollbacks",
+            "Labelled versions whose weight went to 0 by the rollback rule.",
+            ["model", "label"],
+            registry=r,
+        )
+        self.shadow_requests = Counter(
+            "roost_shadow_requests",
+            "Images copied to a shadow version, by outcome: agree or disagree (top-1 vs the "
+            "answer sent), "
+            "error, or skipped (queue full or too many in flight).",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.shadow_seconds = Histogram(
+            "roost_shadow_duration_seconds",
+            "Time a shadow copy took, off the request path.",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache_requests = Counter(
+            "roost_cache_requests",
+            "Result-cache lookups per image: hit or miss.",
+            ["model", "result"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "roost_cache_bytes", "Bytes held by the model's result cache.", ["model"], registry=r
+        )
+        self.cache_entries = Gauge(
+            "roost_cache_entries",
+            "Answers held by the model's result cache.",
+            ["model"],
+            registry=r,
+        )
+
+    def _add_prediction_metrics(self, r: CollectorRegistry) -> None:
+        self.top1_score = Histogram(
+            "roost_top1_score",
+            "Top-1 probability of each answered image.",
+            ["model", "version"],
+            buckets=_SCORE_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "roost_predictions",
+            "Answered images by top-1 class (label values from labels.txt).",
+            ["model", "version", "class"],
+            registry=r,
+        )
+        self.uncertain = Counter(
+            "roost_uncertain_results",
+            "Answered images whose top-1 score was below the model's min_confidence.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.drift = Gauge(
+            "roost_prediction_drift",
+            "Population stability index of the last drift_window answers against the card's "
+            "prediction profile: kind=class (predicted classes) or confidence (top-1 scores).",
+            ["model", "version", "kind"],
+            registry=r,
+        )
+        self.drift_window = Gauge(
+            "roost_drift_window_answers",
+            "Answers in the drift window (the PSI is 0 until it holds enough).",
+            ["model", "version"],
+            registry=r,
         )

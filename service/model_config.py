@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from service.settings import ServiceSettings
 
@@ -32,6 +32,80 @@ def select_versions(policy: VersionPolicy, candidates: set[int]) -> set[int]:
     return set(sorted(candidates)[-policy.latest :])
 
 
+VersionLabel = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+"""A name for a version (`stable`, `canary`): lower case, so it never reads as a number."""
+
+
+class ShadowConfig(BaseModel):
+    """Copy a share of the split's requests to another labelled version, off the request path."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: VersionLabel = Field(description="the version that gets the copies")
+    percent: float = Field(gt=0.0, le=100.0)
+
+
+class RollbackConfig(BaseModel):
+    """When a labelled version's weight in the split drops to 0 by itself.
+
+    Judged over the last `window_s` seconds once `min_requests` answers (or, for disagreement,
+    shadow comparisons) are in it. A threshold left out is not checked.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    label: VersionLabel
+    window_s: float = Field(60.0, gt=0.0, le=3600.0)
+    min_requests: int = Field(20, ge=1, le=100_000)
+    max_error_ratio: float | None = Field(0.05, ge=0.0, le=1.0, description="share of 5xx")
+    max_p95_latency_ms: float | None = Field(None, gt=0.0)
+    max_disagreement: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of shadow copies whose top-1 differs"
+    )
+
+
+class CacheConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_mib: float = Field(gt=0.0, le=65536.0, description="bytes of cached answers, LRU")
+
+
+class ModelPolicyConfig(BaseModel):
+    """Request-time policy of a model: labels, split, shadow, rollback, cache, confidence.
+
+    Changing it never reloads a session; it restarts the rollback and drift windows.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version_labels: dict[VersionLabel, int] = Field(default_factory=dict)
+    traffic: dict[VersionLabel, float] = Field(default_factory=dict)
+    shadow: ShadowConfig | None = None
+    rollback: RollbackConfig | None = None
+    cache: CacheConfig | None = None
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
+    drift_window: int = Field(1000, ge=10, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _labels_exist(self) -> ModelPolicyConfig:
+        labels = set(self.version_labels)
+        for version in self.version_labels.values():
+            if version < 1:
+                raise ValueError("version_labels: versions are positive integers")
+        unknown = set(self.traffic) - labels
+        if unknown:
+            raise ValueError(f"traffic names labels not in version_labels: {sorted(unknown)}")
+        if any(w < 0 for w in self.traffic.values()):
+            raise ValueError("traffic weights must not be negative")
+        if self.traffic and sum(self.traffic.values()) <= 0:
+            raise ValueError("traffic weights must not all be 0")
+        if self.shadow and self.shadow.label not in labels:
+            raise ValueError(f"shadow.label {self.shadow.label!r} is not in version_labels")
+        if self.rollback and self.rollback.label not in self.traffic:
+            raise ValueError(f"rollback.label {self.rollback.label!r} is not in traffic")
+        return self
+
+    def label_of(self, version: int) -> str | None:
+        return next((k for k, v in self.version_labels.items() if v == version), None)
+
+
 class ModelConfigFile(BaseModel):
     """What `config.json` may say; every key optional, unknown keys are an error."""
 
@@ -43,6 +117,22 @@ class ModelConfigFile(BaseModel):
     instances: int | None = Field(None, ge=1, le=64)
     version_policy: VersionPolicy | None = None
     default_top_k: int | None = Field(None, ge=1)
+    version_labels: dict[VersionLabel, int] | None = None
+    traffic: dict[VersionLabel, float] | None = None
+    shadow: ShadowConfig | None = None
+    rollback: RollbackConfig | None = None
+    cache: CacheConfig | None = None
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
+    drift_window: int | None = Field(None, ge=10, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _policy_is_consistent(self) -> ModelConfigFile:
+        self.policy()  # raises ValueError, reported as the file's validation error
+        return self
+
+    def policy(self) -> ModelPolicyConfig:
+        given = self.model_dump(include=set(ModelPolicyConfig.model_fields), exclude_none=True)
+        return ModelPolicyConfig.model_validate(given)
 
 
 class ModelConfig(BaseModel):

@@ -23,7 +23,7 @@ import numpy as np
 from roost.contract.labels import Label
 from service.errors import InvalidParameter, PayloadTooLarge, ServiceError
 from service.inference import Upload, score_arrays, score_uploads
-from service.registry import ServedVersion
+from service.registry import Route, ServedVersion
 from service.state import ServiceState
 
 ENCODED_INPUT = "IMAGE"
@@ -162,7 +162,7 @@ def model_metadata(name: str, versions: list[int], served: ServedVersion) -> dic
 
 
 async def infer(
-    state: ServiceState, served: ServedVersion, tensor: InputTensor, deadline: float
+    state: ServiceState, route: Route, tensor: InputTensor, deadline: float
 ) -> np.ndarray:
     """Probabilities `[N, C]` for the request's one input tensor; the caller holds a lease."""
     if tensor.name == ENCODED_INPUT:
@@ -175,16 +175,14 @@ async def infer(
             )
         if not tensor.data:
             raise InvalidParameter(f"input {ENCODED_INPUT} holds no images")
-        scores = await score_uploads(
-            state, served, [Upload(None, b) for b in tensor.data], deadline
-        )
+        scores = await score_uploads(state, route, [Upload(None, b) for b in tensor.data], deadline)
     elif tensor.name == DECODED_INPUT:
         if tensor.datatype != "UINT8":
             raise InvalidParameter(f"input {DECODED_INPUT} is UINT8, not {tensor.datatype}")
         assert isinstance(tensor.data, np.ndarray)
         if len(tensor.data) == 0:
             raise InvalidParameter(f"input {DECODED_INPUT} holds no images")
-        scores = await score_arrays(state, served, tensor.data, deadline)
+        scores = await score_arrays(state, route, tensor.data, deadline)
     else:
         raise InvalidParameter(
             f"unknown input {tensor.name!r}; this model takes {ENCODED_INPUT} (BYTES, encoded "

@@ -23,13 +23,17 @@ from service.batcher import BatcherConfig, BatchObserver, DynamicBatcher
 from service.errors import ModelNotFound, NotReady, VersionNotFound
 from service.loading import VersionArtifacts, load_version
 from service.metrics import ServiceMetrics
-from service.model_config import ModelConfig, select_versions
+from service.model_config import ModelConfig, ModelPolicyConfig, select_versions
 from service.model_repository import ModelFiles, VersionFiles, scan_repository
+from service.policy import ModelPolicy
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 VersionState = Literal["loading", "ready", "failed", "unloading"]
+
+VersionSelector = int | str | None
+"""What a request asks for: a version number, a version label (`canary`), or nothing."""
 
 
 @dataclass
@@ -73,9 +77,20 @@ class VersionRecord:
     """Takes this number's traffic; kept while a replacement loads (state "loading")."""
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: the version that answers it, and one that gets a shadow copy."""
+
+    served: ServedVersion
+    policy: ModelPolicy
+    shadow: ServedVersion | None = None
+
+
 @dataclass
 class ModelEntry:
     name: str
+    policy: ModelPolicy
+    """Replaced when config.json's policy keys change."""
     config: ModelConfig | None = None
     config_error: str | None = None
     versions: dict[int, VersionRecord] = field(default_factory=dict)
@@ -117,10 +132,32 @@ class ModelRegistry:
             "(ROOST_DEFAULT_MODEL, or default_model in the repository's repository.json)"
         )
 
-    def get(self, name: str, version: int | None = None) -> ServedVersion:
+    def route(self, name: str, selector: VersionSelector, route_key: str | None = None) -> Route:
+        """The version a request gets: the one it names, else the traffic split's draw (sticky
+        per `route_key`), else the latest; plus, for a split request, maybe a shadow copy."""
+        entry = self._entry(name)
+        policy = entry.policy
+        if selector is not None:
+            return Route(self.get(name, selector), policy)
+        serving = set(entry.served)
+        served = self.get(name, policy.choose(serving, route_key))
+        shadow_version = policy.shadow_of(served.version, serving)
+        shadow = None if shadow_version is None else entry.served[shadow_version]
+        return Route(served, policy, shadow)
+
+    def _entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)
         if entry is None:
             raise ModelNotFound(f"no model named {name!r}")
+        return entry
+
+    def get(self, name: str, version: VersionSelector = None) -> ServedVersion:
+        entry = self._entry(name)
+        if isinstance(version, str):
+            labelled = entry.policy.config.version_labels
+            if version not in labelled:
+                raise VersionNotFound(f"model {name!r} has no version labelled {version!r}")
+            version = labelled[version]
         if version is None:
             served = entry.latest()
             if served is None:
@@ -167,6 +204,7 @@ class ModelRegistry:
                 entry = self._models[name]
                 for version in list(entry.served):
                     self._retire(entry, version)
+                entry.policy.close()
                 del self._models[name]
             self.initial_load_done = True
             self._metrics.models_loaded.set(sum(1 for e in self._models.values() if e.served))
@@ -187,7 +225,10 @@ class ModelRegistry:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def _sync_model(self, files: ModelFiles) -> None:
-        entry = self._models.setdefault(files.name, ModelEntry(files.name))
+        entry = self._models.get(files.name)
+        if entry is None:
+            policy = ModelPolicy(files.name, ModelPolicyConfig(), self._metrics)
+            entry = self._models[files.name] = ModelEntry(files.name, policy)
         if files.config is None:
             if entry.config_error != files.config_error:
                 log.error(
@@ -199,6 +240,11 @@ class ModelRegistry:
         entry.config_error = None
         config = ModelConfig.resolve(files.config, self._settings)
         entry.config = config
+        policy_config = files.config.policy()
+        if entry.policy.config != policy_config:
+            entry.policy.close()
+            entry.policy = ModelPolicy(files.name, policy_config, self._metrics)
+        labelled = set(policy_config.version_labels.values())
 
         def key(v: int) -> tuple[object, ...]:
             return (files.versions[v].fingerprint, config)
@@ -209,7 +255,8 @@ class ModelRegistry:
 
         candidates = {v for v in files.versions if not failed_as_is(v)}
         while True:
-            wanted = select_versions(config.version_policy, candidates)
+            # Labelled versions serve whatever the version policy says.
+            wanted = select_versions(config.version_policy, candidates) | (labelled & candidates)
             stale = [
                 v for v in wanted if v not in entry.served or entry.served[v].load_key != key(v)
             ]
@@ -260,7 +307,7 @@ class ModelRegistry:
         served = record.serving
         assert served is not None
         record.state, record.serving = "unloading", None
-        self._forget_gauges(entry.name, version)
+        self._forget_gauges(entry, version)
         log.info("unloading %s version %d after its in-flight requests", entry.name, version)
 
         def forget() -> None:
@@ -275,7 +322,7 @@ class ModelRegistry:
         if record is None or record.serving is not served:
             return  # already replaced or retired
         record.state, record.reason, record.serving = "failed", reason, None
-        self._forget_gauges(entry.name, served.version)
+        self._forget_gauges(entry, served.version)
         self._metrics.version_failures.labels(entry.name).inc()
         self._metrics.models_loaded.set(sum(1 for e in self._models.values() if e.served))
         log.error(
@@ -286,7 +333,9 @@ class ModelRegistry:
         )
         self._drain_in_background(served)
 
-    def _forget_gauges(self, name: str, version: int) -> None:
+    def _forget_gauges(self, entry: ModelEntry, version: int) -> None:
+        name = entry.name
+        entry.policy.forget_version(version)
         for gauge in (
             self._metrics.version_ready,
             self._metrics.queue_depth,

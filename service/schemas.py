@@ -19,6 +19,9 @@ class Prediction(BaseModel):
 class ImageResult(BaseModel):
     filename: str | None
     predictions: list[Prediction] = Field(description="Top-k, highest score first")
+    uncertain: bool = Field(
+        False, description="The top-1 score is below the model's min_confidence (config.json)"
+    )
 
 
 class ClassifyResponse(BaseModel):
@@ -73,12 +76,23 @@ class ModelList(BaseModel):
     models: list[ModelSummary]
 
 
+class Routing(BaseModel):
+    """config.json's version labels and traffic split as they stand now."""
+
+    version_labels: dict[str, int]
+    traffic: dict[str, float] = Field(description="Weights now: 0 for a rolled-back label")
+    rolled_back: dict[str, str] = Field(description="Label -> why its weight went to 0")
+    shadow: dict[str, Any] | None = None
+    cache_entries: int | None = Field(None, description="Answers cached; None: no cache")
+
+
 class ModelDetail(ModelSummary):
     labels: list[str]
     image_size: tuple[int, int]
     resize: str
     config: dict[str, Any]
     card: dict[str, Any] = Field(description="card.json of the default version")
+    routing: Routing
 
 
 class Readiness(BaseModel):

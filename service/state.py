@@ -10,6 +10,7 @@ from fastapi import Request
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import ServiceSettings
+from service.shadow import ShadowRunner
 
 
 @dataclass
@@ -18,6 +19,7 @@ class ServiceState:
     metrics: ServiceMetrics
     registry: ModelRegistry
     decode_pool: ThreadPoolExecutor
+    shadows: ShadowRunner
 
 
 def get_state(request: Request) -> ServiceState:

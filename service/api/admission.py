@@ -25,9 +25,14 @@ from starlette.requests import ClientDisconnect
 from service.admission import Admitted, admitted, status_code
 from service.api.uploads import limited_stream
 from service.errors import ClientClosedRequest, ServiceError
+from service.registry import VersionSelector
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
+
+ROUTE_KEY_HEADER = "X-Roost-Route-Key"
+"""A client's key for the traffic split: the same key gets the same version while the
+weights stand (a user id, a session id); without it each request is drawn at random."""
 
 
 @contextlib.asynccontextmanager
@@ -35,7 +40,7 @@ async def admitted_request(
     request: Request,
     state: ServiceState,
     model: str | None,
-    version: int | None,
+    version: VersionSelector,
     *,
     before_admission: Callable[[Request], None] | None = None,
     status_of: Callable[[ServiceError], int] = status_code,
@@ -49,6 +54,7 @@ async def admitted_request(
         model,
         lambda name: version,
         deadline,
+        route_key=request.headers.get(ROUTE_KEY_HEADER),
         before_admission=check,
         status_of=status_of,
     ) as admission:

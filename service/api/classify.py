@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from service.admission import VERSION_PATTERN, version_selector
 from service.api.admission import admitted_request
 from service.api.uploads import UPLOAD_OPENAPI, check_media_type, read_uploads
 from service.inference import classify
@@ -21,7 +22,13 @@ router = APIRouter(tags=["classify"], dependencies=[Depends(require_classify_key
 ModelQuery = Query(
     None, max_length=64, description="Model (dataset) name; default: the repository's default"
 )
-VersionQuery = Query(None, ge=1, description="Version; default: the highest ready version")
+VersionQuery = Query(
+    None,
+    pattern=VERSION_PATTERN,
+    description="Version number or label (config.json version_labels, e.g. canary); default: "
+    "the model's traffic split, else the highest ready version",
+)
+VersionPath = Path(pattern=VERSION_PATTERN, description="Version number or label")
 TopKQuery = Query(None, ge=1, description="Predictions per image, 1..C; default from config.json")
 
 _ROUTE = dict(
@@ -33,7 +40,7 @@ _ROUTE = dict(
 async def classify_default(
     request: Request,
     model: str | None = ModelQuery,
-    version: int | None = VersionQuery,
+    version: str | None = VersionQuery,
     top_k: int | None = TopKQuery,
     state: ServiceState = Depends(get_state),
 ) -> ClassifyResponse:
@@ -44,7 +51,7 @@ async def classify_default(
 async def classify_model(
     request: Request,
     name: str = Path(max_length=64),
-    version: int | None = VersionQuery,
+    version: str | None = VersionQuery,
     top_k: int | None = TopKQuery,
     state: ServiceState = Depends(get_state),
 ) -> ClassifyResponse:
@@ -59,7 +66,7 @@ async def classify_model(
 async def classify_version(
     request: Request,
     name: str = Path(max_length=64),
-    version: int = Path(ge=1),
+    version: str = VersionPath,
     top_k: int | None = TopKQuery,
     state: ServiceState = Depends(get_state),
 ) -> ClassifyResponse:
@@ -67,10 +74,10 @@ async def classify_version(
 
 
 async def _handle(
-    request: Request, state: ServiceState, model: str | None, version: int | None, k: int | None
+    request: Request, state: ServiceState, model: str | None, version: str | None, k: int | None
 ) -> ClassifyResponse:
     async with admitted_request(
-        request, state, model, version, before_admission=check_media_type
+        request, state, model, version_selector(version), before_admission=check_media_type
     ) as admitted:
         uploads = await read_uploads(request, state.settings, admitted.count_body_bytes)
-        return await classify(state, admitted.served, uploads, k, admitted.deadline)
+        return await classify(state, admitted.route, uploads, k, admitted.deadline)

@@ -13,6 +13,7 @@ from service.schemas import (
     ModelList,
     ModelSummary,
     Readiness,
+    Routing,
     VersionInfo,
 )
 from service.security import require_classify_key
@@ -62,6 +63,14 @@ async def model_detail(
         name
     )  # NotReady when nothing serves: details come from a loaded card
     artifacts = served.artifacts
+    policy = entry.policy
+    routing = Routing(
+        version_labels=policy.config.version_labels,
+        traffic=policy.weights(),
+        rolled_back=policy.rolled_back,
+        shadow=None if policy.config.shadow is None else policy.config.shadow.model_dump(),
+        cache_entries=None if policy.cache is None else len(policy.cache),
+    )
     return ModelDetail(
         **summarize(entry).model_dump(),
         labels=[label.name for label in artifacts.labels],
@@ -69,6 +78,7 @@ async def model_detail(
         resize=artifacts.card.resize,
         config=served.config.model_dump(mode="json"),
         card=artifacts.card.model_dump(mode="json"),
+        routing=routing,
     )
 
 

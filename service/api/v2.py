@@ -27,9 +27,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.routing import Match
 
 from service import oip
+from service.admission import VERSION_PATTERN, version_selector
 from service.api import v2_codec
 from service.api.admission import admitted_request, read_body
 from service.errors import BadRequest, ModelNotFound, NotReady, ServiceError
+from service.registry import VersionSelector
 from service.security import require_classify_key
 from service.state import ServiceState, get_state
 
@@ -72,7 +74,7 @@ router = APIRouter(tags=["v2 (Open Inference Protocol)"], route_class=V2Route)
 keyed = [Depends(require_classify_key)]
 
 ModelName = Path(max_length=64, description="Model name")
-ModelVersion = Path(ge=1, description="Model version")
+ModelVersion = Path(pattern=VERSION_PATTERN, description="Model version number or label")
 
 
 # --- response bodies (for the OpenAPI schema) --------------------------------------------------
@@ -252,7 +254,9 @@ async def server_ready(state: ServiceState = Depends(get_state)) -> Ready | JSON
     return Ready(ready=True) if ready else JSONResponse({"ready": False}, status_code=503)
 
 
-def _model_ready(state: ServiceState, name: str, version: int | None) -> ModelReady | JSONResponse:
+def _model_ready(
+    state: ServiceState, name: str, version: VersionSelector
+) -> ModelReady | JSONResponse:
     try:
         state.registry.get(name, version)
     except NotReady:
@@ -260,7 +264,7 @@ def _model_ready(state: ServiceState, name: str, version: int | None) -> ModelRe
     return ModelReady(name=name, ready=True)
 
 
-def _model_metadata(state: ServiceState, name: str, version: int | None) -> dict[str, object]:
+def _model_metadata(state: ServiceState, name: str, version: VersionSelector) -> dict[str, object]:
     entry = state.registry.models().get(name)
     if entry is None:
         raise ModelNotFound(f"no model named {name!r}")
@@ -289,9 +293,9 @@ async def model_ready(
     **_READY,  # type: ignore[arg-type]
 )
 async def model_version_ready(
-    name: str = ModelName, version: int = ModelVersion, state: ServiceState = Depends(get_state)
+    name: str = ModelName, version: str = ModelVersion, state: ServiceState = Depends(get_state)
 ) -> ModelReady | JSONResponse:
-    return _model_ready(state, name, version)
+    return _model_ready(state, name, version_selector(version))
 
 
 @router.get("/v2/models/{name}", summary="Model metadata", **_METADATA)  # type: ignore[arg-type]
@@ -307,9 +311,9 @@ async def model_metadata(
     **_METADATA,  # type: ignore[arg-type]
 )
 async def model_version_metadata(
-    name: str = ModelName, version: int = ModelVersion, state: ServiceState = Depends(get_state)
+    name: str = ModelName, version: str = ModelVersion, state: ServiceState = Depends(get_state)
 ) -> dict[str, object]:
-    return _model_metadata(state, name, version)
+    return _model_metadata(state, name, version_selector(version))
 
 
 # --- infer -------------------------------------------------------------------------------------
@@ -346,15 +350,19 @@ async def infer(
 async def infer_version(
     request: Request,
     name: str = ModelName,
-    version: int = ModelVersion,
+    version: str = ModelVersion,
     header_length: int | None = HeaderLength,
     state: ServiceState = Depends(get_state),
 ) -> Response:
-    return await _infer(request, state, name, version, header_length)
+    return await _infer(request, state, name, version_selector(version), header_length)
 
 
 async def _infer(
-    request: Request, state: ServiceState, name: str, version: int | None, header_length: int | None
+    request: Request,
+    state: ServiceState,
+    name: str,
+    version: VersionSelector,
+    header_length: int | None,
 ) -> Response:
     settings = state.settings
     async with admitted_request(
@@ -365,7 +373,7 @@ async def _infer(
         body = v2_codec.decompress(body, encoding, settings.max_upload_bytes)
         parsed = v2_codec.parse_request(body, header_length, settings.max_files_per_request)
         served = admitted.served
-        scores = await oip.infer(state, served, parsed.tensor, admitted.deadline)
+        scores = await oip.infer(state, admitted.route, parsed.tensor, admitted.deadline)
         encoded = v2_codec.encode_response(
             parsed, served.name, served.version, scores, served.artifacts.labels
         )

@@ -147,7 +147,7 @@ async def test_health_and_server_metadata(roost: Any, sync: Any, aio: Any) -> No
     assert not await aio.is_model_ready("colours", "7")  # as Triton: false, not an error
     assert not await aio.is_model_ready("nope")
     with pytest.raises(InferenceServerException) as err:
-        await aio.is_model_ready("colours", "latest")
+        await aio.is_model_ready("colours", "1.5")  # neither a number nor a label
     assert status_of(err) == "StatusCode.INVALID_ARGUMENT"
 
     meta = await call(sync.get_server_metadata, as_json=True)
@@ -315,8 +315,8 @@ async def test_typed_contents_as_well_as_raw(roost: Any) -> None:
         ),
         (lambda r: r.outputs.add(name="LOGITS"), "unknown output 'LOGITS'"),
         (lambda r: r.inputs.add(name="PIXELS", datatype="UINT8", shape=[0]), "exactly one input"),
-        (lambda r: r.__setattr__("model_version", "v1"), "model version must be a number"),
-        (lambda r: r.__setattr__("model_version", "9" * 40), "model version must be a number"),
+        (lambda r: r.__setattr__("model_version", "v1.0"), "version must be a number >= 1 or a version label"),
+        (lambda r: r.__setattr__("model_version", "9" * 40), "version must be a number >= 1 or a version label"),
     ],
 )
 async def test_malformed_requests_are_invalid_argument(

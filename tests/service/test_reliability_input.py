@@ -191,7 +191,8 @@ def test_hostile_model_names_and_parameters(server: RoostServer, reliability) ->
         "/v1/classify?model=colours&version=-3": 422,
         "/v1/classify?model=colours&version=1.5": 422,
         "/v1/classify?model=colours&version=99": 404,
-        "/v1/models/colours/versions/abc/classify": 422,
+        "/v1/models/colours/versions/A.b/classify": 422,
+        "/v1/classify?model=colours&version=canary": 404,  # a label config.json lacks
     }
     for path, status in paths.items():
         r = post_image(server, png, "image/png", path)

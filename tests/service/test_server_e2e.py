@@ -209,7 +209,7 @@ async def test_routing_by_name_and_version(colours_app) -> None:  # type: ignore
             "invalid_parameter",
         ),
         (
-            "/v1/classify?model=colours&version=abc",
+            "/v1/classify?model=colours&version=1.5",
             {"content": solid_png((1, 1, 1)), "headers": {"content-type": "image/png"}},
             422,
             "invalid_parameter",

@@ -166,7 +166,8 @@ async def test_model_metadata_and_readiness(roost) -> None:  # type: ignore[no-u
         "/v2/models/nope/ready": 404,
         "/v2/models/colours/versions/7": 404,
         "/v2/models/colours/versions/7/ready": 404,
-        "/v2/models/colours/versions/abc": 400,
+        "/v2/models/colours/versions/A.b": 400,
+        "/v2/models/colours/versions/canary": 404,  # a label config.json lacks
         "/v2/models/colours/versions/0/ready": 400,
         "/v2/models/" + "m" * 65: 400,
         "/v2/nothing/here": 404,

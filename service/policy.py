@@ -1,0 +1,203 @@
+"""A model's request-time policy at work: split, shadow, rollback, cache, confidence, drift.
+
+One `ModelPolicy` per model, built from config.json's policy keys (`ModelPolicyConfig`) and
+replaced, with fresh windows, when they change. Everything here runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from roost.contract.card import PredictionProfile
+from service.drift import DriftWindow
+from service.errors import NotReady
+from service.metrics import ServiceMetrics
+from service.model_config import ModelPolicyConfig
+from service.result_cache import CacheKey, ResultCache
+from service.traffic import RollbackMonitor, pick_label, sticky_point
+
+log = logging.getLogger(__name__)
+
+MIN_DRIFT_ANSWERS = 100
+"""Answers the drift window needs (or all of a smaller window) before its PSI is reported."""
+
+
+class ModelPolicy:
+    def __init__(
+        self,
+        name: str,
+        config: ModelPolicyConfig,
+        metrics: ServiceMetrics,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._metrics = metrics
+        self._rng = rng or random.Random()
+        rollback = config.rollback
+        self._monitor = None if rollback is None else RollbackMonitor(rollback, clock)
+        self.rolled_back: dict[str, str] = {}
+        self.cache = (
+            None if config.cache is None else ResultCache(int(config.cache.max_mib * 2**20))
+        )
+        self._drift: dict[int, DriftWindow] = {}
+        for label, weight in config.traffic.items():
+            metrics.traffic_weight.labels(name, label).set(weight)
+
+    # --- routing ----------------------------------------------------------------------------
+
+    def weights(self) -> dict[str, float]:
+        """The split's weights now: the configured ones, 0 for a rolled-back label."""
+        return {
+            label: 0.0 if label in self.rolled_back else weight
+            for label, weight in self.config.traffic.items()
+        }
+
+    def choose(self, serving: set[int], route_key: str | None) -> int | None:
+        """The version of the split for a request naming none; None: no split, the latest."""
+        if not self.config.traffic:
+            return None
+        labels = self.config.version_labels
+        weights = {
+            label: weight
+            for label, weight in self.weights().items()
+            if weight > 0 and labels[label] in serving
+        }
+        if not weights:
+            raise NotReady(f"model {self.name!r}: no version of its traffic split is serving")
+        point = self._rng.random() if route_key is None else sticky_point(self.name, route_key)
+        return labels[pick_label(weights, point)]
+
+    def shadow_of(self, version: int, serving: set[int]) -> int | None:
+        """The version that also gets a copy of this request, if it is drawn for one."""
+        shadow = self.config.shadow
+        if shadow is None:
+            return None
+        target = self.config.version_labels[shadow.label]
+        if target == version or target not in serving:
+            return None
+        return target if self._rng.random() * 100 < shadow.percent else None
+
+    # --- rollback ---------------------------------------------------------------------------
+
+    def observe_answer(self, version: int, code: str, seconds: float) -> None:
+        """An answer of `version` to a client (4xx and 499 are the client's, not counted)."""
+        if self._watched(version) and (code.startswith("2") or code.startswith("5")):
+            assert self._monitor is not None
+            self._judged(self._monitor.observe_answer(code.startswith("5"), seconds))
+
+    def observe_comparison(self, version: int, agreed: bool) -> None:
+        if self._watched(version):
+            assert self._monitor is not None
+            self._judged(self._monitor.observe_comparison(agreed))
+
+    def _watched(self, version: int) -> bool:
+        rollback = self.config.rollback
+        return (
+            rollback is not None
+            and rollback.label not in self.rolled_back
+            and self.config.version_labels[rollback.label] == version
+        )
+
+    def _judged(self, reason: str | None) -> None:
+        if reason is None:
+            return
+        assert self.config.rollback is not None
+        label = self.config.rollback.label
+        self.rolled_back[label] = reason
+        self._metrics.traffic_weight.labels(self.name, label).set(0)
+        self._metrics.rollbacks.labels(self.name, label).inc()
+        log.error(
+            "model %s: rolled back %s (version %d): %s; its weight is 0 until config.json changes",
+            self.name,
+            label,
+            self.config.version_labels[label],
+            reason,
+        )
+
+    # --- results ----------------------------------------------------------------------------
+
+    def cached(self, key: CacheKey) -> np.ndarray | None:
+        assert self.cache is not None
+        found = self.cache.get(key)
+        self._metrics.cache_requests.labels(self.name, "miss" if found is None else "hit").inc()
+        return found
+
+    def remember(self, key: CacheKey, probabilities: np.ndarray) -> None:
+        assert self.cache is not None
+        self.cache.put(key, probabilities)
+        self._metrics.cache_bytes.labels(self.name).set(self.cache.bytes)
+        self._metrics.cache_entries.labels(self.name).set(len(self.cache))
+
+    def is_uncertain(self, probabilities: np.ndarray) -> bool:
+        floor = self.config.min_confidence
+        return floor is not None and float(probabilities.max()) < floor
+
+    def observe_results(
+        self,
+        version: int,
+        labels: Sequence[str],
+        profile: PredictionProfile | None,
+        scores: Sequence[np.ndarray],
+    ) -> None:
+        """Count answered images: top-1 score and class, uncertainty, drift."""
+        m, v = self._metrics, str(version)
+        window = self._window(version, profile)
+        for probabilities in scores:
+            top1 = int(probabilities.argmax())
+            score = float(probabilities[top1])
+            m.top1_score.labels(self.name, v).observe(score)
+            m.predictions.labels(self.name, v, labels[top1]).inc()
+            if self.is_uncertain(probabilities):
+                m.uncertain.labels(self.name, v).inc()
+            if window is not None:
+                window.observe(top1, score)
+        if window is not None:
+            m.drift_window.labels(self.name, v).set(len(window))
+            enough = len(window) >= min(MIN_DRIFT_ANSWERS, window.size)
+            m.drift.labels(self.name, v, "class").set(window.class_psi() if enough else 0.0)
+            m.drift.labels(self.name, v, "confidence").set(
+                window.confidence_psi() if enough else 0.0
+            )
+
+    def _window(self, version: int, profile: PredictionProfile | None) -> DriftWindow | None:
+        if profile is None:
+            return None
+        window = self._drift.get(version)
+        if window is None:
+            window = self._drift[version] = DriftWindow(profile, self.config.drift_window)
+        return window
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def forget_version(self, version: int) -> None:
+        """`version` stopped serving: drop its drift window, gauges and cached answers."""
+        self._drift.pop(version, None)
+        v = str(version)
+        for kind in ("class", "confidence"):
+            with contextlib.suppress(KeyError):
+                self._metrics.drift.remove(self.name, v, kind)
+        with contextlib.suppress(KeyError):
+            self._metrics.drift_window.remove(self.name, v)
+        if self.cache is not None:
+            self.cache.forget_version(version)
+            self._metrics.cache_bytes.labels(self.name).set(self.cache.bytes)
+            self._metrics.cache_entries.labels(self.name).set(len(self.cache))
+
+    def close(self) -> None:
+        """Replaced by a new policy or the model is gone: drop the gauges only it sets."""
+        for label in self.config.traffic:
+            with contextlib.suppress(KeyError):
+                self._metrics.traffic_weight.remove(self.name, label)
+        for version in list(self._drift):
+            self.forget_version(version)
+        for gauge in (self._metrics.cache_bytes, self._metrics.cache_entries):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.name)
