@@ -192,6 +192,29 @@ async def test_every_masked_copy_runs_through_the_batcher_a_batch_at_a_time(
     assert sample(text, "roost_requests_total", code="200", **labels) == 1
 
 
+async def test_never_queues_more_than_the_queue_holds_and_is_refused_when_it_is_full(
+    repo: Path, start_app
+) -> None:  # type: ignore[no-untyped-def]
+    publish(repo, "corner", 1, model=TOP_RIGHT, config={"max_batch_size": 8, "max_queue_size": 2})
+    roost = await start_app(repo)
+    await roost.wait_ready()
+    url = "/v1/models/corner/explain?grid=4"
+
+    r = await roost.client.post(url, **multipart(solid_png(RED)))
+    assert r.status_code == 200, r.text  # 17 images through a queue of 2
+    text = (await roost.client.get("/metrics")).text
+    labels = {"model": "corner", "version": "1"}
+    assert sample(text, "roost_images_total", **labels) == 17
+    batches = sample(text, "roost_batch_size_count", **labels)
+    assert batches >= 9 and sample(text, "roost_batch_size_bucket", le="2.0", **labels) == batches
+
+    batcher = roost.app.state.roost.registry.get("corner").batcher
+    with batcher.reserve(2):  # the queue is full, as with images of other requests decoding
+        r = await roost.client.post(url, **multipart(solid_png(RED)))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+    assert r.headers["retry-after"]
+
+
 async def test_refusals(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
     publish(repo, "corner", 1, model=TOP_RIGHT)
     publish(repo, "tiny", 1, model=region_model((0, 4), (4, 8), size=(8, 8)), size=(8, 8))
