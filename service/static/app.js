@@ -29,6 +29,7 @@ const ui = {
   result: $("result"),
   meta: $("meta"),
   uncertain: $("uncertain"),
+  explainRow: $("explain-row"),
   explain: $("explain"),
   explainNote: $("explain-note"),
   predictions: $("predictions"),
@@ -385,6 +386,7 @@ function showPreview(image) {
   if (previewUrl) URL.revokeObjectURL(previewUrl);
   previewUrl = URL.createObjectURL(image);
   ui.figure.hidden = false;
+  ui.explainRow.hidden = false;
   ui.preview.src = previewUrl;
   ui.preview.alt = `The image being classified${image.name ? `: ${image.name}` : ""}`;
   ui.filename.textContent = image.name || "";
@@ -531,6 +533,7 @@ ui.preview.addEventListener("load", revealResultPanel);
 ui.explain.addEventListener("click", toggleExplanation);
 ui.preview.addEventListener("error", () => {
   ui.figure.hidden = true; // not something the browser can show either
+  ui.explainRow.hidden = true; // nor anything to lay an explanation over
 });
 ui.dropZone.addEventListener("dragover", (event) => {
   event.preventDefault();

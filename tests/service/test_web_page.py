@@ -325,6 +325,15 @@ def test_explain_toggles_a_heatmap_over_the_photo(page: Page, images: dict[str, 
     expect(explain).to_have_attribute("aria-pressed", "false")
 
 
+def test_image_the_browser_cannot_show_offers_no_explanation(page: Page, tmp_path: Path) -> None:
+    tiff = tmp_path / "chelsea.tiff"  # Roost reads TIFF; Chromium does not display it
+    Image.fromarray(photos.chelsea()).save(tiff)
+    page.set_input_files("#file", tiff)
+    expect(predictions(page)).to_have_count(3)
+    expect(page.locator("#figure")).to_be_hidden()
+    expect(page.locator("#explain")).to_be_hidden()
+
+
 @pytest.fixture
 def cropping_site(repo: Path, start_server) -> str:
     """`square` crops the centre of the photo to its square input."""
