@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from service.admission import VERSION_PATTERN, version_selector
 from service.api.admission import admitted_request
 from service.api.uploads import check_media_type, read_uploads
 from service.errors import DeadlineExceeded, InvalidParameter
@@ -123,7 +124,10 @@ async def explain(
     request: Request,
     name: str = Path(max_length=64),
     version: str | None = Query(
-        None, max_length=64, description="Version; default: the highest ready version"
+        None,
+        pattern=VERSION_PATTERN,
+        description="Version number or label (e.g. canary), as for classify; default: the "
+        "model's traffic split, else the highest ready version",
     ),
     grid: int = Query(DEFAULT_GRID, ge=MIN_GRID, le=MAX_GRID, description="Cells per side"),
     output: Literal["json", "png"] = Query(
@@ -132,7 +136,7 @@ async def explain(
     state: ServiceState = Depends(get_state),
 ) -> ExplainResponse | Response:
     async with admitted_request(
-        request, state, name, requested_version(version), before_admission=check_media_type
+        request, state, name, version_selector(version), before_admission=check_media_type
     ) as admitted:
         served, deadline = admitted.served, admitted.deadline
         height, width = served.artifacts.card.image_size
@@ -164,19 +168,6 @@ async def explain(
             grid_size=grid,
             grid=result.drops.tolist(),
         )
-
-
-def requested_version(version: str | None) -> int | None:
-    """The `version` query as the registry takes it today: a positive integer.
-
-    Kept as text up to here so that version labels (`?version=canary`) can be passed through
-    unchanged once routing accepts them.
-    """
-    if version is None:
-        return None
-    if not (version.isascii() and version.isdigit()) or int(version) < 1:
-        raise InvalidParameter("version must be a positive integer")
-    return int(version)
 
 
 async def _score_with_masks(

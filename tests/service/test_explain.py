@@ -21,6 +21,7 @@ from servers import sample
 from service.explain import MASK_VALUE, heatmap_png, masked_copies, occlusion_map
 
 RED = (250, 10, 10)
+RED_PNG = solid_png(RED)
 
 
 def region_model(
@@ -190,6 +191,42 @@ async def test_every_masked_copy_runs_through_the_batcher_a_batch_at_a_time(
     assert batches >= 5  # 17 images, at most 4 a batch
     assert sample(text, "roost_batch_size_bucket", le="4.0", **labels) == batches
     assert sample(text, "roost_requests_total", code="200", **labels) == 1
+
+
+async def test_version_labels_pick_the_version_explained(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
+    labels = {"stable": 1, "canary": 2}
+    config = {"version_policy": "all", "version_labels": labels, "min_confidence": 0.5}
+    publish(repo, "corner", 1, model=TOP_RIGHT, config=config)
+    publish(repo, "corner", 2, model=region_model(rows=(16, 32), cols=(0, 16)))  # bottom left
+    roost = await start_app(repo)
+    await roost.wait_ready()
+
+    for selector, version, peak in (("stable", 1, (0, 1)), ("canary", 2, (1, 0)), ("1", 1, (0, 1))):
+        r = await roost.client.post(
+            f"/v1/models/corner/explain?grid=2&version={selector}", **multipart(solid_png(RED))
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == version
+        drops = np.array(r.json()["grid"])
+        assert np.unravel_index(drops.argmax(), drops.shape) == peak, selector
+    r = await roost.client.post("/v1/models/corner/explain?version=beta", **multipart(RED_PNG))
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "version_not_found")
+    r = await roost.client.post("/v1/models/corner/explain?version=0", **multipart(RED_PNG))
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_parameter")
+
+    # The masked copies are not answers: they never reach the model's confidence and drift
+    # counts (they would read as a flood of uncertain, shifted predictions).
+    text = (await roost.client.get("/metrics")).text
+    for version in ("1", "2"):
+        assert sample(text, "roost_images_total", model="corner", version=version) > 0
+        assert sample(text, "roost_top1_score_count", model="corner", version=version) == 0
+        assert sample(text, "roost_uncertain_results_total", model="corner", version=version) == 0
+    classified = await roost.client.post(
+        "/v1/models/corner/classify?version=stable", **multipart(RED_PNG)
+    )
+    assert classified.status_code == 200  # and a classification is counted there
+    text = (await roost.client.get("/metrics")).text
+    assert sample(text, "roost_top1_score_count", model="corner", version="1") == 1
 
 
 async def test_never_queues_more_than_the_queue_holds_and_is_refused_when_it_is_full(

@@ -367,3 +367,31 @@ def test_center_crop_model_explains_only_the_crop(
     assert abs(overlay["height"] - photo["height"]) < 1
     assert abs((overlay["x"] - photo["x"]) * 2 + overlay["width"] - photo["width"]) < 1
     context.close()
+
+
+@pytest.fixture
+def wary_site(repo: Path, start_server) -> str:
+    """`wary` asks for 99 % before it is sure: a colour model never gets there on a photo."""
+    publish(repo, "wary", 1, model=colour_model(sharpness=0.03), config={"min_confidence": 0.99})
+    server = start_server(repo)
+    server.wait_ready()
+    return str(server.url)
+
+
+def test_answer_below_min_confidence_is_marked_uncertain(
+    browser: Browser, wary_site: str, images: dict[str, Path]
+) -> None:
+    context = browser.new_context(viewport={"width": 1200, "height": 860})
+    page = context.new_page()
+    page.goto(wary_site)
+    page.set_input_files("#file", images["chelsea"])
+    expect(predictions(page)).to_have_count(3)
+
+    badge = page.locator("#uncertain")
+    expect(badge).to_be_visible()
+    expect(badge).to_contain_text("Uncertain")
+    expect(page.locator("#status")).to_have_text(
+        re.compile(r"^Most likely red \(\d+\.\d%\), but the model is not sure\.$")
+    )
+    screenshot(page, "web-uncertain.png")
+    context.close()
