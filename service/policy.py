@@ -50,6 +50,13 @@ class ModelPolicy:
         self._drift: dict[int, DriftWindow] = {}
         for label, weight in config.traffic.items():
             metrics.traffic_weight.labels(name, label).set(weight)
+        # Exported at 0 from the start: the alert and the dashboard's ratios have data.
+        if rollback is not None:
+            metrics.rollbacks.labels(name, rollback.label)
+        if config.shadow is not None:
+            target = str(config.version_labels[config.shadow.label])
+            for outcome in ("agree", "disagree", "error", "skipped"):
+                metrics.shadow_requests.labels(name, target, outcome)
 
     # --- routing ----------------------------------------------------------------------------
 
@@ -149,6 +156,7 @@ class ModelPolicy:
     ) -> None:
         """Count answered images: top-1 score and class, uncertainty, drift."""
         m, v = self._metrics, str(version)
+        uncertain = m.uncertain.labels(self.name, v)  # exported at 0 too: a ratio's numerator
         window = self._window(version, profile)
         for probabilities in scores:
             top1 = int(probabilities.argmax())
@@ -156,7 +164,7 @@ class ModelPolicy:
             m.top1_score.labels(self.name, v).observe(score)
             m.predictions.labels(self.name, v, labels[top1]).inc()
             if self.is_uncertain(probabilities):
-                m.uncertain.labels(self.name, v).inc()
+                uncertain.inc()
             if window is not None:
                 window.observe(top1, score)
         if window is not None:

@@ -125,14 +125,35 @@ def alert_signal(rule: dict[str, Any]) -> str:
 
 # --- the stack ----------------------------------------------------------------------------
 
+# Every production-traffic series in use, so their panels and alerts have data to return.
+POLICY = {
+    "version_labels": {"stable": 1, "canary": 3},
+    "traffic": {"stable": 50, "canary": 50},
+    "shadow": {"label": "canary", "percent": 50},
+    "rollback": {"label": "canary"},
+    "cache": {"max_mib": 1},
+    "min_confidence": 0.5,
+    "drift_window": 10,
+    "version_policy": "all",  # version 2 is tried, and fails
+}
+PROFILE = {
+    "prediction_profile": {
+        "images": 10,
+        "source": "test split",
+        "predicted_counts": [5, 0, 5],
+        "confidence_counts": [0] * 9 + [10],
+    }
+}
+
 
 @pytest.fixture
 def stack(
     tmp_path: Path, repo: Path, start_server: Callable[..., RoostServer]
 ) -> Iterator[tuple[RoostServer, Prometheus]]:
     for name in MODELS:
-        publish(repo, name, 1)
+        publish(repo, name, 1, config=POLICY, card_extra=PROFILE)
         publish(repo, name, 2, model=b"not an onnx model")  # refused: a load failure per model
+        publish(repo, name, 3, card_extra=PROFILE)  # the canary
     server = start_server(repo)
     server.wait_ready()
     prometheus = Prometheus(tmp_path, server.port)
