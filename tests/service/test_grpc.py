@@ -315,8 +315,14 @@ async def test_typed_contents_as_well_as_raw(roost: Any) -> None:
         ),
         (lambda r: r.outputs.add(name="LOGITS"), "unknown output 'LOGITS'"),
         (lambda r: r.inputs.add(name="PIXELS", datatype="UINT8", shape=[0]), "exactly one input"),
-        (lambda r: r.__setattr__("model_version", "v1.0"), "version must be a number >= 1 or a version label"),
-        (lambda r: r.__setattr__("model_version", "9" * 40), "version must be a number >= 1 or a version label"),
+        (
+            lambda r: r.__setattr__("model_version", "v1.0"),
+            "version must be a number >= 1 or a version label",
+        ),
+        (
+            lambda r: r.__setattr__("model_version", "9" * 40),
+            "version must be a number >= 1 or a version label",
+        ),
     ],
 )
 async def test_malformed_requests_are_invalid_argument(
@@ -591,3 +597,23 @@ def test_error_codes_follow_triton() -> None:
     }
     assert grpc_code_name(418) == "INVALID_ARGUMENT"  # a client's mistake is never INTERNAL
     assert grpc_code_name(500) == "INTERNAL"
+
+
+async def test_a_version_label_and_the_traffic_split_reach_grpc(repo: Path, start_app: Any) -> None:
+    labels = {"stable": 1, "canary": 2}
+    publish(repo, "colours", 1, config={"version_labels": labels, "traffic": {"canary": 1}})
+    publish(repo, "colours", 2)
+    roost = await start_app(repo, grpc_port=0)
+    await roost.wait_ready()
+    client = grpcaio.InferenceServerClient(url(roost))
+    try:
+        png = image_input(grpcaio, [solid_png((5, 240, 5))])
+        pinned = await client.infer("colours", [png], model_version="stable")
+        split = await client.infer("colours", [png])  # the split sends everything to canary
+        assert pinned.get_response().model_version == "1"
+        assert split.get_response().model_version == "2"
+        assert await client.is_model_ready("colours", "canary")
+        with pytest.raises(InferenceServerException, match="no version labelled 'blue'"):
+            await client.infer("colours", [png], model_version="blue")
+    finally:
+        await client.close()
