@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from roost.contract.card import RESIZE_MODES
 from training.backbones import SPECS
+from training.config import FLIPS, OPTIMIZERS
 from training.precision import CALIBRATION_METHODS
 
 
@@ -28,6 +30,7 @@ class _Help(argparse.HelpFormatter):
         if (
             action.option_strings
             and default is not None
+            and default != ""
             and default != argparse.SUPPRESS
             and not isinstance(default, bool)
             and "default" not in text
@@ -39,11 +42,29 @@ class _Help(argparse.HelpFormatter):
         return super()._format_action(action)
 
 
+def _quiet_tensorflow() -> None:
+    """TensorFlow's C++ INFO and WARNING lines (CPU features, ...) off, unless the user set
+    TF_CPP_MIN_LOG_LEVEL. Called by a command before TensorFlow loads, never at import. (The
+    two lines TensorFlow 2.21 prints before its logging starts, the absl notice and oneDNN's,
+    ignore every setting.)"""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().replace("x", ",").split(",")
     if len(parts) == 1:
         parts = parts * 2
     return int(parts[0]), int(parts[1])
+
+
+def _units(text: str) -> list[int]:
+    try:
+        units = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: whole numbers, e.g. 1024,512") from None
+    if any(u < 0 for u in units):
+        raise argparse.ArgumentTypeError("hidden units cannot be negative")
+    return [u for u in units if u > 0]
 
 
 def _positive(text: str) -> int:
@@ -126,7 +147,14 @@ def _add_train(subparsers: Any) -> None:
     p.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
     p.add_argument("--cut-at", default=None, metavar="LAYER", help="end the backbone at this layer")
     p.add_argument("--pooling", choices=("avg", "flatten"), default=None)
-    p.add_argument("--hidden-units", type=int, default=None, help="hidden dense layer (0 = none)")
+    p.add_argument(
+        "--hidden-units",
+        type=_units,
+        default=None,
+        metavar="N[,N...]",
+        help="hidden dense (ReLU) layers of the head, e.g. 1024,512; 0 = none "
+        "(default: the backbone's: 500 lenet, 512 minivggnet, none otherwise)",
+    )
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3, dest="learning_rate")
@@ -142,7 +170,27 @@ def _add_train(subparsers: Any) -> None:
     p.add_argument("--fine-tune-epochs", type=int, default=0)
     p.add_argument("--fine-tune-lr", type=float, default=1e-5, dest="fine_tune_learning_rate")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--no-augment", action="store_false", dest="augment")
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="adam",
+        help="both phases; sgd and rmsprop as in the VGG / Inception fine-tuning recipes",
+    )
+    p.add_argument(
+        "--momentum",
+        type=float,
+        default=None,
+        help="sgd and rmsprop momentum (default: 0.9 for sgd, 0 for rmsprop)",
+    )
+    aug = p.add_argument_group("augmentation (training only; a factor of 0 turns one off)")
+    aug.add_argument("--no-augment", action="store_false", dest="augment", help="none at all")
+    aug.add_argument("--flip", choices=FLIPS, default="horizontal")
+    aug.add_argument("--rotation", type=float, default=0.05, help="fraction of a full turn")
+    aug.add_argument("--translation", type=float, default=0.1, help="fraction of height/width")
+    aug.add_argument("--zoom", type=float, default=0.1, help="fraction, in and out")
+    aug.add_argument("--contrast", type=float, default=0.2)
+    aug.add_argument("--shear", type=float, default=0.0, help="shear factor, both axes")
+    aug.add_argument("--brightness", type=float, default=0.0, help="fraction of the 0..255 range")
     p.add_argument("--class-weight", choices=("balanced",), default=None)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument(
@@ -168,6 +216,7 @@ def _add_train(subparsers: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
     from training.backbones import get_spec
     from training.config import TrainConfig
 
@@ -199,7 +248,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.fine_tune_learning_rate,
         batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
         augment=args.augment,
+        flip=args.flip,
+        rotation=args.rotation,
+        translation=args.translation,
+        zoom=args.zoom,
+        contrast=args.contrast,
+        shear=args.shear,
+        brightness=args.brightness,
         class_weight=args.class_weight,
         seed=args.seed,
         split_ratios=args.split,
@@ -228,6 +286,7 @@ def _add_evaluate(subparsers: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
     from training.evaluate import evaluate_run
 
     evaluate_run(args.run, top_k=args.top_k)
@@ -295,6 +354,13 @@ def _add_export(subparsers: Any) -> None:
         help="export EfficientNet-Lite0 with its ImageNet head (no training)",
     )
     p.add_argument(
+        "--label-urls",
+        default="",
+        metavar="FILE|wikipedia",
+        help="a URL per label in labels.txt: 'wikipedia' (built from each label's name, not "
+        "checked), or a file of name<TAB>url lines",
+    )
+    p.add_argument(
         "--allow-weak-model",
         action="store_true",
         dest="allow_weak",
@@ -305,6 +371,7 @@ def _add_export(subparsers: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
     from roost.contract.errors import ContractError
     from training.export import ExportError, ExportOptions, export_run
 
@@ -334,6 +401,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         precision=args.precision,
         calibration=args.calibration,
         allow_weak=args.allow_weak,
+        label_urls=args.label_urls,
         profile_source="scikit-image's photos (the ImageNet run's test split)"
         if args.imagenet
         else "",
@@ -551,6 +619,7 @@ def _add_compare(subparsers: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
     from training.compare import compare
 
     table = compare(args.runs, repeats=args.repeats)

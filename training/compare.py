@@ -1,4 +1,5 @@
-"""``roost compare RUNDIR...``: one markdown table of backbones, sizes, accuracy and latency."""
+"""``roost compare RUNDIR...``: one markdown table of backbones, sizes, losses, accuracy and
+latency, best run first (test accuracy, then val accuracy, then the lower val loss)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from typing import Any
 import numpy as np
 
 COLUMNS = (
+    "rank",
     "run",
     "backbone",
     "input",
     "trainable params",
     "total params",
+    "val loss",
     "val acc",
+    "test loss",
     "test acc",
     "test macro-F1",
     "ONNX CPU ms/image",
@@ -66,19 +70,45 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def row(run: Path, scratch: Path, repeats: int) -> list[str]:
+def _val_loss(summary: dict[str, Any], run: Path) -> float | None:
+    """From the summary; for runs evaluated before it held one, the best epoch's."""
+    if summary.get("val_loss") is not None:
+        return float(summary["val_loss"])
+    history_path = run / "history.json"
+    if not history_path.exists():
+        return None
+    losses = json.loads(history_path.read_text()).get("history", {}).get("val_loss") or []
+    return min(losses) if losses else None
+
+
+def _rank_key(summary: dict[str, Any], val_loss: float | None) -> tuple[float, float, float]:
+    def number(value: Any, missing: float) -> float:
+        return missing if value is None else float(value)
+
+    return (
+        -number(summary.get("test_accuracy"), -1.0),
+        -number(summary.get("val_accuracy"), -1.0),
+        number(val_loss, float("inf")),
+    )
+
+
+def row(run: Path, scratch: Path, repeats: int) -> tuple[tuple[float, float, float], list[str]]:
+    """The sort key and the cells (without the rank) of one run."""
     summary = json.loads((run / "summary.json").read_text())
     config = json.loads((run / "config.json").read_text())
     params = summary.get("params") or {}
     size = config.get("image_size") or summary.get("image_size") or ["?", "?"]
     latency = onnx_latency_ms(_onnx_path(run, scratch), repeats)
-    return [
+    val_loss = _val_loss(summary, run)
+    return _rank_key(summary, val_loss), [
         run.name,
         summary.get("backbone", config.get("backbone")),
         f"{size[0]}x{size[1]}",
         _fmt(params.get("trainable")),
         _fmt(params.get("total")),
+        _fmt(val_loss),
         _fmt(summary.get("val_accuracy")),
+        _fmt(summary.get("test_loss")),
         _fmt(summary.get("test_accuracy")),
         _fmt(summary.get("test_macro_f1")),
         _fmt(latency, 2),
@@ -92,7 +122,9 @@ def markdown_table(rows: list[list[str]]) -> str:
 
 
 def compare(runs: list[Path], repeats: int = 50) -> str:
-    """The comparison table of ``runs`` as markdown (latency: batch of one, median)."""
+    """The comparison table of ``runs`` as markdown, best first (latency: batch of one,
+    median)."""
     with tempfile.TemporaryDirectory() as scratch:
-        rows = [row(Path(run), Path(scratch), repeats) for run in runs]
-    return markdown_table(rows)
+        keyed = [row(Path(run), Path(scratch), repeats) for run in runs]
+    ranked = sorted(keyed, key=lambda item: item[0])  # stable: ties keep the given order
+    return markdown_table([[str(rank), *cells] for rank, (_, cells) in enumerate(ranked, 1)])

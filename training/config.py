@@ -9,6 +9,9 @@ from typing import Any
 
 from roost.contract.card import RESIZE_MODES, ResizeMode
 
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
+
 
 @dataclass
 class TrainConfig:
@@ -30,7 +33,8 @@ class TrainConfig:
     cut_at: str | None = None
     # Head: "avg" (global average pooling) or "flatten"; None picks the backbone's default.
     pooling: str | None = None
-    hidden_units: int | None = None
+    # Hidden dense (ReLU) layers of the head, in order; None picks the backbone's default.
+    hidden_units: list[int] | None = None
     dropout: float = 0.2
     # Phase 1: head on a frozen base (or the whole network when weights are "none").
     epochs: int = 10
@@ -40,7 +44,19 @@ class TrainConfig:
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-5
     batch_size: int = 32
+    # "adam", "sgd" or "rmsprop"; momentum for sgd and rmsprop (None: 0.9 for sgd, 0 rmsprop).
+    optimizer: str = "adam"
+    momentum: float | None = None
     augment: bool = True
+    # Augmentation magnitudes (Keras' factors; 0 leaves a transform out): flip is
+    # "horizontal", "vertical", "horizontal_and_vertical" or "none".
+    flip: str = "horizontal"
+    rotation: float = 0.05
+    translation: float = 0.1
+    zoom: float = 0.1
+    contrast: float = 0.2
+    shear: float = 0.0
+    brightness: float = 0.0
     class_weight: str | None = None  # "balanced" or None
     seed: int = 1234
     # Used only when the data folder is not already split into train/ val/ test/.
@@ -67,6 +83,14 @@ class TrainConfig:
             raise ValueError("pooling is 'avg' or 'flatten'")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout is in [0, 1)")
+        if isinstance(self.hidden_units, int):  # config.json of older runs: one layer
+            self.hidden_units = [self.hidden_units] if self.hidden_units else []
+        if self.hidden_units is not None:
+            self.hidden_units = [int(u) for u in self.hidden_units if int(u) > 0]
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer is one of {', '.join(OPTIMIZERS)}")
+        if self.flip not in FLIPS:
+            raise ValueError(f"flip is one of {', '.join(FLIPS)}")
 
     @property
     def pretrained(self) -> bool:

@@ -42,6 +42,14 @@ def predict(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
+def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    """Mean sparse categorical cross-entropy (the training loss, without class weights)."""
+    if len(labels) == 0:
+        return None
+    picked = probs[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+
+
 def majority_share(labels: np.ndarray) -> float:
     """The accuracy of always answering the most common class."""
     return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
@@ -165,6 +173,8 @@ def evaluate_run(
         "evaluated_on": split,
         "val_accuracy": accuracy(val, val_probs),
         "test_accuracy": accuracy(test, test_probs),
+        "val_loss": cross_entropy(val_probs, val.labels),
+        "test_loss": cross_entropy(test_probs, test.labels),
         "test_macro_f1": macro_f1 if split == "test" else None,
         "val_macro_f1": macro_f1 if split == "val" else None,
         "test_images": len(test.labels),

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from roost.contract.card import ResizeMode, profile_predictions
+from roost.contract.labels import Label
 from roost.contract.publish import Reference, Release, publish
 from training.config import TrainConfig
 from training.data import LoadedSplit, save_json
+from training.label_urls import LabelUrlError, with_urls
 
 PARITY_TOLERANCE = 1e-4
 FP16_TOLERANCE = 1e-2
@@ -55,6 +57,8 @@ class ExportOptions:
     """int8: minmax, entropy or percentile; empty = precision.DEFAULT_CALIBRATION."""
     allow_weak: bool = False
     """Publish even when held-out accuracy is no better than the majority class."""
+    label_urls: str = ""
+    """A file of ``name<TAB>url`` lines, or ``wikipedia``; empty: labels without URLs."""
     profile_source: str = ""
     """How the card's prediction profile names the held-out split; empty = "<split> split"."""
 
@@ -155,6 +159,12 @@ def export_run(run: Path, options: ExportOptions) -> Path:
     run = Path(run)
     cfg = TrainConfig.load(run / "config.json")
     labels = read_labels(run)
+    published_labels: list[str] | list[Label] = labels
+    if options.label_urls:
+        try:
+            published_labels = with_urls(labels, options.label_urls)
+        except (LabelUrlError, OSError) as exc:
+            raise ExportError(str(exc)) from None
     model = load_run_model(run)
     whole_split, held_out_split = _held_out(run)
     held_out = _first(whole_split, _MAX_HELD_OUT)
@@ -244,7 +254,13 @@ def export_run(run: Path, options: ExportOptions) -> Path:
     source = options.profile_source or f"{held_out_split} split"
     profile = profile_predictions(whole_probs, source)
     release = Release(
-        onnx_tools.onnx_bytes(shipped), labels, cfg.image_size, cfg.resize, details, refs, profile
+        onnx_tools.onnx_bytes(shipped),
+        published_labels,
+        cfg.image_size,
+        cfg.resize,
+        details,
+        refs,
+        profile,
     )
     target = publish(options.repo, options.name, release)
     storage = details["storage"]

@@ -31,3 +31,15 @@ class CaffePreprocess(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="roost")
+class RandomShear(keras.layers.RandomShear):
+    """Keras' ``RandomShear`` that reloads: Keras 3.15 saves a factor ``f`` as ``(-f, f)`` and
+    then refuses the negative bound when loading, so this one saves ``f``."""
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config["x_factor"] = float(max(abs(v) for v in self.x_factor))
+        config["y_factor"] = float(max(abs(v) for v in self.y_factor))
+        return config

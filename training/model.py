@@ -11,23 +11,30 @@ from keras import layers
 
 from training.backbones import BackboneSpec, build_backbone, preprocessing_layer
 from training.config import TrainConfig
-from training.layers import ToFloat
+from training.layers import RandomShear, ToFloat
 
 BASE_LAYER_PREFIX = "base"
 
 
-def augmentation(seed: int) -> keras.Sequential:
-    """Random flip, rotation, translation, zoom and contrast; identity outside training."""
-    return keras.Sequential(
-        [
-            layers.RandomFlip("horizontal", seed=seed),
-            layers.RandomRotation(0.05, seed=seed + 1),
-            layers.RandomTranslation(0.1, 0.1, seed=seed + 2),
-            layers.RandomZoom(0.1, seed=seed + 3),
-            layers.RandomContrast(0.2, seed=seed + 4),
-        ],
-        name="augmentation",
-    )
+def augmentation(cfg: TrainConfig) -> keras.Sequential | None:
+    """The configured random transforms (identity outside training); None when all are off."""
+    seed = cfg.seed
+    steps: list[keras.layers.Layer] = []
+    if cfg.flip != "none":
+        steps.append(layers.RandomFlip(cfg.flip, seed=seed))
+    if cfg.rotation:
+        steps.append(layers.RandomRotation(cfg.rotation, seed=seed + 1))
+    if cfg.translation:
+        steps.append(layers.RandomTranslation(cfg.translation, cfg.translation, seed=seed + 2))
+    if cfg.zoom:
+        steps.append(layers.RandomZoom(cfg.zoom, seed=seed + 3))
+    if cfg.contrast:
+        steps.append(layers.RandomContrast(cfg.contrast, seed=seed + 4))
+    if cfg.shear:
+        steps.append(RandomShear(cfg.shear, cfg.shear, seed=seed + 5))
+    if cfg.brightness:
+        steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 6))
+    return keras.Sequential(steps, name="augmentation") if steps else None
 
 
 def base_is_frozen(cfg: TrainConfig, spec: BackboneSpec) -> bool:
@@ -46,8 +53,9 @@ def build_classifier(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, k
     # === Layers ===
     inputs = keras.Input((height, width, 3), dtype="uint8", name="image")
     x = ToFloat(name="to_float")(inputs)
-    if cfg.augment:
-        x = augmentation(cfg.seed)(x)
+    augment = augmentation(cfg) if cfg.augment else None
+    if augment is not None:
+        x = augment(x)
     preprocess = preprocessing_layer(spec)
     if preprocess is not None:
         x = preprocess(x)
@@ -59,9 +67,12 @@ def build_classifier(cfg: TrainConfig, num_classes: int) -> tuple[keras.Model, k
         x = layers.GlobalAveragePooling2D(name="pool")(x)
     else:
         x = layers.Flatten(name="flatten")(x)
-    hidden = spec.hidden_units if cfg.hidden_units is None else cfg.hidden_units
-    if hidden:
-        x = layers.Dense(hidden, activation="relu", name="hidden")(x)
+    hidden = cfg.hidden_units
+    if hidden is None:
+        hidden = [spec.hidden_units] if spec.hidden_units else []
+    for index, units in enumerate(hidden):
+        name = "hidden" if index == 0 else f"hidden_{index + 1}"
+        x = layers.Dense(units, activation="relu", name=name)(x)
     if cfg.dropout > 0:
         x = layers.Dropout(cfg.dropout, seed=cfg.seed, name="dropout")(x)
     outputs = layers.Dense(
@@ -106,9 +117,20 @@ def count_params(model: keras.Model) -> dict[str, int]:
     return {"trainable": trainable, "total": total}
 
 
-def compile_model(model: keras.Model, learning_rate: float) -> None:
+def optimizer(cfg: TrainConfig, learning_rate: float) -> keras.optimizers.Optimizer:
+    """``cfg.optimizer`` at ``learning_rate``; momentum 0.9 for SGD unless set (the VGG and
+    Inception fine-tuning recipes), none for RMSprop unless set."""
+    if cfg.optimizer == "sgd":
+        momentum = 0.9 if cfg.momentum is None else cfg.momentum
+        return keras.optimizers.SGD(learning_rate, momentum=momentum)
+    if cfg.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate, momentum=cfg.momentum or 0.0)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def compile_model(model: keras.Model, cfg: TrainConfig, learning_rate: float) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer(cfg, learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

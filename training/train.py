@@ -149,7 +149,7 @@ def train(cfg: TrainConfig) -> Path:
     history: dict[str, list[float]] = {}
     started = time.monotonic()
 
-    compile_model(model, cfg.learning_rate)
+    compile_model(model, cfg, cfg.learning_rate)
     params = count_params(model)
     print(
         f"phase 1: {params['trainable']:,} trainable of {params['total']:,} parameters", flush=True
@@ -168,7 +168,7 @@ def train(cfg: TrainConfig) -> Path:
 
     if cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0:
         unfrozen = unfreeze_top(base, cfg.fine_tune_layers)
-        compile_model(model, cfg.fine_tune_learning_rate)
+        compile_model(model, cfg, cfg.fine_tune_learning_rate)
         params = count_params(model)
         print(
             f"phase 2: {unfrozen} base layers unfrozen, {params['trainable']:,} trainable "

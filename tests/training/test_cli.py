@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,11 +44,13 @@ def test_commands_are_registered_with_functions() -> None:
 
 def test_importing_the_cli_does_not_import_tensorflow() -> None:
     code = (
-        "import sys, training.cli; "
+        "import os, sys, training.cli; "
         "heavy = [m for m in ('tensorflow', 'keras', 'sklearn', 'matplotlib') if m in sys.modules]; "
-        "assert not heavy, heavy"
+        "assert not heavy, heavy; "
+        "assert 'TF_CPP_MIN_LOG_LEVEL' not in os.environ"  # set by a command, not at import
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 def _idx(path: Path, array: np.ndarray, header: int) -> None:
@@ -123,5 +126,15 @@ def test_compare_writes_a_markdown_table(
         == 0
     )
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("| run | backbone") and len(lines) == 4
-    assert "minivggnet" in lines[2] and "mobilenetv2" in lines[3]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:3] == ["rank", "run", "backbone"] and len(lines) == 4
+    assert {"val loss", "test loss"} <= set(header)
+    rows = [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines[2:]
+    ]
+    assert [r["rank"] for r in rows] == ["1", "2"]
+    assert {r["backbone"] for r in rows} == {"minivggnet", "mobilenetv2"}
+    accuracies = [float(r["test acc"]) for r in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert all(float(r["val loss"]) > 0 for r in rows)

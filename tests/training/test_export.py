@@ -37,11 +37,17 @@ def vgg_like(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
         weights="none",
         image_size=(24, 24),
         seed=3,
+        shear=0.2,
+        brightness=0.1,
+        hidden_units=[16, 8],
     )
     model, _ = build_classifier(cfg, 4)
-    assert model.get_layer("augmentation") is not None
+    assert len(model.get_layer("augmentation").layers) == 7
+    assert model.get_layer("hidden_2").units == 8
     inputs = keras.Input((24, 24, 3), dtype="uint8")
-    x = augmentation(1)(ToFloat()(inputs))
+    stage = augmentation(cfg)
+    assert stage is not None
+    x = stage(ToFloat()(inputs))
     x = keras.layers.Conv2D(4, 3)(CaffePreprocess()(x))
     caffe = keras.Model(
         inputs,
