@@ -72,6 +72,7 @@ async def admitted(
     deadline: float,
     *,
     route_key: str | None = None,
+    timed: bool = True,
     before_admission: Callable[[], None] | None = None,
     status_of: Callable[[ServiceError], int] = status_code,
 ) -> AsyncIterator[Admitted]:
@@ -80,7 +81,9 @@ async def admitted(
     `version_of(name)` reads the request's version (number or label) once the model name is
     resolved (it may refuse a malformed request: that is counted too); a request naming none
     gets the traffic split's draw, sticky per `route_key`. The answer's status and time also
-    feed the model's rollback rule. `before_admission` refuses what no
+    feed the model's rollback rule. `timed=False` leaves a request whose time says nothing
+    about serving latency (an explanation: hundreds of images) out of
+    `roost_request_duration_seconds` and of the rollback window; it is still counted. `before_admission` refuses what no
     reader could handle (the media type) before admission. Raises what the registry and the
     batcher raise (404, 503) and whatever the block raises.
     """
@@ -113,7 +116,7 @@ async def admitted(
     finally:
         seconds = time.perf_counter() - started
         metrics.requests.labels(model_label, version_label, code).inc()
-        if model_label != UNKNOWN_MODEL:
+        if model_label != UNKNOWN_MODEL and timed:
             metrics.request_seconds.labels(model_label).observe(seconds)
-        if route is not None:
+        if route is not None and timed:
             route.policy.observe_answer(route.served.version, code, seconds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +95,7 @@ async def score_arrays(
     async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[np.ndarray]:
         if served.artifacts.card.image_size != (height, width):
             raise InvalidParameter("decoded images do not fit the shadow version's input size")
-        return await _score_decoded(state, served, images[todo], deadline)
+        return await score_decoded(state, served, list(images[todo]), deadline)
 
     return await _score(state, route, [image.tobytes() for image in images], score, deadline)
 
@@ -133,14 +133,16 @@ async def _score_encoded(
     state: ServiceState, served: ServedVersion, uploads: list[Upload], deadline: float
 ) -> list[np.ndarray]:
     with served.batcher.reserve(len(uploads), deadline) as reservation:
-        images = await asyncio.gather(*(_decode(state, served, u) for u in uploads))
+        images = await asyncio.gather(*(decode_upload(state, served, u) for u in uploads))
         futures = reservation.submit(list(images), deadline)
     return await _answers(futures, deadline, state.settings.request_timeout_s)
 
 
-async def _score_decoded(
-    state: ServiceState, served: ServedVersion, images: np.ndarray, deadline: float
+async def score_decoded(
+    state: ServiceState, served: ServedVersion, images: Sequence[np.ndarray], deadline: float
 ) -> list[np.ndarray]:
+    """Queue room, batch, session for decoded images: no cache, no counting, no shadow (the
+    explain endpoint's masked copies are not answers)."""
     with served.batcher.reserve(len(images), deadline) as reservation:
         futures = reservation.submit(list(images), deadline)
     return await _answers(futures, deadline, state.settings.request_timeout_s)
@@ -162,7 +164,8 @@ async def _answers(
             future.cancel()  # no-op when done; otherwise the batcher skips it
 
 
-async def _decode(state: ServiceState, served: ServedVersion, upload: Upload) -> np.ndarray:
+async def decode_upload(state: ServiceState, served: ServedVersion, upload: Upload) -> np.ndarray:
+    """One upload at the version's input size, on the decode pool (415 / 413 per image)."""
     card = served.artifacts.card
     started = time.perf_counter()
     try:

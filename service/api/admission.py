@@ -42,6 +42,7 @@ async def admitted_request(
     model: str | None,
     version: VersionSelector,
     *,
+    timed: bool = True,
     before_admission: Callable[[Request], None] | None = None,
     status_of: Callable[[ServiceError], int] = status_code,
 ) -> AsyncIterator[Admitted]:
@@ -55,6 +56,7 @@ async def admitted_request(
         lambda name: version,
         deadline,
         route_key=request.headers.get(ROUTE_KEY_HEADER),
+        timed=timed,
         before_admission=check,
         status_of=status_of,
     ) as admission:

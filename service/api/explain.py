@@ -9,7 +9,6 @@ one batch's worth queued at a time so one explanation does not crowd out other r
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +19,7 @@ from pydantic import BaseModel, Field
 from service.admission import VERSION_PATTERN, version_selector
 from service.api.admission import admitted_request
 from service.api.uploads import check_media_type, read_uploads
-from service.errors import DeadlineExceeded, InvalidParameter
+from service.errors import InvalidParameter
 from service.explain import (
     DEFAULT_GRID,
     MAX_GRID,
@@ -29,7 +28,7 @@ from service.explain import (
     masked_copies,
     occlusion_map,
 )
-from service.inference import _decode
+from service.inference import decode_upload, score_decoded
 from service.registry import ServedVersion
 from service.schemas import ERROR_RESPONSES
 from service.security import require_classify_key
@@ -136,7 +135,12 @@ async def explain(
     state: ServiceState = Depends(get_state),
 ) -> ExplainResponse | Response:
     async with admitted_request(
-        request, state, name, version_selector(version), before_admission=check_media_type
+        request,
+        state,
+        name,
+        version_selector(version),
+        timed=False,  # hundreds of images: not a serving latency, nor a canary's
+        before_admission=check_media_type,
     ) as admitted:
         served, deadline = admitted.served, admitted.deadline
         height, width = served.artifacts.card.image_size
@@ -150,7 +154,7 @@ async def explain(
                 f"explain takes exactly one image; this request has {len(uploads)}"
             )
         upload = uploads[0]
-        image = await _decode(state, served, upload)
+        image = await decode_upload(state, served, upload)
         scores = await _score_with_masks(state, served, image, grid, deadline)
         result = occlusion_map(scores[0], scores[1:], grid)
         if output == "png":
@@ -189,24 +193,6 @@ async def _score_with_masks(
             state.decode_pool, masked_copies, image, grid, range(max(0, start), stop)
         )
         images = ([image] if start < 0 else []) + list(masked)
-        answers += await _run_chunk(served, images, deadline, state.settings.request_timeout_s)
+        answers += await score_decoded(state, served, images, deadline)
         start = stop
     return np.stack(answers)
-
-
-async def _run_chunk(
-    served: ServedVersion, images: list[np.ndarray], deadline: float, timeout_s: float
-) -> list[np.ndarray]:
-    with served.batcher.reserve(len(images), deadline) as reservation:
-        futures = reservation.submit(images, deadline)
-    try:
-        return list(
-            await asyncio.wait_for(
-                asyncio.gather(*futures), timeout=max(0.0, deadline - time.monotonic())
-            )
-        )
-    except TimeoutError:
-        raise DeadlineExceeded(f"no answer within the {timeout_s:g} s request deadline") from None
-    finally:
-        for future in futures:
-            future.cancel()  # no-op when done; otherwise the batcher skips it

@@ -191,6 +191,8 @@ async def test_every_masked_copy_runs_through_the_batcher_a_batch_at_a_time(
     assert batches >= 5  # 17 images, at most 4 a batch
     assert sample(text, "roost_batch_size_bucket", le="4.0", **labels) == batches
     assert sample(text, "roost_requests_total", code="200", **labels) == 1
+    # Hundreds of images are no serving latency: not in the latency histogram (nor rollback).
+    assert sample(text, "roost_request_duration_seconds_count", model="corner") == 0
 
 
 async def test_version_labels_pick_the_version_explained(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]

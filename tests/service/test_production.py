@@ -260,3 +260,23 @@ async def test_policy_changes_apply_on_reload_without_reloading_sessions(
     assert (await roost.reload()).status_code == 200
     assert (await classify(roost)).json()["version"] == 2
     assert registry.get("colours", 1) is before  # the same session, not a reload
+
+
+async def test_explanations_do_not_count_toward_a_latency_rollback(
+    repo: Path, start_app: Any
+) -> None:
+    config = {**LABELS, "traffic": {"stable": 0, "canary": 1},
+              "rollback": {"label": "canary", "min_requests": 1, "max_error_ratio": None,
+                           "max_p95_latency_ms": 0.001}}  # fmt: skip
+    publish(repo, "colours", 1, config=config)
+    publish(repo, "colours", 2)
+    roost = await start_app(repo)
+    await roost.wait_ready()
+    r = await roost.client.post("/v1/models/colours/explain?grid=4&version=canary",
+                                content=RED, headers=PNG)  # fmt: skip
+    assert r.status_code == 200, r.text
+    detail = (await roost.client.get("/v1/models/colours")).json()
+    assert detail["routing"]["rolled_back"] == {}
+    await classify(roost)  # any classify is slower than 1 us: this one trips the rule
+    detail = (await roost.client.get("/v1/models/colours")).json()
+    assert "p95 latency" in detail["routing"]["rolled_back"]["canary"]
