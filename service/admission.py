@@ -83,8 +83,8 @@ async def admitted(
     gets the traffic split's draw, sticky per `route_key`. The answer's status and time also
     feed the model's rollback rule. `timed=False` leaves a request whose time says nothing
     about serving latency (an explanation: hundreds of images) out of
-    `roost_request_duration_seconds` and of the rollback window; it is still counted. `before_admission` refuses what no
-    reader could handle (the media type) before admission. Raises what the registry and the
+    `roost_request_duration_seconds` and of the rollback window; it is still counted.
+    `before_admission` refuses what no reader could handle (the media type) before admission. Raises what the registry and the
     batcher raise (404, 503) and whatever the block raises.
     """
     started = time.perf_counter()

@@ -23,6 +23,7 @@ import numpy as np
 from roost.contract.labels import Label
 from service.errors import InvalidParameter, PayloadTooLarge, ServiceError
 from service.inference import Upload, score_arrays, score_uploads
+from service.postprocess import top_indices
 from service.registry import Route, ServedVersion
 from service.state import ServiceState
 
@@ -199,7 +200,7 @@ def classification(scores: np.ndarray, k: int, labels: list[Label]) -> np.ndarra
     if k < 1:
         raise InvalidParameter(f"classification must be a positive count, not {k}")
     k = min(k, scores.shape[1])
-    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    best = top_indices(scores, k)
     rows = [
         [f"{row[i]:f}:{i}:{labels[i].name}".encode() for i in picks]
         for row, picks in zip(scores, best, strict=True)
