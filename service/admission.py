@@ -84,8 +84,8 @@ async def admitted(
     feed the model's rollback rule. `timed=False` leaves a request whose time says nothing
     about serving latency (an explanation: hundreds of images) out of
     `roost_request_duration_seconds` and of the rollback window; it is still counted.
-    `before_admission` refuses what no reader could handle (the media type) before admission. Raises what the registry and the
-    batcher raise (404, 503) and whatever the block raises.
+    `before_admission` refuses what no reader could handle (the media type) before admission.
+    Raises what the registry and the batcher raise (404, 503) and whatever the block raises.
     """
     started = time.perf_counter()
     registry, metrics = state.registry, state.metrics
