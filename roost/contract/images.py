@@ -48,7 +48,7 @@ def decode_image(
             image.draft("RGB", (side, side))
         image = ImageOps.exif_transpose(image)
         image = _to_rgb(image)
-        image = _resize(image, width, height, resize)
+        image = resize_image(image, size, resize)
         array = np.asarray(image, dtype=np.uint8)
     except ImageTooLargeError:
         raise  # ours, from inside the try: not a decoding failure
@@ -77,14 +77,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _resize(image: Image.Image, width: int, height: int, mode: ResizeMode) -> Image.Image:
+def resize_image(image: Image.Image, size: tuple[int, int], mode: ResizeMode) -> Image.Image:
+    """`image` at `size = (H, W)`: bilinear, after cropping the middle for "center_crop"."""
+    height, width = size
     if mode == "center_crop":
         scale = max(width / image.width, height / image.height)
         scaled_w = max(width, round(image.width * scale))
         scaled_h = max(height, round(image.height * scale))
-        image = image.resize((scaled_w, scaled_h), Image.Resampling.BILINEAR)
         left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
-        return image.crop((left, top, left + width, top + height))
+        # NOTE: resampling only the `box` the crop keeps gives the pixels of scaling the whole
+        # image then cropping (within one level: float rounding of the filter positions) for
+        # a fraction of the work: a 3:2 photo loses a third of its width (docs/benchmarks.md).
+        step_x, step_y = image.width / scaled_w, image.height / scaled_h
+        box = (left * step_x, top * step_y, (left + width) * step_x, (top + height) * step_y)
+        return image.resize((width, height), Image.Resampling.BILINEAR, box=box)
     if image.size == (width, height):
         return image
     return image.resize((width, height), Image.Resampling.BILINEAR)

@@ -68,6 +68,39 @@ def test_center_crop_keeps_the_middle_and_stretch_keeps_everything() -> None:
     assert stretched[:, 0, 0].min() > 200  # and kept when stretching
 
 
+def resize_then_crop(image: Image.Image, height: int, width: int) -> np.ndarray:
+    """Center crop as decode_image did before it resampled only the kept region."""
+    scale = max(width / image.width, height / image.height)
+    scaled_w = max(width, round(image.width * scale))
+    scaled_h = max(height, round(image.height * scale))
+    scaled = image.resize((scaled_w, scaled_h), Image.Resampling.BILINEAR)
+    left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
+    return np.asarray(scaled.crop((left, top, left + width, top + height)))
+
+
+@pytest.mark.parametrize(
+    ("source", "size"),
+    [
+        ((451, 300), (224, 224)),  # landscape, downscaled
+        ((300, 451), (224, 224)),  # portrait
+        ((451, 300), (64, 80)),  # model not square
+        ((120, 90), (224, 224)),  # upscaled
+        ((451, 224), (224, 224)),  # one side already the model's: a plain crop
+        ((224, 224), (224, 224)),  # nothing to do
+    ],
+)
+def test_center_crop_resamples_only_the_kept_region(
+    source: tuple[int, int], size: tuple[int, int]
+) -> None:
+    """Same pixels as resizing the whole image then cropping, within one level (rounding of
+    the filter positions), so models trained on the old crop answer the same."""
+    picture = CAT.resize(source)
+    got = decode_image(encode(picture, "PNG"), size, "center_crop", LIMIT)
+    diff = np.abs(got.astype(int) - resize_then_crop(picture, *size))
+    assert got.shape == (*size, 3)
+    assert diff.max() <= 1 and diff.mean() < 0.2
+
+
 def test_large_jpeg_uses_draft_and_matches_full_decode() -> None:
     big = Image.fromarray(photos.astronaut()).resize((2048, 2048))
     data = encode(big, "JPEG", quality=90)
