@@ -16,7 +16,7 @@ from typing import Any
 
 from roost.contract.card import RESIZE_MODES
 from training.backbones import SPECS
-from training.config import FLIPS, OPTIMIZERS
+from training.config import FLIPS, OPTIMIZERS, PIPELINES
 from training.precision import CALIBRATION_METHODS
 
 
@@ -209,6 +209,37 @@ def _add_train(subparsers: Any) -> None:
     )
     p.add_argument("--max-per-class", type=int, default=None, help="subsample each class and split")
     p.add_argument("--dataset-name", default=None, help="dataset name for the model card")
+    data = p.add_argument_group("input pipeline (docs/training.md)")
+    data.add_argument(
+        "--pipeline",
+        choices=PIPELINES,
+        default="auto",
+        help="memory: decode once into RAM; cache: decode once into --cache-dir and read it "
+        "memory-mapped (later runs on the same files skip decoding); stream: decode every "
+        "epoch, keep nothing; auto: memory when the decoded splits fit --memory-budget, "
+        "else cache",
+    )
+    data.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where --pipeline cache keeps decoded images (default: RUNDIR/cache); share one "
+        "between runs to decode once",
+    )
+    data.add_argument(
+        "--memory-budget",
+        type=_positive,
+        default=1024,
+        metavar="MB",
+        help="auto: the most decoded megabytes kept in memory",
+    )
+    data.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="decode threads (default: the CPUs this process may use)",
+    )
     p.add_argument(
         "--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output"
     )
@@ -263,6 +294,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         split_ratios=args.split,
         early_stopping_patience=args.early_stopping_patience,
         max_per_class=args.max_per_class,
+        pipeline=args.pipeline,
+        cache_dir=args.cache_dir,
+        memory_budget=args.memory_budget << 20,
+        workers=args.workers,
         verbose=args.verbose,
         extra={"dataset": args.dataset_name} if args.dataset_name else {},
     )

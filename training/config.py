@@ -11,6 +11,7 @@ from roost.contract.card import RESIZE_MODES, ResizeMode
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
+PIPELINES = ("auto", "memory", "cache", "stream")
 
 
 @dataclass
@@ -63,6 +64,12 @@ class TrainConfig:
     split_ratios: tuple[float, float, float] = (0.7, 0.2, 0.1)
     early_stopping_patience: int = 4
     max_per_class: int | None = None
+    # Input pipeline (training/pipeline.py): "auto", "memory", "cache" or "stream"; the cache
+    # folder (None: RUNDIR/cache); decode threads (None: the CPUs this process may use).
+    pipeline: str = "auto"
+    cache_dir: Path | None = None
+    workers: int | None = None
+    memory_budget: int = 1 << 30
     verbose: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,8 +96,16 @@ class TrainConfig:
             self.hidden_units = [int(u) for u in self.hidden_units if int(u) > 0]
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer is one of {', '.join(OPTIMIZERS)}")
+        if self.cache_dir is not None:
+            self.cache_dir = Path(self.cache_dir)
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"pipeline is one of {', '.join(PIPELINES)}")
         if self.flip not in FLIPS:
             raise ValueError(f"flip is one of {', '.join(FLIPS)}")
+
+    @property
+    def cache_folder(self) -> Path:
+        return self.cache_dir or self.out / "cache"
 
     @property
     def pretrained(self) -> bool:
@@ -100,6 +115,7 @@ class TrainConfig:
         data = asdict(self)
         data["data"] = str(self.data)
         data["out"] = str(self.out)
+        data["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
         data["image_size"] = list(self.image_size)
         data["split_ratios"] = list(self.split_ratios)
         return data

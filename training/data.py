@@ -4,7 +4,8 @@ Images are decoded with the contract's :func:`roost.contract.images.decode_image
 orientation, any mode to RGB with transparency on white, bilinear "stretch" resize), so the
 pixels a model is trained and evaluated on are the pixels it is served. That is why this module
 does not use ``keras.utils.image_dataset_from_directory``: its ``tf.image.resize`` differs from
-Pillow's, and one unreadable file stops it. Batching and shuffling are ``tf.data`` (train.py).
+Pillow's, and one unreadable file stops it. Decoding in parallel, caching and batching are
+``training/pipeline.py``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from roost.contract.card import ResizeMode
-from roost.contract.errors import ContractError
 from roost.contract.images import decode_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -192,31 +191,6 @@ class LoadedSplit:
     files: list[Path]
     original_sizes: list[tuple[int, int]]  # (width, height) before resizing
     unreadable: list[tuple[Path, str]]
-
-
-def load_split(split: Split, size: tuple[int, int], resize: ResizeMode = "stretch") -> LoadedSplit:
-    """Decode every file of a split; unreadable ones are recorded and skipped, never raised."""
-    images, labels, files, sizes, bad = [], [], [], [], []
-    for path, label in zip(split.files, split.labels, strict=False):
-        try:
-            with Image.open(path) as im:
-                original = im.size
-            array = load_image(path, size, resize)
-        except (ContractError, OSError, Image.DecompressionBombError) as exc:  # reported
-            bad.append((path, f"{type(exc).__name__}: {exc}"))
-            continue
-        images.append(array)
-        labels.append(label)
-        files.append(path)
-        sizes.append(original)
-    shape = (0, size[0], size[1], 3)
-    return LoadedSplit(
-        np.stack(images) if images else np.zeros(shape, np.uint8),
-        np.asarray(labels, dtype=np.int32),
-        files,
-        sizes,
-        bad,
-    )
 
 
 def data_report(class_names: list[str], loaded: dict[str, LoadedSplit]) -> dict[str, Any]:

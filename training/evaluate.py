@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from training.data import LoadedSplit, load_split, read_run_splits, save_json
+from training.data import LoadedSplit, read_run_splits, save_json
+from training.pipeline import decode_split
 
 
 def read_labels(run: Path) -> list[str]:
@@ -33,13 +34,27 @@ def load_run_split(run: Path, name: str) -> LoadedSplit:
     from training.config import TrainConfig
 
     cfg = TrainConfig.load(Path(run) / "config.json")
-    return load_split(read_run_splits(run).splits[name], cfg.image_size, cfg.resize)
+    report_path = Path(run) / "data_report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    cache = cfg.cache_folder if report.get("pipeline") == "cache" else None
+    split = read_run_splits(run).splits[name]
+    return decode_split(split, cfg.image_size, cfg.resize, cache, cfg.workers)
 
 
 def predict(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Probabilities, a chunk at a time: Keras would copy a whole (memory-mapped) array."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+    chunk = batch_size * 8
+    return np.concatenate(
+        [
+            np.asarray(
+                model.predict(np.asarray(images[i : i + chunk]), batch_size=batch_size, verbose=0),
+                dtype=np.float32,
+            )
+            for i in range(0, len(images), chunk)
+        ]
+    )
 
 
 def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float | None:

@@ -14,14 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from training import pipeline
 from training.config import TrainConfig
 from training.data import (
     DataSplits,
     LoadedSplit,
+    Split,
     data_report,
     find_splits,
     format_report,
-    load_split,
     save_json,
 )
 
@@ -46,15 +47,38 @@ class SetupError(ValueError):
 def decode_data(
     cfg: TrainConfig, splits: DataSplits
 ) -> tuple[dict[str, LoadedSplit], dict[str, Any]]:
-    """Decode every split; the data report (printed and saved before training)."""
+    """Decode the splits as the pipeline asks (a streamed training split is only scanned);
+    the data report (printed and saved before training) names the pipeline."""
+    mode = pipeline.choose(
+        cfg.pipeline, list(splits.splits.values()), cfg.image_size, cfg.memory_budget
+    )
+    cache = cfg.cache_folder if mode == "cache" else None
     loaded = {
-        name: load_split(split, cfg.image_size, cfg.resize) for name, split in splits.splits.items()
+        name: pipeline.scan(split)
+        if name == "train" and mode == "stream"
+        else pipeline.decode_split(split, cfg.image_size, cfg.resize, cache, cfg.workers)
+        for name, split in splits.splits.items()
     }
     report = data_report(splits.class_names, loaded)
     report["data"] = str(cfg.data)
     report["presplit"] = splits.presplit
     report["image_size"] = list(cfg.image_size)
+    report["pipeline"] = mode
+    if cache is not None:
+        report["cache"] = str(cache)
     return loaded, report
+
+
+def training_batches(cfg: TrainConfig, train: LoadedSplit, mode: str) -> tuple[Any, int | None]:
+    """The training split's batches and, for the endless streamed ones, the steps per epoch."""
+    if mode == "stream":
+        files = Split(train.files, [int(y) for y in train.labels])
+        steps = -(-len(files) // cfg.batch_size)
+        batches = pipeline.streamed(
+            files, cfg.image_size, cfg.resize, cfg.batch_size, cfg.seed, cfg.workers
+        )
+        return batches, steps
+    return pipeline.batches(train, cfg.batch_size, cfg.seed), None
 
 
 def build_checked(cfg: TrainConfig, num_classes: int) -> tuple[Any, Any]:
@@ -66,15 +90,6 @@ def build_checked(cfg: TrainConfig, num_classes: int) -> tuple[Any, Any]:
         return build_classifier(cfg, num_classes)
     except (ValueError, FileNotFoundError) as exc:
         raise SetupError(str(exc)) from None
-
-
-def _dataset(part: LoadedSplit, batch_size: int, shuffle_seed: int | None) -> Any:
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((part.images, part.labels))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(part.labels), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -139,8 +154,8 @@ def train(cfg: TrainConfig) -> Path:
     if len(loaded["train"].labels) == 0 or len(loaded["val"].labels) == 0:
         raise ValueError("the train and val splits need at least one readable image each")
 
-    train_ds = _dataset(loaded["train"], cfg.batch_size, cfg.seed)
-    val_ds = _dataset(loaded["val"], cfg.batch_size, None)
+    train_ds, steps = training_batches(cfg, loaded["train"], report["pipeline"])
+    val_ds = pipeline.batches(loaded["val"], cfg.batch_size, None)
     class_weight = (
         balanced_class_weight(loaded["train"].labels, len(splits.class_names))
         if cfg.class_weight == "balanced"
@@ -158,6 +173,7 @@ def train(cfg: TrainConfig) -> Path:
         train_ds,
         validation_data=val_ds,
         shuffle=False,
+        steps_per_epoch=steps,
         epochs=cfg.epochs,
         class_weight=class_weight,
         callbacks=_callbacks(cfg, 1),
@@ -179,6 +195,7 @@ def train(cfg: TrainConfig) -> Path:
             train_ds,
             validation_data=val_ds,
             shuffle=False,
+            steps_per_epoch=steps,
             epochs=cfg.epochs + cfg.fine_tune_epochs,
             initial_epoch=phase2_start,
             class_weight=class_weight,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import data_report, find_splits, load_split, stratified_split
+from training.data import data_report, find_splits, stratified_split
+from training.pipeline import decode_in_memory as load_split
 
 pytestmark = pytest.mark.training
 
