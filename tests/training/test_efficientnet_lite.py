@@ -59,9 +59,9 @@ def classifier(weights_file: Path) -> keras.Model:
 def photos() -> np.ndarray:
     """Real photos, RGB 0..255 float32, resized to 224x224: [3, 224, 224, 3]."""
     images = [Image.fromarray(getattr(skimage_data, name)()).convert("RGB") for name in PHOTOS]
-    return np.stack([np.asarray(image.resize((224, 224), Image.BILINEAR)) for image in images]).astype(
-        np.float32
-    )
+    return np.stack(
+        [np.asarray(image.resize((224, 224), Image.BILINEAR)) for image in images]
+    ).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +72,14 @@ def torch_logits(torch_model: torch.nn.Module, photos: np.ndarray) -> np.ndarray
 
 
 def _weights_by_name(model: keras.Model) -> dict[str, np.ndarray]:
-    return {f"{layer.name}/{i}": w for layer in model.layers for i, w in enumerate(layer.get_weights())}
+    return {
+        f"{layer.name}/{i}": w for layer in model.layers for i, w in enumerate(layer.get_weights())
+    }
 
 
-def test_matches_torch(classifier: keras.Model, photos: np.ndarray, torch_logits: np.ndarray) -> None:
+def test_matches_torch(
+    classifier: keras.Model, photos: np.ndarray, torch_logits: np.ndarray
+) -> None:
     logits_model = keras.Model(classifier.inputs, classifier.get_layer(LOGITS_LAYER).output)
     logits = logits_model.predict(photos, verbose=0)
     assert np.abs(logits - torch_logits).max() < 1e-4
@@ -136,7 +140,10 @@ def test_imagenet_labels() -> None:
 
 
 def test_cache_and_cli(
-    weights_file: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    weights_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("ROOST_WEIGHTS_DIR", str(weights_file.parent))
     assert cached_efficientnet_lite0_weights() == weights_file
