@@ -6,7 +6,7 @@ from importlib import import_module
 
 from bench.run import main
 
-TOOLS = {"decode": "bench.decode"}
+TOOLS = {"decode": "bench.decode", "memory": "bench.memory"}
 
 if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
     sys.exit(import_module(TOOLS[sys.argv[1]]).main(sys.argv[2:]))

@@ -150,11 +150,19 @@ class _Slot:
 class OnnxClassifier:
     """ONNX Runtime sessions over one model.onnx; `run` is thread-safe and uses a free session.
 
-    On the CPU it holds `instances` narrow sessions (cores / instances threads, at least one)
-    that run concurrent batches without fighting over cores, and one wide session using every
+    On the CPU it runs up to `instances` batches at once on narrow sessions (cores / instances
+    threads, at least one) that do not fight over cores, and holds one wide session using every
     core for a batch that runs alone, so a lone request gets all the cores (docs/benchmarks.md).
     On CUDA it holds `cuda_instances` sessions (2 by default), so one batch's copy to the GPU
     overlaps another's compute.
+
+    Narrow runs share their weights (`share_weights`): a one-thread session runs each batch on
+    the calling thread and `run` is thread-safe in ONNX Runtime, so every narrow slot uses ONE
+    such session, and the version holds its weights twice (narrow + wide) instead of
+    instances + 1 times. Slots of more than one thread each keep their own session (their
+    own thread pool), as do CUDA sessions (their own stream). ONNX Runtime's own sharing does
+    not reach these weights from Python (docs/benchmarks.md, "Memory: weights shared between
+    sessions").
 
     With IO binding (`io_binding_enabled`) a batch is bound as the session's input instead of
     being passed to `session.run`: on CUDA it is copied into a pinned host buffer, then once to
@@ -171,6 +179,7 @@ class OnnxClassifier:
         num_classes: int,
         settings: ServiceSettings,
         instances: int = 0,
+        share_weights: bool = True,
     ) -> None:
         providers = choose_providers(settings)
         wants_gpu = provider_name(providers[0]) == CUDA
@@ -179,11 +188,16 @@ class OnnxClassifier:
         # sessions wait for decoded images (c=16, 512 px: 127 img/s with 4 on 2 cores, 117 with 2).
         self.instances = instances or (settings.cuda_instances if wants_gpu else min(8, 2 * cores))
         narrow_threads = settings.intra_op_threads or max(1, cores // self.instances)
+        # False: one session per narrow slot, the layout before sharing (bench/memory.py).
+        self.shares_weights = share_weights and not wants_gpu and narrow_threads == 1
         try:
-            sessions = [
-                _session(model_bytes, providers, settings, narrow_threads)
-                for _ in range(self.instances)
-            ]
+            if self.shares_weights:
+                sessions = [_session(model_bytes, providers, settings, 1)] * self.instances
+            else:
+                sessions = [
+                    _session(model_bytes, providers, settings, narrow_threads)
+                    for _ in range(self.instances)
+                ]
             wide = None
             if not wants_gpu and self.instances > 1 and narrow_threads < cores:
                 wide = _session(model_bytes, providers, settings, threads=cores)
@@ -229,6 +243,12 @@ class OnnxClassifier:
     @property
     def on_gpu(self) -> bool:
         return self.providers[0] == CUDA
+
+    @property
+    def session_count(self) -> int:
+        """Distinct ONNX Runtime sessions held: each holds its own copy of the weights."""
+        slots = [*self._slots, *([self._wide] if self._wide else [])]
+        return len({id(slot.session) for slot in slots})
 
     def run(self, batch: np.ndarray, alone: bool = False) -> np.ndarray:
         """Probabilities `[N, C]` for a uint8 `[N, H, W, 3]` batch. Blocks; call from a thread.

@@ -280,6 +280,8 @@ def test_cuda_io_binding_matches_the_cpu() -> None:
     gpu = OnnxClassifier(colour_model(SIZE, sharpness=0.05), SIZE, 3, settings)
     assert gpu.on_gpu, f"CUDA provider listed but not active: {gpu.providers}"
     assert gpu.io_binding and gpu.instances == settings.cuda_instances and gpu._wide is None
+    # Each CUDA session keeps its own stream: no weight sharing between them.
+    assert not gpu.shares_weights and gpu.session_count == settings.cuda_instances
     gpu.warm_up(range(1, 9))
     assert gpu._cudart is not None, "no CUDA runtime library found for pinned buffers"
     assert all(s.staging is not None and s.staging.capacity == 8 for s in gpu._slots)
