@@ -234,6 +234,28 @@ def _add_train(subparsers: Any) -> None:
         metavar="MB",
         help="auto: the most decoded megabytes kept in memory",
     )
+    scale = p.add_argument_group("scale (docs/training.md)")
+    scale.add_argument(
+        "--distribute",
+        choices=("none", "mirrored", "multiworker"),
+        default="none",
+        help="mirrored: tf.distribute.MirroredStrategy over every GPU of this machine; "
+        "multiworker: MultiWorkerMirroredStrategy over machines (TF_CONFIG); --batch-size is "
+        "the global batch",
+    )
+    scale.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="train in mixed_float16 (GPUs); the saved model is float32",
+    )
+    scale.add_argument(
+        "--xla", choices=("auto", "on", "off"), default="auto", help="XLA (auto: on GPUs)"
+    )
+    scale.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out from its last finished epoch",
+    )
     data.add_argument(
         "--workers",
         type=_positive,
@@ -298,13 +320,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         memory_budget=args.memory_budget << 20,
         workers=args.workers,
+        distribute=args.distribute,
+        mixed_precision=args.mixed_precision,
+        xla=args.xla,
         verbose=args.verbose,
         extra={"dataset": args.dataset_name} if args.dataset_name else {},
     )
     from training.train import SetupError, train
 
     try:
-        train(cfg)
+        train(cfg, resume=args.resume)
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -70,6 +70,10 @@ class TrainConfig:
     cache_dir: Path | None = None
     workers: int | None = None
     memory_budget: int = 1 << 30
+    # Scale (training/scale.py): "none", "mirrored" or "multiworker"; mixed_float16; XLA.
+    distribute: str = "none"
+    mixed_precision: bool = False
+    xla: str = "auto"
     verbose: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +104,10 @@ class TrainConfig:
             self.cache_dir = Path(self.cache_dir)
         if self.pipeline not in PIPELINES:
             raise ValueError(f"pipeline is one of {', '.join(PIPELINES)}")
+        if self.distribute not in ("none", "mirrored", "multiworker"):
+            raise ValueError("distribute is none, mirrored or multiworker")
+        if self.xla not in ("auto", "on", "off"):
+            raise ValueError("xla is auto, on or off")
         if self.flip not in FLIPS:
             raise ValueError(f"flip is one of {', '.join(FLIPS)}")
 

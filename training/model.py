@@ -128,11 +128,14 @@ def optimizer(cfg: TrainConfig, learning_rate: float) -> keras.optimizers.Optimi
     return keras.optimizers.Adam(learning_rate)
 
 
-def compile_model(model: keras.Model, cfg: TrainConfig, learning_rate: float) -> None:
+def compile_model(
+    model: keras.Model, cfg: TrainConfig, learning_rate: float, jit_compile: bool | str = "auto"
+) -> None:
     model.compile(
         optimizer=optimizer(cfg, learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
 
 

@@ -194,9 +194,13 @@ def _mapping_of(images: np.ndarray) -> mmap.mmap | None:
     return None
 
 
-def batches(part: LoadedSplit, batch_size: int, seed: int | None) -> Any:
+def batches(part: LoadedSplit, batch_size: int, seed: int | None, multiple_of: int = 1) -> Any:
     """``tf.data`` batches of a decoded split (in memory or memory-mapped): a seeded permutation
-    per epoch (``seed`` None: in order), gathered a batch at a time, prefetched."""
+    per epoch (``seed`` None: in order), gathered a batch at a time, prefetched.
+
+    ``multiple_of``: the number of replicas a distribution strategy splits each batch across;
+    the last batch is cut to a multiple of it (at most ``multiple_of - 1`` images left out of
+    the epoch), as a batch split unevenly across replicas fails in TensorFlow 2.21."""
     import tensorflow as tf
 
     images, labels = part.images, part.labels
@@ -208,8 +212,9 @@ def batches(part: LoadedSplit, batch_size: int, seed: int | None) -> Any:
         if seed is not None:
             order = np.random.default_rng([seed, epoch[0]]).permutation(len(labels))
         epoch[0] += 1
-        for number, start in enumerate(range(0, len(order), batch_size)):
-            chosen = np.sort(order[start : start + batch_size])  # sorted: sequential reads
+        usable = len(order) - len(order) % batch_size % multiple_of
+        for number, start in enumerate(range(0, usable, batch_size)):
+            chosen = np.sort(order[start : min(start + batch_size, usable)])  # sequential reads
             yield np.asarray(images[chosen]), labels[chosen]
             if mapping is not None and number % _RELEASE_EVERY == _RELEASE_EVERY - 1:
                 mapping.madvise(mmap.MADV_DONTNEED)
@@ -222,7 +227,7 @@ def batches(part: LoadedSplit, batch_size: int, seed: int | None) -> Any:
         tf.TensorSpec((None,), tf.int32),
     )
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    steps = -(-len(labels) // batch_size)
+    steps = -(-(len(labels) - len(labels) % batch_size % multiple_of) // batch_size)
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 

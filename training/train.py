@@ -8,6 +8,8 @@ A run folder holds everything needed to evaluate, export and compare later::
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,9 @@ def decode_data(
     return loaded, report
 
 
-def training_batches(cfg: TrainConfig, train: LoadedSplit, mode: str) -> tuple[Any, int | None]:
+def training_batches(
+    cfg: TrainConfig, train: LoadedSplit, mode: str, replicas: int = 1
+) -> tuple[Any, int | None]:
     """The training split's batches and, for the endless streamed ones, the steps per epoch."""
     if mode == "stream":
         files = Split(train.files, [int(y) for y in train.labels])
@@ -78,7 +82,7 @@ def training_batches(cfg: TrainConfig, train: LoadedSplit, mode: str) -> tuple[A
             files, cfg.image_size, cfg.resize, cfg.batch_size, cfg.seed, cfg.workers
         )
         return batches, steps
-    return pipeline.batches(train, cfg.batch_size, cfg.seed), None
+    return pipeline.batches(train, cfg.batch_size, cfg.seed, replicas), None
 
 
 def build_checked(cfg: TrainConfig, num_classes: int) -> tuple[Any, Any]:
@@ -102,11 +106,14 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return {c: out.get(c, 1.0) for c in range(num_classes)}
 
 
-def _callbacks(cfg: TrainConfig, phase: int) -> list[Any]:
+def _callbacks(cfg: TrainConfig, phase: int, images: int) -> list[Any]:
     import keras
+
+    from training.scale import Throughput
 
     checkpoints = cfg.out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
+    backup = cfg.out / "backup"
     return [
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, verbose=1),
         keras.callbacks.EarlyStopping(
@@ -118,102 +125,129 @@ def _callbacks(cfg: TrainConfig, phase: int) -> list[Any]:
         keras.callbacks.ModelCheckpoint(
             checkpoints / f"phase{phase}_best.keras", monitor="val_loss", save_best_only=True
         ),
+        Throughput(cfg.batch_size, images),  # before the loggers: they record its figures
+        keras.callbacks.CSVLogger(backup / f"phase{phase}.csv", append=True),
+        keras.callbacks.BackupAndRestore(backup / f"phase{phase}"),
     ]
 
 
-def _merge(history: dict[str, list[float]], new: dict[str, list[Any]]) -> None:
+def _merge(history: dict[str, list[float]], new: dict[str, list[float]]) -> None:
     for key, values in new.items():
-        history.setdefault(key, []).extend(float(v) for v in values)
+        history.setdefault(key, []).extend(values)
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run the whole pipeline for ``cfg`` and return the run folder."""
+def float32_copy(cfg: TrainConfig, model: Any, num_classes: int) -> Any:
+    """The trained model rebuilt under the float32 policy with its weights (mixed precision
+    keeps float32 variables), so that export and serving see a float32 model."""
+    from training.model import build_classifier
+
+    copy, _ = build_classifier(dataclasses.replace(cfg, weights="none"), num_classes)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Run the whole pipeline for ``cfg`` and return the run folder; ``resume`` continues an
+    interrupted run in ``cfg.out`` from its last finished epoch."""
     import keras
 
+    from training import scale
     from training.evaluate import evaluate_run
     from training.model import compile_model, count_params, unfreeze_top
 
     # Absolute, so that evaluate and export work from any directory.
     cfg.data, cfg.out = cfg.data.resolve(), cfg.out.resolve()
     cfg.out.mkdir(parents=True, exist_ok=True)
+    backup = cfg.out / "backup"
+    if not resume:
+        shutil.rmtree(backup, ignore_errors=True)
+    backup.mkdir(exist_ok=True)
     for name in STALE_OUTPUTS:  # a previous run's in the same folder must not outlive it
         (cfg.out / name).unlink(missing_ok=True)
     try:
         splits = find_splits(cfg.data, cfg.split_ratios, cfg.seed, cfg.max_per_class)
     except (FileNotFoundError, ValueError) as exc:
         raise SetupError(str(exc)) from None
-    # The model first: a setting that cannot work fails now, not after decoding the data.
-    keras.utils.set_random_seed(cfg.seed)
-    model, base = build_checked(cfg, len(splits.class_names))
-    cfg.save(cfg.out / "config.json")
-    loaded, report = decode_data(cfg, splits)
-    print(format_report(report), flush=True)
-    save_json(cfg.out / "data_report.json", report)
-    save_json(cfg.out / "split.json", splits.to_json())
-    (cfg.out / "labels.txt").write_text("\n".join(splits.class_names) + "\n")
-    if len(loaded["train"].labels) == 0 or len(loaded["val"].labels) == 0:
-        raise ValueError("the train and val splits need at least one readable image each")
+    num_classes = len(splits.class_names)
+    distribution = scale.strategy(cfg.distribute)
+    if distribution is not None:
+        print(f"distributed over {distribution.num_replicas_in_sync} replicas", flush=True)
+    with scale.precision_policy(cfg.mixed_precision):
+        # The model first: a setting that cannot work fails now, not after decoding the data.
+        keras.utils.set_random_seed(cfg.seed)
+        with scale.scope(distribution):
+            model, base = build_checked(cfg, num_classes)
+        cfg.save(cfg.out / "config.json")
+        loaded, report = decode_data(cfg, splits)
+        print(format_report(report), flush=True)
+        save_json(cfg.out / "data_report.json", report)
+        save_json(cfg.out / "split.json", splits.to_json())
+        (cfg.out / "labels.txt").write_text("\n".join(splits.class_names) + "\n")
+        if len(loaded["train"].labels) == 0 or len(loaded["val"].labels) == 0:
+            raise ValueError("the train and val splits need at least one readable image each")
 
-    train_ds, steps = training_batches(cfg, loaded["train"], report["pipeline"])
-    val_ds = pipeline.batches(loaded["val"], cfg.batch_size, None)
-    class_weight = (
-        balanced_class_weight(loaded["train"].labels, len(splits.class_names))
-        if cfg.class_weight == "balanced"
-        else None
-    )
-    history: dict[str, list[float]] = {}
-    started = time.monotonic()
-
-    compile_model(model, cfg, cfg.learning_rate)
-    params = count_params(model)
-    print(
-        f"phase 1: {params['trainable']:,} trainable of {params['total']:,} parameters", flush=True
-    )
-    fit = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        shuffle=False,
-        steps_per_epoch=steps,
-        epochs=cfg.epochs,
-        class_weight=class_weight,
-        callbacks=_callbacks(cfg, 1),
-        verbose=cfg.verbose,
-    )
-    _merge(history, fit.history)
-    phase2_start = len(history.get("loss", []))
-
-    if cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0:
-        unfrozen = unfreeze_top(base, cfg.fine_tune_layers)
-        compile_model(model, cfg, cfg.fine_tune_learning_rate)
-        params = count_params(model)
-        print(
-            f"phase 2: {unfrozen} base layers unfrozen, {params['trainable']:,} trainable "
-            f"parameters, learning rate {cfg.fine_tune_learning_rate}",
-            flush=True,
+        replicas = distribution.num_replicas_in_sync if distribution is not None else 1
+        train_ds, steps = training_batches(cfg, loaded["train"], report["pipeline"], replicas)
+        val_ds = pipeline.batches(loaded["val"], cfg.batch_size, None, replicas)
+        class_weight = (
+            balanced_class_weight(loaded["train"].labels, num_classes)
+            if cfg.class_weight == "balanced"
+            else None
         )
-        fit = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            shuffle=False,
-            steps_per_epoch=steps,
-            epochs=cfg.epochs + cfg.fine_tune_epochs,
-            initial_epoch=phase2_start,
-            class_weight=class_weight,
-            callbacks=_callbacks(cfg, 2),
-            verbose=cfg.verbose,
-        )
-        _merge(history, fit.history)
-
-    model.save(cfg.out / "model.keras")
+        history: dict[str, list[float]] = {}
+        started = time.monotonic()
+        phases = [(1, cfg.epochs, cfg.learning_rate)]
+        if cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0:
+            phases.append((2, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate))
+        phase2_start = None
+        for phase, epochs, rate in phases:
+            note = ""
+            if phase == 2:
+                phase2_start = len(history.get("loss", []))
+                note = f"{unfreeze_top(base, cfg.fine_tune_layers)} base layers unfrozen, "
+            with scale.scope(distribution):
+                compile_model(model, cfg, rate, scale.jit_compile(cfg.xla))
+            params = count_params(model)
+            finished = backup / f"phase{phase}.weights.h5"
+            if finished.exists():  # --resume: this phase ended before the interruption
+                model.load_weights(finished)
+                _merge(history, scale.read_epoch_log(backup / f"phase{phase}.csv"))
+                print(f"phase {phase}: finished before, weights restored", flush=True)
+                continue
+            print(
+                f"phase {phase}: {note}{params['trainable']:,} trainable of "
+                f"{params['total']:,} parameters, learning rate {rate}",
+                flush=True,
+            )
+            first = len(history.get("loss", []))
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                shuffle=False,
+                steps_per_epoch=steps,
+                initial_epoch=first,
+                epochs=first + epochs,
+                class_weight=class_weight,
+                callbacks=_callbacks(cfg, phase, len(loaded["train"].labels)),
+                verbose=cfg.verbose,
+            )
+            model.save_weights(finished)
+            _merge(history, scale.read_epoch_log(backup / f"phase{phase}.csv"))
+    final = float32_copy(cfg, model, num_classes) if cfg.mixed_precision else model
+    final.save(cfg.out / "model.keras")
+    rates = history.get("images_per_second", [])
     save_json(
         cfg.out / "history.json",
         {
             "history": history,
-            "phase2_start_epoch": phase2_start if cfg.fine_tune_epochs > 0 else None,
+            "phase2_start_epoch": phase2_start,
             "train_seconds": round(time.monotonic() - started, 1),
+            "images_per_second": round(sum(rates) / len(rates), 1) if rates else None,
             "params": params,
             "class_weight": class_weight,
+            "pipeline": report["pipeline"],
+            "resumed": resume,
         },
     )
-    evaluate_run(cfg.out, model=model, loaded=loaded)
+    evaluate_run(cfg.out, model=final, loaded=loaded)
     return cfg.out

@@ -99,3 +99,11 @@ def test_train_with_each_pipeline(photo_data: Path, tmp_path: Path, mode: str) -
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_images"] > 0
     assert main(["evaluate", str(run)]) == 0
+
+
+def test_batches_for_replicas_end_on_a_multiple_of_them(photo_data: Path) -> None:
+    part = pipeline.decode_in_memory(_all(photo_data), SIZE)  # 36 images
+    sizes = [int(x.shape[0]) for x, _ in pipeline.batches(part, 8, 0, multiple_of=3)]
+    assert sizes == [8, 8, 8, 8, 3]
+    assert len(sizes) == int(pipeline.batches(part, 8, 0, multiple_of=3).cardinality())
+    assert [int(x.shape[0]) for x, _ in pipeline.batches(part, 8, 0, multiple_of=8)] == [8] * 4

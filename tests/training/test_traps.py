@@ -156,7 +156,14 @@ def test_a_missing_extra_is_named_before_any_data_is_decoded(
     assert not (out / "data_report.json").exists()
 
 
-def test_the_train_extra_carries_scikit_image() -> None:
+def test_the_train_extras_carry_scikit_image_and_the_gpu_one_the_same_tensorflow() -> None:
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     train = extras["optional-dependencies"]["train"]
+    gpu = extras["optional-dependencies"]["train-gpu"]
     assert any(req.startswith("scikit-image") for req in train)
+    cpu_pin = next(r for r in train if r.startswith("tensorflow-cpu==")).split("==")[1]
+    assert f"tensorflow[and-cuda]=={cpu_pin}" in gpu
+    # Everything else the same: one environment trains on either.
+    assert sorted(r for r in train if not r.startswith("tensorflow")) == sorted(
+        r for r in gpu if not r.startswith("tensorflow")
+    )
