@@ -265,7 +265,9 @@ def draft_scale(info: JpegInfo, size: tuple[int, int]) -> int:
 def resize_geometry(
     height: int, width: int, size: tuple[int, int], mode: ResizeMode
 ) -> tuple[int, int, int, int]:
-    """(scaled height, scaled width, top, left): `decode_image`'s resize, then crop, in numbers."""
+    """(scaled height, scaled width, top, left): the centre crop's geometry in numbers, as
+    `decode_image` defines it (it resamples only the kept box of that scaled image; the GPU
+    resizes the whole image, then crops: pixels within one level)."""
     out_h, out_w = size
     if mode == "center_crop":
         scale = max(out_w / width, out_h / height)

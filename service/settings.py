@@ -30,8 +30,9 @@ class ServiceSettings(BaseSettings):
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(512, ge=1)
     instances: int = Field(0, ge=0, le=64)
-    """Sessions per model version; 0 = auto: `cuda_instances` on CUDA, two per core (at most 8)
-    on the CPU."""
+    """Batches a model version runs at once; 0 = auto: `cuda_instances` on CUDA, two per core
+    (at most 8) on the CPU. On the CPU, one-thread slots share one session (and its weights),
+    plus one wide session for a batch that runs alone (service/runtime.py)."""
     default_top_k: int = Field(5, ge=1)
 
     request_timeout_s: float = Field(30.0, gt=0.0)
