@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from modelkit import colour_model, publish
 
 
-def test_bench_smoke_run(tmp_path: Path) -> None:
+def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     repo = tmp_path / "repo"
     publish(repo, "colours", 1, model=colour_model((64, 64)), size=(64, 64))
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
+    run_bench(
             "bench",
             "--model-repo",
             str(repo),
@@ -41,13 +37,7 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
             "224px",
             "--cache",
             str(tmp_path / "cache"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    )  # fmt: skip
     report = json.loads((out / "results.json").read_text())
     assert set(report["results"]["224px"]) == {"roost", "naive"}
     roost = report["results"]["224px"]["roost"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from modelkit import colour_model, publish
@@ -26,23 +25,16 @@ def test_marked_photos_differ_in_bytes_but_not_in_pixels() -> None:
     assert not set(workload) & set(repeated_workload([photo, photo], 3, run=2))
 
 
-def test_compare_cache_smoke_run(tmp_path: Path) -> None:
+def test_compare_cache_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     repo = tmp_path / "repo"
     publish(repo, "colours", 1, model=colour_model((64, 64)), size=(64, 64))
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "bench.compare_cache", "--model-repo", str(repo),
+    run_bench(
+            "bench.compare_cache", "--model-repo", str(repo),
             "--model", "colours", "--version", "1", "--set", "224px", "--concurrency", "2",
             "--repeat-each", "2", "--hit-requests", "5", "--seconds", "5", "--repeats", "1",
             "--out", str(out), "--cache", str(tmp_path / "cache"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((out / "cache.json").read_text())["results"]
     assert set(results) == {"c2", "hit_path_c1"}
     for level in results.values():

@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from modelkit import colour_model, publish
 
 
-def test_compare_protocols_smoke_run(tmp_path: Path) -> None:
+def test_compare_protocols_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     repo = tmp_path / "repo"
     publish(repo, "colours", 1, model=colour_model((64, 64)), size=(64, 64))
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "bench.compare_protocols", "--model-repo", str(repo),
+    run_bench(
+            "bench.compare_protocols", "--model-repo", str(repo),
             "--model", "colours", "--set", "224px", "--concurrency", "1,4", "--requests", "12",
             "--seconds", "3", "--repeats", "1", "--out", str(out),
             "--cache", str(tmp_path / "cache"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / "protocols.json").read_text())
     for level in ("c1", "c4"):
         by_protocol = report["results"][level]

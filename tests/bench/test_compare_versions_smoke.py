@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from modelkit import colour_model, publish
 
 
-def test_compare_versions_smoke_run(tmp_path: Path) -> None:
+def test_compare_versions_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     repo = tmp_path / "repo"
     for version in (1, 2):
         publish(repo, "colours", version, model=colour_model((64, 64)), size=(64, 64))
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "bench.compare_versions", "--model-repo", str(repo),
+    run_bench(
+            "bench.compare_versions", "--model-repo", str(repo),
             "--model", "colours", "--versions", "1,2", "--set", "224px", "--concurrency", "2",
             "--requests", "10", "--seconds", "3", "--repeats", "1", "--out", str(out),
             "--cache", str(tmp_path / "cache"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
     by_version = json.loads((out / "versions.json").read_text())["results"]["c2"]
     assert set(by_version) == {"1", "2"}
     assert all(e["errors"] == 0 and e["requests"] == 10 for e in by_version.values())

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
-def test_decode_bench_smoke_run(tmp_path: Path) -> None:
+def test_decode_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "bench", "decode", "--sets", "512px", "--repeats", "2",
+    run_bench(
+            "bench", "decode", "--sets", "512px", "--repeats", "2",
             "--seconds", "0.05", "--out", str(out), "--cache", str(tmp_path / "cache"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
     cells = json.loads((out / "decode.json").read_text())["results"]["512px"]
     assert cells["decode_image"]["over_decode_image"] == 1.0
     assert all(cell["runs"] == 2 and cell["images_per_s"] > 0 for cell in cells.values())

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from modelkit import colour_model, publish
 
 
-def test_memory_bench_smoke_run(tmp_path: Path) -> None:
+def test_memory_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     repo = tmp_path / "repo"
     publish(repo, "colours", 1, model=colour_model((64, 64)), size=(64, 64))
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "bench", "memory", "--model-repo", str(repo),
+    run_bench(
+            "bench", "memory", "--model-repo", str(repo),
             "--versions", "colours/1", "--instances", "1,4", "--repeats", "2",
             "--seconds", "0.1", "--max-batch-size", "4", "--out", str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((out / "memory.json").read_text())["results"]
     assert set(results) == {"colours/1 x1", "colours/1 x4"}
     for cells in results.values():
