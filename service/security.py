@@ -11,7 +11,7 @@ import hmac
 from fastapi import Request
 
 from service.errors import ServiceError
-from service.state import get_state
+from service.state import state_of
 
 
 class Unauthorized(ServiceError):
@@ -40,14 +40,18 @@ def key_matches(presented: str, keys: list[str]) -> bool:
     return matched
 
 
-def require_classify_key(request: Request) -> None:
-    keys = get_state(request).settings.api_keys
+# The dependencies are async although they never wait: FastAPI runs a plain `def` dependency
+# in a worker thread, a hand-off every request would pay for.
+
+
+async def require_classify_key(request: Request) -> None:
+    keys = state_of(request).settings.api_keys
     if keys:
         _check(request, keys)
 
 
-def require_admin_key(request: Request) -> None:
-    keys = get_state(request).settings.admin_api_keys
+async def require_admin_key(request: Request) -> None:
+    keys = state_of(request).settings.admin_api_keys
     if not keys:
         raise Forbidden("admin endpoints are disabled; set ROOST_ADMIN_API_KEYS to enable them")
     _check(request, keys)

@@ -22,6 +22,11 @@ class ServiceState:
     shadows: ShadowRunner
 
 
-def get_state(request: Request) -> ServiceState:
+def state_of(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.roost
     return state
+
+
+async def get_state(request: Request) -> ServiceState:
+    """The `Depends` form: async, so FastAPI calls it on the loop, not in a worker thread."""
+    return state_of(request)
