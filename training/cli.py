@@ -16,7 +16,7 @@ from typing import Any
 
 from roost.contract.card import RESIZE_MODES
 from training.backbones import SPECS
-from training.config import FLIPS, OPTIMIZERS, PIPELINES
+from training.config import FLIPS, OPTIMIZERS, PIPELINES, TrainConfig
 from training.precision import CALIBRATION_METHODS
 
 
@@ -268,23 +268,14 @@ def _add_train(subparsers: Any) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed ``roost train`` arguments."""
     from training.backbones import get_spec
-    from training.config import TrainConfig
-
-    if (args.fine_tune_layers > 0) != (args.fine_tune_epochs > 0):
-        print(
-            "error: fine-tuning needs both --fine-tune-layers N and --fine-tune-epochs E "
-            f"(got {args.fine_tune_layers} layers, {args.fine_tune_epochs} epochs)",
-            file=sys.stderr,
-        )
-        return 2
 
     spec = get_spec(args.backbone)
     weights = "none" if spec.kind == "scratch" else args.weights
     size = args.image_size or (spec.default_size, spec.default_size)
-    cfg = TrainConfig(
+    return TrainConfig(
         data=args.data,
         out=args.out,
         backbone=spec.name,
@@ -326,6 +317,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         extra={"dataset": args.dataset_name} if args.dataset_name else {},
     )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    if (args.fine_tune_layers > 0) != (args.fine_tune_epochs > 0):
+        print(
+            "error: fine-tuning needs both --fine-tune-layers N and --fine-tune-epochs E "
+            f"(got {args.fine_tune_layers} layers, {args.fine_tune_epochs} epochs)",
+            file=sys.stderr,
+        )
+        return 2
+
+    cfg = train_config(args)
     from training.train import SetupError, train
 
     try:

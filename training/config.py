@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,41 @@ class TrainConfig:
     @property
     def pretrained(self) -> bool:
         return self.weights.lower() != "none"
+
+    def command(self) -> str:
+        """The ``roost train`` command line that gives these settings (defaults left out)."""
+        default = TrainConfig(data=self.data, out=self.out)
+        flags = {
+            "learning_rate": "--lr",
+            "fine_tune_learning_rate": "--fine-tune-lr",
+            "early_stopping_patience": "--patience",
+            "split_ratios": "--split",
+        }
+        words = ["roost", "train", "--data", str(self.data), "--out", str(self.out)]
+        words += ["--backbone", self.backbone, "--image-size", "x".join(map(str, self.image_size))]
+        for item in fields(self):
+            name, value = item.name, getattr(self, item.name)
+            if name in ("data", "out", "backbone", "image_size", "verbose", "extra"):
+                continue
+            if value == getattr(default, name):
+                continue
+            flag = flags.get(name, "--" + name.replace("_", "-"))
+            if name == "augment":
+                words.append("--no-augment")
+            elif isinstance(value, bool):
+                words.append(flag)
+            elif name == "memory_budget":
+                words += [flag, str(value >> 20)]
+            elif isinstance(value, list | tuple):
+                words += [
+                    flag,
+                    ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value),
+                ]
+            else:
+                words += [flag, str(value)]
+        if self.extra.get("dataset"):
+            words += ["--dataset-name", str(self.extra["dataset"])]
+        return shlex.join(words)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

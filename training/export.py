@@ -227,7 +227,14 @@ def export_run(run: Path, options: ExportOptions) -> Path:
             for key, value in cfg.to_dict().items()
             if key not in ("data", "out", "extra", "verbose")
         }
-        | {"epochs_run": summary.get("epochs_run"), "train_seconds": history.get("train_seconds")},
+        | {
+            "epochs_run": summary.get("epochs_run"),
+            "train_seconds": history.get("train_seconds"),
+            "seconds_per_epoch": history.get("seconds_per_epoch"),
+            "images_per_second": history.get("images_per_second"),
+            "peak_rss_mb": history.get("peak_rss_mb"),
+            "command": cfg.command(),
+        },
         "parameters": summary.get("params"),
         "storage": {
             "weights": "float16" if use_fp16 else "float32",

@@ -9,6 +9,7 @@ A run folder holds everything needed to evaluate, export and compare later::
 from __future__ import annotations
 
 import dataclasses
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -236,6 +237,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     final = float32_copy(cfg, model, num_classes) if cfg.mixed_precision else model
     final.save(cfg.out / "model.keras")
     rates = history.get("images_per_second", [])
+    seconds = history.get("epoch_seconds", [])
     save_json(
         cfg.out / "history.json",
         {
@@ -243,10 +245,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             "phase2_start_epoch": phase2_start,
             "train_seconds": round(time.monotonic() - started, 1),
             "images_per_second": round(sum(rates) / len(rates), 1) if rates else None,
+            "seconds_per_epoch": round(sum(seconds) / len(seconds), 1) if seconds else None,
             "params": params,
             "class_weight": class_weight,
             "pipeline": report["pipeline"],
             "resumed": resume,
+            # the process' peak resident memory so far (decoding and training; Linux: KiB)
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         },
     )
     evaluate_run(cfg.out, model=final, loaded=loaded)

@@ -52,6 +52,7 @@ def test_resume_continues_from_the_last_finished_epoch(
     assert len(history["history"]["loss"]) == 3  # epoch 1 from the first run, 2 and 3 now
     assert len(history["history"]["images_per_second"]) == 3
     assert history["images_per_second"] > 0
+    assert history["peak_rss_mb"] > 0 and history["seconds_per_epoch"] > 0
     assert all(s > 0 for s in history["history"]["epoch_seconds"])
 
 

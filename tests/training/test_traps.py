@@ -81,6 +81,12 @@ def test_no_test_split_and_relative_paths(
     card = read_card(repo / "r" / "1")
     assert card.details["metrics"]["evaluated_on"] == "val"
     assert card.details["metrics"]["test_accuracy"] is None
+    training = card.details["training"]
+    assert (
+        training["command"].startswith("roost train --data /")
+        and "--split 0.8,0.2,0" in (training["command"])
+    )
+    assert training["peak_rss_mb"] > 0 and training["seconds_per_epoch"] > 0
     assert card.prediction_profile is not None and card.prediction_profile.source == "val split"
 
 
