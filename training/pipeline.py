@@ -40,7 +40,9 @@ _RELEASE_EVERY = 8
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def decoded_bytes(split: Split, size: tuple[int, int]) -> int:
@@ -78,7 +80,7 @@ def _decode_into(
     sizes: list[tuple[int, int]] = []
     bad: list[tuple[Path, str]] = []
     with ThreadPoolExecutor(workers) as pool:
-        # map keeps the order; chunks bound how many decoded images wait at once
+        # map keeps the files' order; the writer only copies, so few results wait for it
         results = pool.map(lambda p: _decode_one(p, size, resize), split.files)
         for index, result in enumerate(results):
             if isinstance(result, str):
