@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from training.data import LoadedSplit, read_run_splits, save_json
-from training.pipeline import decode_split
+from training.pipeline import decode_split, release
 
 
 def read_labels(run: Path) -> list[str]:
@@ -42,19 +42,17 @@ def load_run_split(run: Path, name: str) -> LoadedSplit:
 
 
 def predict(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Probabilities, a chunk at a time: Keras would copy a whole (memory-mapped) array."""
+    """Probabilities, a chunk at a time: Keras would copy a whole (memory-mapped) array, and a
+    memory-mapped one's pages are released as it goes."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
     chunk = batch_size * 8
-    return np.concatenate(
-        [
-            np.asarray(
-                model.predict(np.asarray(images[i : i + chunk]), batch_size=batch_size, verbose=0),
-                dtype=np.float32,
-            )
-            for i in range(0, len(images), chunk)
-        ]
-    )
+    outs = []
+    for start in range(0, len(images), chunk):
+        batch = np.asarray(images[start : start + chunk])
+        outs.append(np.asarray(model.predict(batch, batch_size=batch_size, verbose=0), np.float32))
+        release(images)  # a memory-mapped split's pages read so far
+    return np.concatenate(outs)
 
 
 def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float | None:

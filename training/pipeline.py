@@ -196,6 +196,14 @@ def _mapping_of(images: np.ndarray) -> mmap.mmap | None:
     return None
 
 
+def release(images: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped split that this process has read (clean file pages:
+    they stay in the page cache, out of the process' resident memory); nothing for an array."""
+    mapping = _mapping_of(images)
+    if mapping is not None:
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
 def batches(part: LoadedSplit, batch_size: int, seed: int | None, multiple_of: int = 1) -> Any:
     """``tf.data`` batches of a decoded split (in memory or memory-mapped): a seeded permutation
     per epoch (``seed`` None: in order), gathered a batch at a time, prefetched.
@@ -206,7 +214,6 @@ def batches(part: LoadedSplit, batch_size: int, seed: int | None, multiple_of: i
     import tensorflow as tf
 
     images, labels = part.images, part.labels
-    mapping = _mapping_of(images)
     epoch = [0]
 
     def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -218,10 +225,9 @@ def batches(part: LoadedSplit, batch_size: int, seed: int | None, multiple_of: i
         for number, start in enumerate(range(0, usable, batch_size)):
             chosen = np.sort(order[start : min(start + batch_size, usable)])  # sequential reads
             yield np.asarray(images[chosen]), labels[chosen]
-            if mapping is not None and number % _RELEASE_EVERY == _RELEASE_EVERY - 1:
-                mapping.madvise(mmap.MADV_DONTNEED)
-        if mapping is not None:
-            mapping.madvise(mmap.MADV_DONTNEED)
+            if number % _RELEASE_EVERY == _RELEASE_EVERY - 1:
+                release(images)
+        release(images)
 
     height, width = images.shape[1:3]
     signature = (

@@ -33,6 +33,9 @@ def test_memory_and_cache_decode_the_same_pixels_and_report_the_same_files(
     cached = pipeline.decode_to_cache(split, SIZE, "stretch", tmp_path / "cache", workers=2)
     assert isinstance(cached.images, np.memmap) and not cached.images.flags.writeable
     np.testing.assert_array_equal(memory.images, cached.images)
+    pipeline.release(cached.images)  # pages dropped from the process, read again on demand
+    pipeline.release(memory.images)  # an array in memory: nothing to do
+    np.testing.assert_array_equal(memory.images, cached.images)
     np.testing.assert_array_equal(memory.labels, cached.labels)
     assert memory.files == cached.files and memory.original_sizes == cached.original_sizes
     assert [p.name for p, _ in cached.unreadable] == ["corrupt.png"]
