@@ -22,6 +22,7 @@ from service.registry import ModelRegistry
 from service.settings import ServiceSettings
 from service.shadow import ShadowRunner
 from service.state import ServiceState
+from service.thread_priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         metrics = ServiceMetrics()
         registry = ModelRegistry(settings, metrics)
         metrics.ready.set_function(lambda: float(registry.readiness()[0]))
-        decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="roost-decode")
+        decode_pool = ThreadPoolExecutor(
+            settings.decode_threads,
+            thread_name_prefix="roost-decode",
+            initializer=lower_thread_priority,
+            initargs=(settings.decode_niceness,),
+        )
         shadows = ShadowRunner(metrics, settings.request_timeout_s)
         app.state.roost = state = ServiceState(settings, metrics, registry, decode_pool, shadows)
         app.state.grpc = None

@@ -49,6 +49,9 @@ class ServiceSettings(BaseSettings):
     lingering_max_s: float = Field(10.0, ge=0.0)
     """Most seconds spent reading and discarding a refused request's body."""
     decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    decode_niceness: int = Field(15, ge=0, le=19)
+    """Added to the decode threads' nice value (Linux), so sessions finish images that arrived
+    earlier before newer ones are decoded (docs/benchmarks.md); 0 = equal priority."""
 
     grpc_port: int | None = Field(None, ge=0, le=65535)
     """Also serve the Open Inference Protocol over gRPC on this port (needs the grpc extra)."""
