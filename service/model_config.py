@@ -102,14 +102,10 @@ class ModelPolicyConfig(BaseModel):
             raise ValueError(f"rollback.label {self.rollback.label!r} is not in traffic")
         return self
 
-    def label_of(self, version: int) -> str | None:
-        return next((k for k, v in self.version_labels.items() if v == version), None)
 
-
-class ModelConfigFile(BaseModel):
-    """What `config.json` may say; every key optional, unknown keys are an error."""
-
-    model_config = ConfigDict(extra="forbid")
+class ModelConfigFile(ModelPolicyConfig):
+    """What `config.json` may say: the policy keys plus the serving ones below; every key
+    optional, unknown keys are an error."""
 
     max_batch_size: int | None = Field(None, ge=1, le=4096)
     max_queue_delay_ms: float | None = Field(None, ge=0.0, le=10_000.0)
@@ -117,22 +113,12 @@ class ModelConfigFile(BaseModel):
     instances: int | None = Field(None, ge=1, le=64)
     version_policy: VersionPolicy | None = None
     default_top_k: int | None = Field(None, ge=1)
-    version_labels: dict[VersionLabel, int] | None = None
-    traffic: dict[VersionLabel, float] | None = None
-    shadow: ShadowConfig | None = None
-    rollback: RollbackConfig | None = None
-    cache: CacheConfig | None = None
-    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
-    drift_window: int | None = Field(None, ge=10, le=1_000_000)
-
-    @model_validator(mode="after")
-    def _policy_is_consistent(self) -> ModelConfigFile:
-        self.policy()  # raises ValueError, reported as the file's validation error
-        return self
 
     def policy(self) -> ModelPolicyConfig:
-        given = self.model_dump(include=set(ModelPolicyConfig.model_fields), exclude_none=True)
-        return ModelPolicyConfig.model_validate(given)
+        """The policy keys alone (already validated with the file)."""
+        return ModelPolicyConfig.model_construct(
+            **{key: getattr(self, key) for key in ModelPolicyConfig.model_fields}
+        )
 
 
 class ModelConfig(BaseModel):
