@@ -119,9 +119,9 @@ async def _score(
             if keys:
                 policy.remember(keys[i], scores)
     answered = [scores for scores in found if scores is not None]
-    labels = [label.name for label in served.artifacts.labels]
+    artifacts = served.artifacts
     policy.observe_results(
-        served.version, labels, served.artifacts.card.prediction_profile, answered
+        served.version, artifacts.labels, artifacts.card.prediction_profile, answered
     )
     if route.shadow is not None:
         everything = list(range(len(data)))

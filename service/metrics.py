@@ -14,6 +14,7 @@ from prometheus_client import (
     Histogram,
 )
 
+from roost.contract.card import CONFIDENCE_BINS
 from service.gpu_metrics import register_gpu_collector
 
 UNKNOWN_MODEL = "_unknown"
@@ -37,8 +38,8 @@ _LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
-_SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
-"""The top-1 score's buckets: the card profile's CONFIDENCE_BINS, cumulative."""
+_SCORE_BUCKETS = tuple(round((i + 1) / CONFIDENCE_BINS, 6) for i in range(CONFIDENCE_BINS))
+"""The top-1 score's buckets: the card profile's confidence bins, cumulative."""
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from roost.contract.card import PredictionProfile
+from roost.contract.labels import Label
 from service.drift import DriftWindow
 from service.errors import NotReady
 from service.metrics import ServiceMetrics
@@ -150,7 +151,7 @@ class ModelPolicy:
     def observe_results(
         self,
         version: int,
-        labels: Sequence[str],
+        labels: Sequence[Label],
         profile: PredictionProfile | None,
         scores: Sequence[np.ndarray],
     ) -> None:
@@ -162,7 +163,7 @@ class ModelPolicy:
             top1 = int(probabilities.argmax())
             score = float(probabilities[top1])
             m.top1_score.labels(self.name, v).observe(score)
-            m.predictions.labels(self.name, v, labels[top1]).inc()
+            m.predictions.labels(self.name, v, labels[top1].name).inc()
             if self.is_uncertain(probabilities):
                 uncertain.inc()
             if window is not None:
