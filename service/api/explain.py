@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from service.admission import VERSION_PATTERN, version_selector
 from service.api.admission import admitted_request
-from service.api.uploads import check_media_type, read_uploads
+from service.api.uploads import check_media_type, read_uploads, upload_openapi
 from service.errors import InvalidParameter
 from service.explain import (
     DEFAULT_GRID,
@@ -68,27 +68,6 @@ class ExplainResponse(BaseModel):
     }
 
 
-_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "One image (JPEG, PNG, WebP, GIF, BMP, TIFF)",
-                        }
-                    },
-                    "required": ["file"],
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The map as JSON, or (`format=png`) as a heatmap at the model's input size",
@@ -117,7 +96,7 @@ image (for `center_crop` models, over its centre crop).
     description=_DESCRIPTION,
     response_model=ExplainResponse,
     responses=_RESPONSES,
-    openapi_extra=_OPENAPI,
+    openapi_extra=upload_openapi(many=False),
 )
 async def explain(
     request: Request,

@@ -9,6 +9,7 @@ Callers check admission before calling this, so a refused request reads no body 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -18,27 +19,28 @@ from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.inference import Upload
 from service.settings import ServiceSettings
 
-UPLOAD_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF)",
-                        }
-                    },
-                    "required": ["file"],
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
+
+def upload_openapi(*, many: bool) -> dict[str, Any]:
+    """The request body of a route that reads images: multipart `file` parts (one, or `many`)
+    or one raw `image/*` body."""
+    image = {"type": "string", "format": "binary"}
+    formats = "JPEG, PNG, WebP, GIF, BMP, TIFF"
+    part = (
+        {"type": "array", "items": image, "description": f"One or more images ({formats})"}
+        if many
+        else {**image, "description": f"One image ({formats})"}
+    )
+    form = {"type": "object", "properties": {"file": part}, "required": ["file"]}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": form}, "image/*": {"schema": image}},
+        }
     }
-}
+
+
+UPLOAD_OPENAPI = upload_openapi(many=True)
+
 
 _MAX_FORM_FIELDS = 100
 
