@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from service.settings import ServiceSettings
 
@@ -82,6 +90,14 @@ class ModelPolicyConfig(BaseModel):
     cache: CacheConfig | None = None
     min_confidence: float | None = Field(None, ge=0.0, le=1.0)
     drift_window: int = Field(1000, ge=10, le=1_000_000)
+
+    @field_validator("version_labels", "traffic", "drift_window", mode="before")
+    @classmethod
+    def _null_is_absent(cls, value: Any, info: ValidationInfo) -> Any:
+        """`"traffic": null` in config.json means the default, as for every other key."""
+        if value is None and info.field_name is not None:
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        return value
 
     @model_validator(mode="after")
     def _labels_exist(self) -> ModelPolicyConfig:

@@ -77,6 +77,8 @@ def test_rollback_on_latency_and_on_disagreement() -> None:
 def test_config_refuses_inconsistent_policies() -> None:
     good = {"version_labels": {"stable": 1, "canary": 2}, "traffic": {"stable": 9, "canary": 1}}
     assert ModelConfigFile.model_validate(good).policy().traffic == {"stable": 9, "canary": 1}
+    nulls = {"version_labels": None, "traffic": None, "drift_window": None}
+    assert ModelConfigFile.model_validate(nulls).policy() == ModelConfigFile().policy()
     for bad, message in [
         ({"traffic": {"stable": 1}}, "not in version_labels"),
         ({**good, "traffic": {"stable": 0, "canary": 0}}, "must not all be 0"),
