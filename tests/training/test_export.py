@@ -76,6 +76,36 @@ def test_onnx_matches_keras_and_meets_the_contract(vgg_like, tmp_path: Path) -> 
             onnx_tools.check_contract(proto, (32, 32), classes)
 
 
+def test_conversion_keeps_the_weights_out_of_the_graph_until_they_are_folded(  # type: ignore[no-untyped-def]
+    vgg_like, tmp_path: Path
+) -> None:
+    """The weights never pass through TensorFlow's graph or tf2onnx (that is what bounds the
+    export's memory): the converted graph reads them from one file written weight by weight,
+    and the published file is one self-contained proto with the weight arithmetic folded."""
+    from training.model import inference_model
+
+    model = inference_model(vgg_like[0])
+    graph = tmp_path / "graph.onnx"
+    onnx_tools._weights_as_inputs(model, graph, onnx_tools.OPSET)
+    converted = onnx.load(str(graph), load_external_data=False)
+    weights = [i for i in converted.graph.initializer if i.name.startswith("weight_")]
+    assert weights and all(i.data_location == onnx.TensorProto.EXTERNAL for i in weights)
+    stored = sum(
+        int(np.prod(i.dims)) * onnx.helper.tensor_dtype_to_np_dtype(i.data_type).itemsize
+        for i in weights
+    )
+    assert stored >= sum(v.numpy().nbytes for v in model.weights)
+    assert graph.with_suffix(".weights").stat().st_size == stored
+    assert graph.stat().st_size < stored / 4
+    assert [i.name for i in converted.graph.input] == ["image"]
+
+    path = tmp_path / "m.onnx"
+    folded = onnx_tools.keras_to_onnx(model, path)
+    assert not any(i.data_location == onnx.TensorProto.EXTERNAL for i in folded.graph.initializer)
+    assert {o.domain for o in folded.opset_import} <= {"", *(n.domain for n in folded.graph.node)}
+    assert len(folded.graph.node) < len(converted.graph.node)  # transposes and BatchNorm folded
+
+
 def test_fp16_storage_halves_the_file_and_keeps_top1(vgg_like, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from training.model import inference_model
 
