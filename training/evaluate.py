@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from training.data import LoadedSplit, read_run_splits, save_json
-from training.pipeline import decode_split, release
+from training.pipeline import decode_to_cache, on_demand, release
 
 
 def read_labels(run: Path) -> list[str]:
@@ -23,22 +25,38 @@ def read_labels(run: Path) -> list[str]:
 
 
 def load_run_model(run: Path) -> Any:
+    """The run's trained model, without its optimizer.
+
+    The archive is unpacked next to it and loaded as a folder, so h5py reads each weight from
+    disk: from the archive itself Keras reads the whole weights file (with Adam's state, three
+    times the weights) into memory and h5py copies it again, which made loading the peak of
+    ``roost export`` (docs/benchmarks.md, "Training").
+    """
     import keras
 
     import training.layers  # noqa: F401 - registers the custom layers before loading
 
-    return keras.saving.load_model(Path(run) / "model.keras", compile=False)
+    with (
+        tempfile.TemporaryDirectory(dir=run, prefix=".unpacked-") as folder,
+        zipfile.ZipFile(Path(run) / "model.keras") as archive,
+    ):
+        archive.extractall(folder)
+        return keras.saving.load_model(folder, compile=False)
 
 
 def load_run_split(run: Path, name: str) -> LoadedSplit:
+    """One of the run's splits: memory-mapped from the run's cache when it used one, else
+    decoded from its files when read (``pipeline.on_demand``), so no split is ever held whole
+    whatever its size."""
     from training.config import TrainConfig
 
     cfg = TrainConfig.load(Path(run) / "config.json")
     report_path = Path(run) / "data_report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    cache = cfg.cache_folder if report.get("pipeline") == "cache" else None
     split = read_run_splits(run).splits[name]
-    return decode_split(split, cfg.image_size, cfg.resize, cache, cfg.workers)
+    if report.get("pipeline") == "cache":
+        return decode_to_cache(split, cfg.image_size, cfg.resize, cfg.cache_folder, cfg.workers)
+    return on_demand(split, cfg.image_size, cfg.resize, cfg.workers)
 
 
 def predict(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
