@@ -254,6 +254,53 @@ def scan(split: Split) -> LoadedSplit:
     return _loaded(split, np.zeros((0, 1, 1, 3), np.uint8), kept, sizes, bad)
 
 
+class FileImages:
+    """A split's images decoded from their files when indexed (``images[rows]``; the rows'
+    files decoded in parallel threads), for splits too large to hold: a streamed run's val and
+    test splits, and the held-out split export and evaluate read, are never all in memory.
+    Used where a decoded array would be (``len``, ``shape``, ``dtype``, integer, slice and
+    index-array indexing)."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(
+        self, files: list[Path], size: tuple[int, int], resize: ResizeMode, workers: int
+    ) -> None:
+        self.files = files
+        self.size = size
+        self.resize: ResizeMode = resize
+        self.workers = workers
+        self.shape = (len(files), size[0], size[1], 3)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        if isinstance(rows, (int, np.integer)):
+            return self[np.asarray([rows])][0]
+        chosen = np.arange(len(self.files))[rows]
+        images = np.empty((len(chosen), *self.shape[1:]), np.uint8)
+        with ThreadPoolExecutor(min(self.workers, max(1, len(chosen)))) as pool:
+            for row, result in enumerate(pool.map(self._decode, chosen)):
+                images[row] = result
+        return images
+
+    def _decode(self, index: int) -> np.ndarray:
+        result = _decode_one(self.files[index], self.size, self.resize)
+        if isinstance(result, str):  # its header read when the split was scanned
+            raise ContractError(f"{self.files[index]} no longer decodes: {result}")
+        return np.asarray(result[0])
+
+
+def on_demand(
+    split: Split, size: tuple[int, int], resize: ResizeMode, workers: int | None = None
+) -> LoadedSplit:
+    """The split scanned (``scan``), its images a ``FileImages`` over the readable files."""
+    part = scan(split)
+    part.images = FileImages(part.files, size, resize, workers or default_workers())  # type: ignore[assignment]
+    return part
+
+
 def streamed(
     split: Split,
     size: tuple[int, int],

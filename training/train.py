@@ -50,15 +50,16 @@ class SetupError(ValueError):
 def decode_data(
     cfg: TrainConfig, splits: DataSplits
 ) -> tuple[dict[str, LoadedSplit], dict[str, Any]]:
-    """Decode the splits as the pipeline asks (a streamed training split is only scanned);
-    the data report (printed and saved before training) names the pipeline."""
+    """Decode the splits as the pipeline asks (streamed: the training split is only scanned,
+    val and test are decoded a batch at a time when read); the data report (printed and saved
+    before training) names the pipeline."""
     mode = pipeline.choose(
         cfg.pipeline, list(splits.splits.values()), cfg.image_size, cfg.memory_budget
     )
     cache = cfg.cache_folder if mode == "cache" else None
     loaded = {
-        name: pipeline.scan(split)
-        if name == "train" and mode == "stream"
+        name: pipeline.on_demand(split, cfg.image_size, cfg.resize, cfg.workers)
+        if mode == "stream"
         else pipeline.decode_split(split, cfg.image_size, cfg.resize, cache, cfg.workers)
         for name, split in splits.splits.items()
     }

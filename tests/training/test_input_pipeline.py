@@ -82,6 +82,45 @@ def test_streamed_batches_decode_the_same_pixels(photo_data: Path) -> None:
     assert sorted(i.tobytes() for i in images) == sorted(i.tobytes() for i in memory.images)
 
 
+def test_on_demand_images_decode_the_same_pixels_when_read(
+    photo_data: Path, tmp_path: Path
+) -> None:
+    split = _all(photo_data)
+    memory = pipeline.decode_in_memory(split, SIZE)
+    lazy = pipeline.on_demand(split, SIZE, "stretch", workers=2)
+    images = lazy.images
+    assert isinstance(images, pipeline.FileImages)
+    assert len(images) == len(memory.images) and images.shape == memory.images.shape
+    assert lazy.files == memory.files and lazy.original_sizes == memory.original_sizes
+    np.testing.assert_array_equal(lazy.labels, memory.labels)
+    assert [p.name for p, _ in lazy.unreadable] == ["corrupt.png"]
+    np.testing.assert_array_equal(images[3], memory.images[3])
+    np.testing.assert_array_equal(images[5:11], memory.images[5:11])
+    rows = np.asarray([9, 0, 4])
+    np.testing.assert_array_equal(images[rows], memory.images[rows])
+    ordered = [x.numpy() for x, _ in pipeline.batches(lazy, 8, None)]
+    np.testing.assert_array_equal(np.concatenate(ordered), memory.images)
+    # A file that broke after the scan read its header: an error naming it, never a blank image.
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(split.files[0].read_bytes())
+    again = pipeline.on_demand(Split([broken], [0]), SIZE, "stretch")
+    broken.write_bytes(broken.read_bytes()[:40])
+    with pytest.raises(ValueError, match="broken.png no longer decodes"):
+        again.images[0]
+
+
+def test_a_streamed_run_reads_val_and_test_on_demand(photo_data: Path, tmp_path: Path) -> None:
+    from training.config import TrainConfig
+    from training.train import decode_data
+
+    splits = find_splits(photo_data, (0.6, 0.2, 0.2))
+    cfg = TrainConfig(data=photo_data, out=tmp_path, image_size=SIZE, pipeline="stream")
+    loaded, report = decode_data(cfg, splits)
+    assert report["pipeline"] == "stream"
+    assert all(isinstance(part.images, pipeline.FileImages) for part in loaded.values())
+    assert sum(len(part.labels) for part in loaded.values()) == len(_all(photo_data)) - 1
+
+
 def test_auto_keeps_small_sets_in_memory_and_caches_large_ones(photo_data: Path) -> None:
     split = _all(photo_data)
     need = pipeline.decoded_bytes(split, SIZE)
