@@ -170,8 +170,9 @@ def export_run(run: Path, options: ExportOptions) -> Path:
     held_out = _first(whole_split, _MAX_HELD_OUT)
 
     proto = onnx_tools.keras_to_onnx(inference_model(model), run / "model.onnx")
-    onnx_tools.check_contract(proto, cfg.image_size, len(labels))
     keras_probs = predict(model, held_out.images)
+    del model  # the ONNX steps below need room for a copy or two of the weights
+    onnx_tools.check_contract(proto, cfg.image_size, len(labels))
     fp32_probs = onnx_tools.run(onnx_tools.session(proto), held_out.images)
     parity = float(np.abs(keras_probs - fp32_probs).max())
     print(f"ONNX vs Keras on {len(held_out.files)} held-out images: max |diff| {parity:.2e}")
@@ -183,7 +184,7 @@ def export_run(run: Path, options: ExportOptions) -> Path:
     agreement = float(np.mean(fp16_probs.argmax(1) == fp32_probs.argmax(1)))
     fp16_diff = float(np.abs(fp16_probs - fp32_probs).max())
     use_fp16 = not options.fp32 and agreement == 1.0 and fp16_diff <= options.fp16_tolerance
-    sizes = [len(onnx_tools.onnx_bytes(p)) / 1e6 for p in (fp16, proto)]
+    sizes = [p.ByteSize() / 1e6 for p in (fp16, proto)]
     print(
         f"float16 storage: top-1 agreement {agreement:.3f}, max |diff| {fp16_diff:.2e} -> "
         f"{'float16' if use_fp16 else 'float32'} ({sizes[0]:.1f} MB vs {sizes[1]:.1f} MB)"
