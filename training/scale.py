@@ -2,8 +2,9 @@
 
 - ``--distribute mirrored``: ``tf.distribute.MirroredStrategy`` over every GPU (over the logical
   CPU devices when there is no GPU, which is how the tests run it); ``multiworker``:
-  ``MultiWorkerMirroredStrategy``, configured by the ``TF_CONFIG`` environment variable of each
-  machine (docs/training.md). The model is built and compiled in the strategy's scope;
+  ``MultiWorkerMirroredStrategy`` (with a fix for Keras 3's ``fit``), configured by the
+  ``TF_CONFIG`` environment variable of each machine (docs/training.md; tested as two local
+  processes). The model is built and compiled in the strategy's scope;
   ``--batch-size`` is the global batch, split across the replicas.
 - ``--mixed-precision``: Keras' ``mixed_float16`` policy while the model is built and trained
   (the softmax stays float32); the saved model is a float32 copy, so export and serving are
@@ -37,8 +38,38 @@ def strategy(name: str) -> Any:
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     return None
+
+
+def _multi_worker_strategy() -> Any:
+    """``MultiWorkerMirroredStrategy`` whose ``reduce`` takes a nest of values, one at a time,
+    and reduces small integer types (uint8 images) through int32.
+
+    NOTE: Keras 3's ``fit`` (3.15) reduces its first ``(images, labels)`` batch in one call to
+    learn the shapes, which MirroredStrategy accepts and the multi-worker strategy does not:
+    "Attempt to convert a value (PerReplica...)" for the tuple (keras-team/keras#20585), then
+    collective ops refuse uint8.
+    """
+    import tensorflow as tf
+
+    reducible = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):  # type: ignore[misc]
+        def reduce(self, reduce_op: Any, value: Any, axis: Any) -> Any:
+            parent = super()
+
+            def one(leaf: Any) -> Any:
+                local = self.experimental_local_results(leaf)[0]
+                along = None if local.shape.rank == 0 else axis
+                if local.dtype in reducible or not local.dtype.is_integer:
+                    return parent.reduce(reduce_op, leaf, along)
+                wide = self.run(lambda x: tf.cast(x, tf.int32), args=(leaf,))
+                return tf.cast(parent.reduce(reduce_op, wide, along), local.dtype)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerMirroredStrategy()
 
 
 def scope(distribution: Any) -> contextlib.AbstractContextManager[Any]:

@@ -4,10 +4,13 @@ devices), --mixed-precision and --xla."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from training.__main__ import main
@@ -76,6 +79,63 @@ def test_mirrored_over_two_logical_cpu_devices(photo_data: Path, tmp_path: Path)
         summary["test_images"] > 0
         and json.loads((run / "config.json").read_text())["distribute"] == "mirrored"
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_multiworker_over_two_local_processes_keeps_the_workers_in_step(
+    photo_data: Path, tmp_path: Path
+) -> None:
+    """Two `roost train --distribute multiworker` processes on 127.0.0.1, as two machines would
+    run it. Worker 1 reads mirror images of worker 0's photos: only gradients all-reduced every
+    step leave the two with the same weights."""
+    from PIL import Image, ImageOps
+
+    from training.evaluate import load_run_model
+
+    mirrored = tmp_path / "mirrored"
+    for path in sorted(photo_data.rglob("*.*")):
+        target = mirrored / path.relative_to(photo_data)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with Image.open(path) as image:
+                ImageOps.mirror(image).save(target)
+        except OSError:
+            target.write_bytes(path.read_bytes())  # the corrupt file stays corrupt
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    processes = []
+    for index, data in enumerate((photo_data, mirrored)):
+        task = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        argv = ["train", "--data", str(data), "--out", str(tmp_path / f"run{index}"), *TINY]
+        argv += ["--epochs", "2", "--distribute", "multiworker"]
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "roost", *argv],
+                cwd=REPO_ROOT,
+                env={**os.environ, "TF_CONFIG": json.dumps(task)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    try:
+        outputs = [process.communicate(timeout=300)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+        assert "distributed over 2 replicas" in output
+    first, second = (load_run_model(tmp_path / f"run{index}") for index in range(2))
+    for a, b in zip(first.weights, second.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    histories = [json.loads((tmp_path / f"run{i}" / "history.json").read_text()) for i in (0, 1)]
+    assert histories[0]["history"]["loss"] == histories[1]["history"]["loss"]
+    assert all(h["images_per_second"] > 0 for h in histories)
 
 
 def test_mixed_precision_saves_a_float32_model(photo_data: Path, tmp_path: Path) -> None:
