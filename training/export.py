@@ -113,8 +113,8 @@ def _first(part: LoadedSplit, n: int) -> LoadedSplit:
 
 
 def whole_split_probs(shipped: object, split: LoadedSplit, checked_probs: np.ndarray) -> np.ndarray:
-    """The shipped model's probabilities on the whole held-out split (``checked_probs`` are its
-    first images)."""
+    """A model's probabilities on the whole held-out split, given ``checked_probs``, its
+    probabilities on the split's first images (all of them for a small split)."""
     from training import onnx_tools
 
     if len(checked_probs) == len(split.images):
@@ -193,10 +193,10 @@ def export_run(run: Path, options: ExportOptions) -> Path:
     reduced: dict[str, object] = {"precision": options.precision}
     if options.precision != "fp32":
         shipped, shipped_probs, reduced = _reduced_precision(
-            run, proto, fp32_probs, held_out, held_out_split, cfg, len(labels), options
+            run, proto, fp32_probs, whole_split, held_out_split, cfg, len(labels), options
         )
 
-    ref_images, ref_probs = held_out.images, shipped_probs
+    ref_images, ref_probs = held_out.images, shipped_probs[: len(held_out.files)]
     if options.reference_source == "photos":
         ref_images = _photos(cfg.image_size, cfg.resize)
         ref_probs = onnx_tools.run(onnx_tools.session(shipped), ref_images)
@@ -291,8 +291,9 @@ def _reduced_precision(
     num_classes: int,
     options: ExportOptions,
 ) -> tuple[object, np.ndarray, dict[str, object]]:
-    """The int8 / fp16 model, its held-out probabilities and its card keys; ExportError with
-    the gate's figures when it does not hold accuracy."""
+    """The int8 / fp16 model, its probabilities on the whole held-out split and its card keys;
+    ExportError with the gate's figures when it does not hold accuracy there. ``fp32_probs``
+    are the float32 model's on the split's first images."""
     from training import onnx_tools, precision
     from training.evaluate import load_run_split
 
@@ -323,6 +324,7 @@ def _reduced_precision(
     except precision.PrecisionError as exc:
         raise ExportError(str(exc)) from None
     onnx_tools.check_contract(candidate, cfg.image_size, num_classes)
+    fp32_probs = whole_split_probs(proto, held_out, fp32_probs)
     probs = onnx_tools.run(onnx_tools.session(candidate), held_out.images)
     result = precision.gate(fp32_probs, probs, held_out.labels)
     print(result.summary())

@@ -20,7 +20,7 @@ pytestmark = [
 ]
 import onnx  # noqa: E402
 
-from training import onnx_tools, precision  # noqa: E402
+from training import export, onnx_tools, precision  # noqa: E402
 from training.__main__ import main  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -325,11 +325,16 @@ def test_int8_quantisation_of_a_float32_model_directly() -> None:
 
 
 def test_export_fp16_precision_publishes_behind_the_labelled_gate(
-    trained_run: Path, tmp_path: Path
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     argv = ["export", str(trained_run), "--repo", str(tmp_path), "--name", "half"]
+    monkeypatch.setattr(export, "_MAX_HELD_OUT", 2)  # parity on 2 images; the gate on them all
     assert main([*argv, "--precision", "fp16"]) == 0
     card = json.loads((tmp_path / "half" / "1" / "card.json").read_text())
+    test_images = json.loads((trained_run / "summary.json").read_text())["test_images"]
+    assert card["storage"]["held_out_images"] == 2 < test_images
+    assert card["quantization"]["check_images"] == card["quantization"]["gate"]["images"]
+    assert card["quantization"]["gate"]["images"] == test_images
     assert card["precision"] == "fp16" and card["calibration"] is None
     assert card["storage"]["weights"] == "float16" and card["storage"]["arithmetic"] == "float16"
     gate = card["quantization"]["gate"]
