@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from service.api import admin, classify, explain, health, models, v2
+from service.cpu_gate import CpuGate
 from service.errors import install_error_handlers
 from service.lingering import LingeringBodyMiddleware
 from service.metrics import ServiceMetrics
@@ -35,7 +37,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics = ServiceMetrics()
-        registry = ModelRegistry(settings, metrics)
+        cpu_gate = CpuGate(settings.cpu_gate_threads or (os.cpu_count() or 1) + 1)
+        registry = ModelRegistry(settings, metrics, cpu_gate)
         metrics.ready.set_function(lambda: float(registry.readiness()[0]))
         decode_pool = ThreadPoolExecutor(
             settings.decode_threads,
@@ -44,7 +47,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             initargs=(settings.decode_niceness,),
         )
         shadows = ShadowRunner(metrics, settings.request_timeout_s)
-        app.state.roost = state = ServiceState(settings, metrics, registry, decode_pool, shadows)
+        app.state.roost = state = ServiceState(
+            settings, metrics, registry, decode_pool, shadows, cpu_gate
+        )
         app.state.grpc = None
         # NOTE: models load in the background so /healthz answers at once and /readyz
         # can say what is still loading.

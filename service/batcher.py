@@ -31,8 +31,9 @@ from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overload
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[np.ndarray, bool], np.ndarray]
-"""(batch, alone) -> scores; `alone` says no other batch is running or waiting."""
+RunBatch = Callable[[np.ndarray, bool, float], np.ndarray]
+"""(batch, alone, deadline) -> scores; `alone` says no other batch is running or waiting;
+`deadline` is the earliest of its requests' deadlines (monotonic): the batch's turn on the CPU."""
 
 
 @dataclass(slots=True)
@@ -236,8 +237,9 @@ class DynamicBatcher:
         self._observer.on_queue_wait([started - item.enqueued_at for item in batch])
         images = [item.image for item in batch]
         loop = asyncio.get_running_loop()
+        deadline = min(item.deadline for item in batch)
         scores = await loop.run_in_executor(
-            self._executor, _stack_and_run, self._run_batch, images, alone
+            self._executor, _stack_and_run, self._run_batch, images, alone, deadline
         )
         # Checked before any caller gets a row: a short result must fail the whole batch.
         if scores.shape[:1] != (len(batch),):
@@ -311,5 +313,7 @@ class Reservation:
             self._count = 0
 
 
-def _stack_and_run(run_batch: RunBatch, images: list[np.ndarray], alone: bool) -> np.ndarray:
-    return run_batch(np.stack(images), alone)
+def _stack_and_run(
+    run_batch: RunBatch, images: list[np.ndarray], alone: bool, deadline: float
+) -> np.ndarray:
+    return run_batch(np.stack(images), alone, deadline)

@@ -133,7 +133,7 @@ async def _score_encoded(
     state: ServiceState, served: ServedVersion, uploads: list[Upload], deadline: float
 ) -> list[np.ndarray]:
     with served.batcher.reserve(len(uploads), deadline) as reservation:
-        images = await asyncio.gather(*(decode_upload(state, served, u) for u in uploads))
+        images = await asyncio.gather(*(decode_upload(state, served, u, deadline) for u in uploads))
         futures = reservation.submit(list(images), deadline)
     return await _answers(futures, deadline, state.settings.request_timeout_s)
 
@@ -164,14 +164,23 @@ async def _answers(
             future.cancel()  # no-op when done; otherwise the batcher skips it
 
 
-async def decode_upload(state: ServiceState, served: ServedVersion, upload: Upload) -> np.ndarray:
-    """One upload at the version's input size, on the decode pool (415 / 413 per image)."""
+async def decode_upload(
+    state: ServiceState, served: ServedVersion, upload: Upload, deadline: float
+) -> np.ndarray:
+    """One upload at the version's input size, on the decode pool (415 / 413 per image).
+
+    The decode takes its turn in the CPU gate by the request's `deadline` (monotonic), after
+    the inference of requests that arrived before it (service/cpu_gate.py).
+    """
     card = served.artifacts.card
     started = time.perf_counter()
     try:
         # Pillow, or baseline JPEGs on the GPU (ROOST_GPU_DECODE): service/gpu_decode.py
         image = await asyncio.get_running_loop().run_in_executor(
             state.decode_pool,
+            state.cpu_gate.call,
+            1,
+            deadline,
             image_decoder(state.settings).decode,
             upload.data,
             card.image_size,

@@ -13,6 +13,7 @@ import numpy as np
 from roost.contract.card import ModelCard, read_card
 from roost.contract.errors import ContractError
 from roost.contract.labels import Label, read_labels
+from service.cpu_gate import CpuGate
 from service.gpu_decode import image_decoder
 from service.model_config import ModelConfig
 from service.model_repository import VersionFiles
@@ -31,9 +32,15 @@ class VersionArtifacts:
 
 
 def load_version(
-    files: VersionFiles, config: ModelConfig, settings: ServiceSettings
+    files: VersionFiles,
+    config: ModelConfig,
+    settings: ServiceSettings,
+    cpu_gate: CpuGate | None = None,
 ) -> VersionArtifacts:
-    """Validate and warm one version. Raises ContractError saying what is wrong."""
+    """Validate and warm one version. Raises ContractError saying what is wrong.
+
+    `cpu_gate`: the server's, so the version's CPU runs take their turn with everything else.
+    """
     card = read_card(files.path)
     labels = read_labels(files.path)
     if not files.onnx_path.is_file():
@@ -45,7 +52,12 @@ def load_version(
             f"model.onnx sha256 {digest[:12]}... does not match card.json {card.sha256[:12]}..."
         )
     classifier = OnnxClassifier(
-        model_bytes, card.image_size, len(labels), settings, instances=config.instances
+        model_bytes,
+        card.image_size,
+        len(labels),
+        settings,
+        instances=config.instances,
+        cpu_gate=cpu_gate,
     )
     classifier.warm_up(_warm_batch_sizes(classifier, config.max_batch_size))
     _check_references(files, card, classifier, settings)

@@ -20,6 +20,7 @@ from typing import Literal
 from roost.contract.errors import ContractError
 from roost.contract.layout import read_repository_config
 from service.batcher import BatcherConfig, BatchObserver, DynamicBatcher
+from service.cpu_gate import CpuGate
 from service.errors import ModelNotFound, NotReady, VersionNotFound
 from service.loading import VersionArtifacts, load_version
 from service.metrics import ServiceMetrics
@@ -106,9 +107,13 @@ class ModelEntry:
 
 
 class ModelRegistry:
-    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self, settings: ServiceSettings, metrics: ServiceMetrics, cpu_gate: CpuGate | None = None
+    ) -> None:
+        """`cpu_gate`: the server's, handed to every version it loads (service/cpu_gate.py)."""
         self._settings = settings
         self._metrics = metrics
+        self._cpu_gate = cpu_gate
         self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -280,7 +285,9 @@ class ModelRegistry:
         record.state, record.reason, record.load_key = "loading", None, key
         log.info("loading %s version %d", name, version)
         try:
-            artifacts = await asyncio.to_thread(load_version, files, config, self._settings)
+            artifacts = await asyncio.to_thread(
+                load_version, files, config, self._settings, self._cpu_gate
+            )
         except Exception as exc:  # a broken model must never stop the server
             reason = str(exc) if isinstance(exc, ContractError) else f"{type(exc).__name__}: {exc}"
             log.error("model %s version %d failed to load: %s", name, version, reason)
@@ -384,7 +391,7 @@ class ModelRegistry:
         return DynamicBatcher(
             artifacts.classifier.run,
             BatcherConfig(
-                config.max_batch_size,
+                artifacts.classifier.batch_limit(config.max_batch_size),
                 config.max_queue_delay_ms,
                 config.max_queue_size,
                 concurrency=artifacts.classifier.instances,

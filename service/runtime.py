@@ -9,6 +9,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import onnxruntime as ort
 
 from roost.contract.errors import ContractError
 from roost.contract.onnx_io import TensorSpec, check_model_io
+from service.cpu_gate import CpuGate
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,9 @@ class OnnxClassifier:
     On the CPU it runs up to `instances` batches at once on narrow sessions (cores / instances
     threads, at least one) that do not fight over cores, and holds one wide session using every
     core for a batch that runs alone, so a lone request gets all the cores (docs/benchmarks.md).
+    On the CPU, given the server's `cpu_gate`, a run waits for room in it (one thread for a
+    narrow run, every core for the wide one), so the threads computing stay within the gate's
+    width and waiting batches start by their most urgent request's deadline (service/cpu_gate.py).
     On CUDA it holds `cuda_instances` sessions (2 by default), so one batch's copy to the GPU
     overlaps another's compute.
 
@@ -180,6 +185,7 @@ class OnnxClassifier:
         settings: ServiceSettings,
         instances: int = 0,
         share_weights: bool = True,
+        cpu_gate: CpuGate | None = None,
     ) -> None:
         providers = choose_providers(settings)
         wants_gpu = provider_name(providers[0]) == CUDA
@@ -228,6 +234,10 @@ class OnnxClassifier:
         for slot in self._slots:
             self._free.put(slot)
         self._wide = self._slot(wide) if wide is not None else None
+        self._narrow_threads = narrow_threads
+        self._wide_threads = cores
+        self.cpu_gate = None if self.on_gpu else cpu_gate
+        self._cpu_max_batch_size = settings.cpu_max_batch_size
         if self.on_gpu:
             log.info(
                 "%d CUDA session(s) on GPU %d; IO binding %s; pinned host buffers %s",
@@ -244,28 +254,45 @@ class OnnxClassifier:
     def on_gpu(self) -> bool:
         return self.providers[0] == CUDA
 
+    def batch_limit(self, max_batch_size: int) -> int:
+        """The largest batch worth forming: `max_batch_size`, but at most `cpu_max_batch_size`
+        on one-thread CPU slots, where a batch takes as long as its images one after another
+        (images per CPU-second peak at batch 2-4) and a larger one only makes its first images
+        wait for the last (docs/benchmarks.md)."""
+        if self.on_gpu or self._narrow_threads > 1:
+            return max_batch_size
+        return min(max_batch_size, self._cpu_max_batch_size)
+
     @property
     def session_count(self) -> int:
         """Distinct ONNX Runtime sessions held: each holds its own copy of the weights."""
         slots = [*self._slots, *([self._wide] if self._wide else [])]
         return len({id(slot.session) for slot in slots})
 
-    def run(self, batch: np.ndarray, alone: bool = False) -> np.ndarray:
+    def run(self, batch: np.ndarray, alone: bool = False, deadline: float = 0.0) -> np.ndarray:
         """Probabilities `[N, C]` for a uint8 `[N, H, W, 3]` batch. Blocks; call from a thread.
 
         `alone`: no other batch is running or waiting, so the wide session may take every core.
+        `deadline`: the earliest deadline among the batch's requests (monotonic), its place in
+        the CPU gate's order.
         """
         wide = self._wide
         if alone and wide is not None and wide.lock.acquire(blocking=False):
             try:
-                return self._run(wide, batch)
+                with self._computing(self._wide_threads, deadline):
+                    return self._run(wide, batch)
             finally:
                 wide.lock.release()
         slot = self._free.get()
         try:
-            return self._run(slot, batch)
+            with self._computing(self._narrow_threads, deadline):
+                return self._run(slot, batch)
         finally:
             self._free.put(slot)
+
+    def _computing(self, threads: int, deadline: float) -> AbstractContextManager[None]:
+        """Room in the CPU gate for a run of `threads` threads; none without a gate (CUDA)."""
+        return nullcontext() if self.cpu_gate is None else self.cpu_gate.hold(threads, deadline)
 
     def _run(self, slot: _Slot, batch: np.ndarray) -> np.ndarray:
         if slot.binding is not None:

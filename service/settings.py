@@ -27,6 +27,10 @@ class ServiceSettings(BaseSettings):
 
     # Batching defaults (per-model config.json overrides them).
     max_batch_size: int = Field(32, ge=1, le=4096)
+    cpu_max_batch_size: int = Field(2, ge=1, le=4096)
+    """On the CPU's one-thread slots, batches hold at most this many images (and at most
+    `max_batch_size`): there a batch costs the sum of its images, so a larger one gains nothing
+    and makes its first images wait for its last (docs/benchmarks.md)."""
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(512, ge=1)
     instances: int = Field(0, ge=0, le=64)
@@ -49,9 +53,15 @@ class ServiceSettings(BaseSettings):
     lingering_max_s: float = Field(10.0, ge=0.0)
     """Most seconds spent reading and discarding a refused request's body."""
     decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    decode_niceness: int = Field(15, ge=0, le=19)
-    """Added to the decode threads' nice value (Linux), so sessions finish images that arrived
-    earlier before newer ones are decoded (docs/benchmarks.md); 0 = equal priority."""
+    cpu_gate_threads: int = Field(0, ge=0, le=1024)
+    """Threads of decoding and CPU inference that run at once, server-wide; 0 = auto: one per
+    core plus one (for a thread that waits for the GIL while holding its place). Waiting work
+    starts oldest request first (earliest deadline; service/cpu_gate.py). A value of at least
+    decode threads + instances x session threads turns the order off."""
+    decode_niceness: int = Field(0, ge=0, le=19)
+    """Added to the decode threads' nice value (Linux); 0 = equal priority. The CPU gate already
+    runs older requests' inference before newer ones' decode; a niced decode thread holding a
+    place in the gate would be starved by any other process on the machine."""
 
     grpc_port: int | None = Field(None, ge=0, le=65535)
     """Also serve the Open Inference Protocol over gRPC on this port (needs the grpc extra)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from service.cpu_gate import CpuGate
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import ServiceSettings
@@ -20,6 +21,8 @@ class ServiceState:
     registry: ModelRegistry
     decode_pool: ThreadPoolExecutor
     shadows: ShadowRunner
+    cpu_gate: CpuGate
+    """Decode and CPU inference take turns in it, oldest request first (service/cpu_gate.py)."""
 
 
 def state_of(request: Request) -> ServiceState:

@@ -133,7 +133,7 @@ async def explain(
                 f"explain takes exactly one image; this request has {len(uploads)}"
             )
         upload = uploads[0]
-        image = await decode_upload(state, served, upload)
+        image = await decode_upload(state, served, upload, deadline)
         scores = await _score_with_masks(state, served, image, grid, deadline)
         result = occlusion_map(scores[0], scores[1:], grid)
         if output == "png":

@@ -21,14 +21,16 @@ class FakeSession:
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.batch_sizes: list[int] = []
         self.alone: list[bool] = []
+        self.deadlines: list[float] = []
         self.delay_s = delay_s
         self.fail = fail
         self.short = False
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, batch: np.ndarray, alone: bool = False) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, alone: bool = False, deadline: float = 0.0) -> np.ndarray:
         self.alone.append(alone)
+        self.deadlines.append(deadline)
         self.gate.wait(5)
         self.batch_sizes.append(len(batch))
         time.sleep(self.delay_s)
@@ -261,3 +263,18 @@ async def test_dead_batch_loop_fails_waiting_requests_at_once_and_refuses_new_on
     with straggler, pytest.raises(NotReady):
         straggler.submit([image(9)], far())
     assert reasons == [batcher.failure]
+
+
+async def test_a_batch_takes_its_turn_by_its_most_urgent_request() -> None:
+    session = FakeSession()
+    batcher = make(session)
+    soon, later = time.monotonic() + 10, time.monotonic() + 20
+    slots = [batcher.reserve(1) for _ in range(3)]
+    futures = [
+        f
+        for slot, deadline in zip(slots, [later, soon, later], strict=True)
+        for f in slot.submit([image(1)], deadline)
+    ]
+    await asyncio.gather(*futures)
+    assert session.batch_sizes == [3] and session.deadlines == [soon]
+    await batcher.close()

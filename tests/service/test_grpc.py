@@ -496,10 +496,10 @@ async def test_shutdown_lets_in_flight_requests_finish(repo: Path) -> None:
     batcher = app.state.roost.registry.get("colours").batcher
     run_batch, entered, release = batcher._run_batch, threading.Event(), threading.Event()
 
-    def held(batch: np.ndarray, alone: bool) -> np.ndarray:
+    def held(batch: np.ndarray, alone: bool, deadline: float) -> np.ndarray:
         entered.set()
         release.wait(60)
-        return run_batch(batch, alone)
+        return run_batch(batch, alone, deadline)
 
     batcher._run_batch = held
     in_flight = asyncio.create_task(

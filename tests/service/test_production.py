@@ -116,10 +116,10 @@ async def test_shadow_copies_never_delay_the_client_and_are_compared(
     gate, entered = threading.Event(), threading.Event()
     real_run = canary._run_batch
 
-    def gated(batch: np.ndarray, alone: bool) -> np.ndarray:
+    def gated(batch: np.ndarray, alone: bool, deadline: float) -> np.ndarray:
         entered.set()
         assert gate.wait(30), "the test never opened the gate"
-        return real_run(batch, alone)
+        return real_run(batch, alone, deadline)
 
     canary._run_batch = gated
     try:
