@@ -69,12 +69,33 @@ class Server:
     def metrics(self) -> str:
         return httpx.get(self.url + "/metrics", timeout=10).text
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far, all its threads."""
+        return process_cpu_seconds(self.process.pid)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (every thread's, summed by the kernel) from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """`NAME:KEY=VALUE,KEY=VALUE` -> ("roost:NAME", {KEY: VALUE, ...})."""
+    name, _, settings = spec.partition(":")
+    env = dict(item.split("=", 1) for item in settings.split(",") if item)
+    if not name or not all(key for key in env):
+        raise argparse.ArgumentTypeError(f"expected NAME:KEY=VALUE[,KEY=VALUE...], not {spec!r}")
+    return f"roost:{name}", env
 
 
 def batch_histogram(before: str, after: str, model: str) -> dict[str, float]:
@@ -105,9 +126,23 @@ def batch_histogram(before: str, after: str, model: str) -> dict[str, float]:
     }
 
 
-def median_result(results: list[LoadResult]) -> dict[str, Any]:
+def cpu_ms_per_image(results: list[LoadResult], cpu_seconds: list[float]) -> float | None:
+    """The median over repeats of CPU milliseconds per image answered."""
+    per_image = [
+        cpu / (r.images_per_s * r.seconds)
+        for r, cpu in zip(results, cpu_seconds, strict=True)
+        if r.images_per_s
+    ]
+    return 1000 * statistics.median(per_image) if per_image else None
+
+
+def median_result(
+    results: list[LoadResult], cpu_seconds: list[float] | None = None
+) -> dict[str, Any]:
+    """Medians over repeats; `cpu_seconds`: the server's CPU time over each repeat, if known."""
     keys = ["images_per_s", "p50_ms", "p95_ms", "p99_ms"]
     out: dict[str, Any] = {k: statistics.median(getattr(r, k) for r in results) for k in keys}
+    out["cpu_ms_per_image"] = cpu_ms_per_image(results, cpu_seconds) if cpu_seconds else None
     out["errors"] = sum(r.errors for r in results)
     out["requests"] = sum(r.requests for r in results)
     out["runs"] = len(results)
@@ -129,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--baseline-seconds", type=float, default=3.0)
     p.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=parse_variant,
+        metavar="NAME:KEY=VALUE,...",
+        help="also run Roost with these ROOST_* settings, as server roost:NAME, in the same "
+        "run (repeatable), e.g. before:ROOST_CPU_GATE_THREADS=64",
+    )
     p.add_argument(
         "--protocol",
         choices=PROTOCOLS,
@@ -218,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         "bare_server_rss_mib": bare_rss,
         "roost_ready_rss_mib": servers["roost"].memory()["rss_mib"],
     }
+    for name, env in args.variant:
+        servers[name] = Server(
+            [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
+            {"ROOST_POLL_INTERVAL_S": "0", "ROOST_DEFAULT_MODEL": args.model, **env},
+            "/readyz",
+        )
+    report["variants"] = {name: env for name, env in args.variant}
     if args.naive:
         servers["naive"] = Server(
             [
@@ -236,41 +287,68 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     try:
         for set_name, bodies in chosen.items():
-            for name, server in servers.items():
-                protocol = args.protocol if name == "roost" else "v1"
-                prepared = requests_for(protocol, bodies, args.model)
-                for c in concurrencies:
-                    runs, hist = [], []
-                    for _ in range(args.repeats):
-                        before = server.metrics() if name == "roost" else ""
-                        runs.append(
+            prepared = {
+                name: requests_for(args.protocol if is_roost(name) else "v1", bodies, args.model)
+                for name in servers
+            }
+            for c in concurrencies:
+                # NOTE: each repeat runs every server back to back, in an order rotated per
+                # repeat, so a slow spell on a shared machine falls on all of them alike.
+                runs: dict[str, list[LoadResult]] = {name: [] for name in servers}
+                cpu: dict[str, list[float]] = {name: [] for name in servers}
+                client: dict[str, list[float]] = {name: [] for name in servers}
+                hist: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+                names = list(servers)
+                for repeat in range(args.repeats):
+                    turn = repeat % len(names)
+                    for name in names[turn:] + names[:turn]:
+                        server = servers[name]
+                        before = server.metrics() if is_roost(name) else ""
+                        cpu_before = server.cpu_seconds()
+                        client_before = process_cpu_seconds(os.getpid())  # the load generator
+                        runs[name].append(
                             asyncio.run(
-                                closed_loop(server.url, prepared, c, args.requests, args.seconds)
+                                closed_loop(
+                                    server.url, prepared[name], c, args.requests, args.seconds
+                                )
                             )
                         )
-                        if name == "roost":
-                            hist.append(batch_histogram(before, server.metrics(), args.model))
-                    entry = median_result(runs)
-                    if hist:
-                        entry["batch_size_mean"] = statistics.median(h["mean"] for h in hist)
-                        entry["batch_histogram"] = hist[-1]
+                        cpu[name].append(server.cpu_seconds() - cpu_before)
+                        client[name].append(process_cpu_seconds(os.getpid()) - client_before)
+                        if is_roost(name):
+                            hist[name].append(batch_histogram(before, server.metrics(), args.model))
+                for name in servers:
+                    entry = median_result(runs[name], cpu[name])
+                    entry["client_cpu_ms_per_image"] = cpu_ms_per_image(runs[name], client[name])
+                    if hist[name]:
+                        entry["batch_size_mean"] = statistics.median(h["mean"] for h in hist[name])
+                        entry["batch_histogram"] = hist[name][-1]
                     results.setdefault(set_name, {}).setdefault(name, {})[f"c{c}"] = entry
                     print(
-                        f"{set_name:8} {name:6} c={c:<3} {entry['images_per_s']:8.1f} img/s  "
+                        f"{set_name:8} {name:14} c={c:<3} {entry['images_per_s']:8.1f} img/s  "
                         f"p50 {entry['p50_ms']:7.1f} ms  p99 {entry['p99_ms']:7.1f} ms  "
-                        f"batch {entry.get('batch_size_mean', 1):5.2f}  errors {entry['errors']}",
+                        f"batch {entry.get('batch_size_mean', 1):5.2f}  "
+                        f"cpu {entry['cpu_ms_per_image'] or 0:6.2f} ms/img  "
+                        f"errors {entry['errors']}  load {os.getloadavg()[0]:.2f}",
                         flush=True,
                     )
-                for rate in [float(r) for r in args.rates.split(",") if r]:
-                    runs = [
-                        asyncio.run(
-                            open_loop(
-                                server.url, prepared, rate, min(args.seconds, args.requests / rate)
+            for rate in [float(r) for r in args.rates.split(",") if r]:
+                for name, server in servers.items():
+                    open_runs, open_cpu = [], []
+                    for _ in range(args.repeats):
+                        cpu_before = server.cpu_seconds()
+                        open_runs.append(
+                            asyncio.run(
+                                open_loop(
+                                    server.url,
+                                    prepared[name],
+                                    rate,
+                                    min(args.seconds, args.requests / rate),
+                                )
                             )
                         )
-                        for _ in range(args.repeats)
-                    ]
-                    results[set_name][name][f"rate{rate:g}"] = median_result(runs)
+                        open_cpu.append(server.cpu_seconds() - cpu_before)
+                    results[set_name][name][f"rate{rate:g}"] = median_result(open_runs, open_cpu)
         report["memory"]["roost_peak_rss_mib"] = servers["roost"].memory()["peak_rss_mib"]
     finally:
         for server in servers.values():
@@ -285,12 +363,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def is_roost(server: str) -> bool:
+    """Roost itself ("roost") or one of its `--variant`s ("roost:NAME")."""
+    return server == "roost" or server.startswith("roost:")
+
+
 def ratios(report: dict[str, Any], cores: int, on_gpu: bool) -> dict[str, Any]:
-    """Roost / limit and Roost / naive per input set at each concurrency."""
+    """Roost (and each variant) / limit and / naive per input set at each concurrency; keys
+    `SET/cLEVEL` for Roost, `SET/cLEVEL/roost:NAME` for a variant."""
     out: dict[str, Any] = {}
     for set_name, by_server in report["results"].items():
         decode = report["decode_per_core"][set_name]
-        for level, roost in by_server["roost"].items():
+        levels = [
+            (level, server, result)
+            for server, by_level in by_server.items()
+            if is_roost(server)
+            for level, result in by_level.items()
+        ]
+        for level, server, roost in levels:
             if not level.startswith("c"):
                 continue
             served = roost.get("batch_size_mean", 1.0)
@@ -306,13 +396,20 @@ def ratios(report: dict[str, Any], cores: int, on_gpu: bool) -> dict[str, Any]:
                 "roost_over_limit": roost["images_per_s"] / limit,
                 "model_batch_used_for_limit": nearest,
             }
+            row["p99_over_p50"] = roost["p99_ms"] / roost["p50_ms"] if roost["p50_ms"] else None
             naive = by_server.get("naive", {}).get(level)
             if naive:
                 row["roost_over_naive"] = roost["images_per_s"] / naive["images_per_s"]
+                row["p50_roost_over_naive"] = roost["p50_ms"] / naive["p50_ms"]
+                if roost["cpu_ms_per_image"] and naive["cpu_ms_per_image"]:
+                    row["cpu_per_image_roost_over_naive"] = (
+                        roost["cpu_ms_per_image"] / naive["cpu_ms_per_image"]
+                    )
             if level == "c1":
                 lone = 1000 / decode + report["single_image_ms"]
                 row["p50_over_decode_plus_single_inference"] = roost["p50_ms"] / lone
-            out[f"{set_name}/{level}"] = row
+            key = f"{set_name}/{level}" if server == "roost" else f"{set_name}/{level}/{server}"
+            out[key] = row
     return out
 
 

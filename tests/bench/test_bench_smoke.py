@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from modelkit import colour_model, publish
+
+from bench.run import parse_variant, process_cpu_seconds
 
 
 def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
@@ -37,9 +44,12 @@ def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
             "224px",
             "--cache",
             str(tmp_path / "cache"),
+            "--variant",
+            "ungated:ROOST_CPU_GATE_THREADS=64,ROOST_CPU_MAX_BATCH_SIZE=32",
     )  # fmt: skip
     report = json.loads((out / "results.json").read_text())
-    assert set(report["results"]["224px"]) == {"roost", "naive"}
+    assert set(report["results"]["224px"]) == {"roost", "naive", "roost:ungated"}
+    assert report["variants"]["roost:ungated"]["ROOST_CPU_GATE_THREADS"] == "64"
     roost = report["results"]["224px"]["roost"]
     assert roost["c4"]["errors"] == 0 and roost["c4"]["requests"] == 20
     assert roost["c4"]["batch_histogram"]["images"] == 20
@@ -47,4 +57,34 @@ def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     assert set(report["decode_per_core"]) >= {"224px", "512px", "1024px", "camera"}
     assert len(report["model_alone"]) == 7
     assert report["ratios"]["224px/c1"]["p50_over_decode_plus_single_inference"] > 0
+    for server in ("roost", "naive", "roost:ungated"):  # the server's CPU time per image
+        assert report["results"]["224px"][server]["c1"]["cpu_ms_per_image"] > 0
+        assert report["results"]["224px"][server]["c1"]["client_cpu_ms_per_image"] >= 0
+    assert report["ratios"]["224px/c1"]["cpu_per_image_roost_over_naive"] > 0
+    assert report["ratios"]["224px/c4/roost:ungated"]["roost_over_naive"] > 0
     assert report["memory"]["roost_peak_rss_mib"] >= report["memory"]["roost_ready_rss_mib"] > 0
+
+
+def test_process_cpu_seconds_counts_every_thread() -> None:
+    before = process_cpu_seconds(os.getpid())
+    spun = threading.Event()
+
+    def spin() -> None:
+        end = time.thread_time() + 0.2  # CPU time, not wall time: holds on a busy machine
+        while time.thread_time() < end:
+            pass
+        spun.set()
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    thread.join()
+    assert spun.is_set() and process_cpu_seconds(os.getpid()) - before >= 0.15
+
+
+def test_variant_names_a_roost_server_and_its_settings() -> None:
+    assert parse_variant("before:ROOST_A=1,ROOST_B=x=y") == (
+        "roost:before",
+        {"ROOST_A": "1", "ROOST_B": "x=y"},
+    )
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_variant(":ROOST_A=1")
