@@ -55,9 +55,9 @@ def _multi_worker_strategy() -> Any:
 
     reducible = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)
 
-    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):  # type: ignore[misc]
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         def reduce(self, reduce_op: Any, value: Any, axis: Any) -> Any:
-            parent = super()
+            parent: Any = super()
 
             def one(leaf: Any) -> Any:
                 local = self.experimental_local_results(leaf)[0]
