@@ -43,6 +43,7 @@ def serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
     return 0

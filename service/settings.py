@@ -114,6 +114,9 @@ class ServiceSettings(BaseSettings):
     """Origins allowed to call the API from a browser (comma-separated, or *); empty: none."""
 
     log_level: str = "info"
+    access_log: bool = True
+    """One log line per HTTP request (uvicorn's access log); false leaves it out (/metrics still
+    counts every request). Its CPU cost was within this machine's noise (docs/benchmarks.md)."""
 
     @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod

@@ -114,6 +114,20 @@ def test_real_server_classifies_real_photos(colours_server) -> None:  # type: ig
             "/v1/classify?model=colours&version=1", files=photo_upload(name, array, "JPEG")
         )
         check_photo_result(r, name, array, "JPEG")
+    assert re.search(
+        r'"POST /v1/classify\?model=colours&version=1 HTTP/1\.1" 200', colours_server.log()
+    )
+
+
+def test_access_log_can_be_left_out(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    publish_colours(repo)
+    server = start_server(repo, ROOST_ACCESS_LOG="false")
+    server.wait_ready()
+    upload = photo_upload("coffee", PHOTOS["coffee"], "PNG")
+    assert server.client.post("/v1/classify?model=colours", files=upload).status_code == 200
+    server.stop()  # flushed and closed: the whole log is there
+    assert "Application startup complete" in server.log()
+    assert "POST /v1/classify" not in server.log()
 
 
 async def test_several_files_raw_body_and_top_k(colours_app) -> None:  # type: ignore[no-untyped-def]
