@@ -191,12 +191,19 @@ def session(proto_or_path: Any) -> Any:
 
 def run(sess: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Probabilities for uint8 ``images`` [N, H, W, 3]."""
-    name = sess.get_inputs()[0].name
-    outs = [
-        sess.run(None, {name: images[i : i + batch_size]})[0]
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(outs).astype(np.float32)
+    return run_each([sess], images, batch_size)[0]
+
+
+def run_each(sessions: list[Any], images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
+    """Each session's probabilities for uint8 ``images``, reading every batch of them once (a
+    ``pipeline.FileImages`` split is decoded once for all the sessions)."""
+    names = [sess.get_inputs()[0].name for sess in sessions]
+    outs: list[list[np.ndarray]] = [[] for _ in sessions]
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        for sess, name, out in zip(sessions, names, outs, strict=True):
+            out.append(sess.run(None, {name: batch})[0])
+    return [np.concatenate(out).astype(np.float32) for out in outs]
 
 
 def onnx_bytes(proto: Any) -> bytes:
