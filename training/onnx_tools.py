@@ -97,7 +97,7 @@ def _weights_as_inputs(model: Any, path: Path, opset: int) -> None:
             )
             out.write(values.tobytes())
             graph.initializer.append(tensor)
-    kept = [value for value in graph.input if not value.name.startswith("weight_")]
+    kept = [value for value in graph.input if value.name not in names]
     del graph.input[:]
     graph.input.extend(kept)
     onnx.save(proto, str(path))
