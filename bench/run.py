@@ -253,21 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(1)
     bare_rss = bare.memory()["rss_mib"]
     bare.stop()
-    servers["roost"] = Server(
-        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
-        {"ROOST_POLL_INTERVAL_S": "0", "ROOST_DEFAULT_MODEL": args.model},
-        "/readyz",
-    )
+    servers["roost"] = roost_server(repo, args.model, {})
     report["memory"] = {
         "bare_server_rss_mib": bare_rss,
         "roost_ready_rss_mib": servers["roost"].memory()["rss_mib"],
     }
     for name, env in args.variant:
-        servers[name] = Server(
-            [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
-            {"ROOST_POLL_INTERVAL_S": "0", "ROOST_DEFAULT_MODEL": args.model, **env},
-            "/readyz",
-        )
+        servers[name] = roost_server(repo, args.model, env)
     report["variants"] = {name: env for name, env in args.variant}
     if args.naive:
         servers["naive"] = Server(
@@ -361,6 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report["ratios"], indent=2))
     print(f"wrote {out / 'results.json'}")
     return 0
+
+
+def roost_server(repo: Path, model: str, env: dict[str, str]) -> Server:
+    """`python -m service` on `repo` with `model` as the default and `env`'s ROOST_* settings,
+    once it is ready."""
+    return Server(
+        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
+        {"ROOST_POLL_INTERVAL_S": "0", "ROOST_DEFAULT_MODEL": model, **env},
+        "/readyz",
+    )
 
 
 def is_roost(server: str) -> bool:
