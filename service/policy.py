@@ -7,12 +7,15 @@ replaced, with fresh windows, when they change. Everything here runs on the even
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from prometheus_client import Counter, Histogram
 
 from roost.contract.card import PredictionProfile
 from roost.contract.labels import Label
@@ -27,6 +30,17 @@ log = logging.getLogger(__name__)
 
 MIN_DRIFT_ANSWERS = 100
 """Answers the drift window needs (or all of a smaller window) before its PSI is reported."""
+
+
+@dataclass(frozen=True)
+class _VersionCounters:
+    """One serving version's result metrics (Prometheus children) and drift window."""
+
+    top1_score: Histogram
+    uncertain: Counter
+    predicted: Callable[[int], Counter]
+    """The predictions counter of a class index."""
+    window: DriftWindow | None
 
 
 class ModelPolicy:
@@ -48,7 +62,7 @@ class ModelPolicy:
         self.cache = (
             None if config.cache is None else ResultCache(int(config.cache.max_mib * 2**20))
         )
-        self._drift: dict[int, DriftWindow] = {}
+        self._counters: dict[int, _VersionCounters] = {}
         for label, weight in config.traffic.items():
             metrics.traffic_weight.labels(name, label).set(weight)
         # Exported at 0 from the start: the alert and the dashboard's ratios have data.
@@ -156,39 +170,50 @@ class ModelPolicy:
         scores: Sequence[np.ndarray],
     ) -> None:
         """Count answered images: top-1 score and class, uncertainty, drift."""
-        m, v = self._metrics, str(version)
-        uncertain = m.uncertain.labels(self.name, v)  # exported at 0 too: a ratio's numerator
-        window = self._window(version, profile)
+        counters = self._counters.get(version)
+        if counters is None:
+            counters = self._counters[version] = self._count_version(version, labels, profile)
+        floor = self.config.min_confidence
         for probabilities in scores:
             top1 = int(probabilities.argmax())
             score = float(probabilities[top1])
-            m.top1_score.labels(self.name, v).observe(score)
-            m.predictions.labels(self.name, v, labels[top1].name).inc()
-            if self.is_uncertain(probabilities):
-                uncertain.inc()
-            if window is not None:
-                window.observe(top1, score)
-        if window is not None:
-            m.drift_window.labels(self.name, v).set(len(window))
-            enough = len(window) >= min(MIN_DRIFT_ANSWERS, window.size)
-            m.drift.labels(self.name, v, "class").set(window.class_psi() if enough else 0.0)
-            m.drift.labels(self.name, v, "confidence").set(
-                window.confidence_psi() if enough else 0.0
-            )
+            counters.top1_score.observe(score)
+            counters.predicted(top1).inc()
+            if floor is not None and score < floor:
+                counters.uncertain.inc()
+            if counters.window is not None:
+                counters.window.observe(top1, score)
 
-    def _window(self, version: int, profile: PredictionProfile | None) -> DriftWindow | None:
-        if profile is None:
-            return None
-        window = self._drift.get(version)
-        if window is None:
-            window = self._drift[version] = DriftWindow(profile, self.config.drift_window)
-        return window
+    def _count_version(
+        self, version: int, labels: Sequence[Label], profile: PredictionProfile | None
+    ) -> _VersionCounters:
+        """The version's result metrics, looked up once instead of per answer; its drift gauges
+        are computed when /metrics is read, not on every answer."""
+        m, v = self._metrics, str(version)
+        window = None if profile is None else DriftWindow(profile, self.config.drift_window)
+        if window is not None:
+            enough = min(MIN_DRIFT_ANSWERS, window.size)
+            m.drift_window.labels(self.name, v).set_function(lambda: len(window))
+            m.drift.labels(self.name, v, "class").set_function(
+                lambda: window.class_psi() if len(window) >= enough else 0.0
+            )
+            m.drift.labels(self.name, v, "confidence").set_function(
+                lambda: window.confidence_psi() if len(window) >= enough else 0.0
+            )
+        return _VersionCounters(
+            top1_score=m.top1_score.labels(self.name, v),
+            uncertain=m.uncertain.labels(self.name, v),  # exported at 0 too: a ratio's numerator
+            predicted=functools.cache(
+                lambda top1: m.predictions.labels(self.name, v, labels[top1].name)
+            ),
+            window=window,
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def forget_version(self, version: int) -> None:
         """`version` stopped serving: drop its drift window, gauges and cached answers."""
-        self._drift.pop(version, None)
+        self._counters.pop(version, None)
         v = str(version)
         for kind in ("class", "confidence"):
             with contextlib.suppress(KeyError):
@@ -205,7 +230,7 @@ class ModelPolicy:
         for label in self.config.traffic:
             with contextlib.suppress(KeyError):
                 self._metrics.traffic_weight.remove(self.name, label)
-        for version in list(self._drift):
+        for version in list(self._counters):
             self.forget_version(version)
         for gauge in (self._metrics.cache_bytes, self._metrics.cache_entries):
             with contextlib.suppress(KeyError):
