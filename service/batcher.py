@@ -212,7 +212,8 @@ class DynamicBatcher:
                 break
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                async with asyncio.timeout(remaining):  # no task per wait, unlike wait_for
+                    await self._arrived.wait()
             except TimeoutError:
                 break
         self._observer.on_depth(len(self._queue))

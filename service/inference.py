@@ -152,11 +152,10 @@ async def _answers(
     futures: list[asyncio.Future[np.ndarray]], deadline: float, timeout_s: float
 ) -> list[np.ndarray]:
     try:
-        return list(
-            await asyncio.wait_for(
-                asyncio.gather(*futures), timeout=max(0.0, deadline - time.monotonic())
-            )
-        )
+        # NOTE: a timeout scope, not wait_for: wait_for wraps the gather in a task of its own,
+        # an event-loop cost every request paid (docs/benchmarks.md, goal 1).
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            return list(await asyncio.gather(*futures))
     except TimeoutError:
         raise DeadlineExceeded(f"no answer within the {timeout_s:g} s request deadline") from None
     finally:
