@@ -66,10 +66,10 @@ def load_version(
 
 def _warm_batch_sizes(classifier: OnnxClassifier, max_batch_size: int) -> list[int]:
     # NOTE: CUDA picks kernels per input shape, so every shape the batcher can form is warmed;
-    # the CPU provider does not specialise, so the smallest and largest are enough.
+    # the CPU provider does not specialise, so the smallest and largest it forms are enough.
     if classifier.on_gpu:
         return list(range(1, max_batch_size + 1))
-    return sorted({1, max_batch_size})
+    return sorted({1, classifier.batch_limit(max_batch_size)})
 
 
 def _check_references(

@@ -258,11 +258,15 @@ def test_cpu_only_onnxruntime_gets_the_cpu() -> None:
 
 
 def test_warm_up_shapes_every_batch_size_on_gpu_and_the_ends_on_cpu() -> None:
-    gpu, cpu = SimpleNamespace(on_gpu=True), SimpleNamespace(on_gpu=False)
+    gpu = SimpleNamespace(on_gpu=True)
     assert _warm_batch_sizes(gpu, 8) == [1, 2, 3, 4, 5, 6, 7, 8]  # type: ignore[arg-type]
     assert _warm_batch_sizes(gpu, 1) == [1]  # type: ignore[arg-type]
-    assert _warm_batch_sizes(cpu, 32) == [1, 32]  # type: ignore[arg-type]
-    assert _warm_batch_sizes(cpu, 1) == [1]  # type: ignore[arg-type]
+    # On the CPU: the smallest and the largest batch the classifier will be given.
+    wide = SimpleNamespace(on_gpu=False, batch_limit=lambda size: size)
+    capped = SimpleNamespace(on_gpu=False, batch_limit=lambda size: min(size, 4))
+    assert _warm_batch_sizes(wide, 32) == [1, 32]  # type: ignore[arg-type]
+    assert _warm_batch_sizes(capped, 32) == [1, 4]  # type: ignore[arg-type]
+    assert _warm_batch_sizes(capped, 1) == [1]  # type: ignore[arg-type]
 
 
 def test_two_cuda_sessions_by_default_so_copy_and_compute_overlap() -> None:
