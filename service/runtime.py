@@ -190,11 +190,11 @@ class OnnxClassifier:
         providers = choose_providers(settings)
         wants_gpu = provider_name(providers[0]) == CUDA
         cores = os.cpu_count() or 1
-        # NOTE: one narrow slot per core (at most 8). Twice as many kept the cores busier
-        # before the CPU gate; with it, extra slots only take batches of one early, which then
-        # wait in the gate, where two slots let the queue form batches (512 px, 16 and 64
-        # clients: 1.01-1.03x the images/s at 0.94-0.96x the CPU per image; docs/benchmarks.md).
-        self.instances = instances or (settings.cuda_instances if wants_gpu else min(8, cores))
+        # NOTE: twice as many narrow sessions as cores keeps every core busy while some
+        # sessions wait for decoded images (c=16, 512 px: 127 img/s with 4 on 2 cores, 117 with 2).
+        # With the CPU gate, one per core formed larger batches but was not faster in three
+        # same-run comparisons (docs/benchmarks.md, "Where a 512 px image's CPU goes").
+        self.instances = instances or (settings.cuda_instances if wants_gpu else min(8, 2 * cores))
         narrow_threads = settings.intra_op_threads or max(1, cores // self.instances)
         # False: one session per narrow slot, the layout before sharing (bench/memory.py).
         self.shares_weights = share_weights and not wants_gpu and narrow_threads == 1

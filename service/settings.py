@@ -27,15 +27,15 @@ class ServiceSettings(BaseSettings):
 
     # Batching defaults (per-model config.json overrides them).
     max_batch_size: int = Field(32, ge=1, le=4096)
-    cpu_max_batch_size: int = Field(4, ge=1, le=4096)
+    cpu_max_batch_size: int = Field(2, ge=1, le=4096)
     """On the CPU's one-thread slots, batches hold at most this many images (and at most
-    `max_batch_size`): there a batch costs about the sum of its images, so a larger one saves
-    only the per-batch work of the event loop and makes its first images wait for its last
-    (docs/benchmarks.md)."""
+    `max_batch_size`): there a batch costs about the sum of its images (the model's cheapest
+    per image at 2), so a larger one saves only the event loop's per-batch work and makes its
+    first images wait for its last (docs/benchmarks.md)."""
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(512, ge=1)
     instances: int = Field(0, ge=0, le=64)
-    """Batches a model version runs at once; 0 = auto: `cuda_instances` on CUDA, one per core
+    """Batches a model version runs at once; 0 = auto: `cuda_instances` on CUDA, two per core
     (at most 8) on the CPU. On the CPU, one-thread slots share one session (and its weights),
     plus one wide session for a batch that runs alone (service/runtime.py)."""
     default_top_k: int = Field(5, ge=1)

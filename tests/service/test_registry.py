@@ -182,7 +182,7 @@ async def test_auto_instances_on_the_cpu(repo: Path) -> None:
     await registry.reload()
     classifier = registry.get("colours").artifacts.classifier
     cores = os.cpu_count() or 1
-    assert classifier.instances == min(8, cores)  # one narrow slot per core
+    assert classifier.instances == min(8, 2 * cores)
     # a wide session (every core) serves batches that run alone, when sessions are narrower
     assert (classifier._wide is not None) == (cores > 1)  # narrow sessions are narrower
     scores = classifier.run(np.zeros((2, 32, 32, 3), np.uint8), alone=True)
