@@ -73,6 +73,11 @@ class Server:
         """User + system CPU time the server process has used so far, all its threads."""
         return process_cpu_seconds(self.process.pid)
 
+    def loop_cpu_seconds(self) -> float:
+        """CPU time of the server's main thread (its thread id is the process id): for uvicorn,
+        the event loop with HTTP parsing and every request's Python outside worker threads."""
+        return process_cpu_seconds(self.process.pid, thread=self.process.pid)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -81,9 +86,11 @@ class Server:
             self.process.kill()
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (every thread's, summed by the kernel) from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+def process_cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """utime + stime of a process (every thread's, summed by the kernel) from /proc/PID/stat,
+    or of one of its threads from /proc/PID/task/TID/stat."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    stat = Path(path).read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
@@ -288,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 # repeat, so a slow spell on a shared machine falls on all of them alike.
                 runs: dict[str, list[LoadResult]] = {name: [] for name in servers}
                 cpu: dict[str, list[float]] = {name: [] for name in servers}
+                loop: dict[str, list[float]] = {name: [] for name in servers}
                 client: dict[str, list[float]] = {name: [] for name in servers}
                 hist: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
                 names = list(servers)
@@ -296,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                     for name in names[turn:] + names[:turn]:
                         server = servers[name]
                         before = server.metrics() if is_roost(name) else ""
-                        cpu_before = server.cpu_seconds()
+                        cpu_before, loop_before = server.cpu_seconds(), server.loop_cpu_seconds()
                         client_before = process_cpu_seconds(os.getpid())  # the load generator
                         runs[name].append(
                             asyncio.run(
@@ -306,11 +314,13 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         )
                         cpu[name].append(server.cpu_seconds() - cpu_before)
+                        loop[name].append(server.loop_cpu_seconds() - loop_before)
                         client[name].append(process_cpu_seconds(os.getpid()) - client_before)
                         if is_roost(name):
                             hist[name].append(batch_histogram(before, server.metrics(), args.model))
                 for name in servers:
                     entry = median_result(runs[name], cpu[name])
+                    entry["loop_cpu_ms_per_image"] = cpu_ms_per_image(runs[name], loop[name])
                     entry["client_cpu_ms_per_image"] = cpu_ms_per_image(runs[name], client[name])
                     if hist[name]:
                         entry["batch_size_mean"] = statistics.median(h["mean"] for h in hist[name])
@@ -320,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{set_name:8} {name:14} c={c:<3} {entry['images_per_s']:8.1f} img/s  "
                         f"p50 {entry['p50_ms']:7.1f} ms  p99 {entry['p99_ms']:7.1f} ms  "
                         f"batch {entry.get('batch_size_mean', 1):5.2f}  "
-                        f"cpu {entry['cpu_ms_per_image'] or 0:6.2f} ms/img  "
+                        f"cpu {entry['cpu_ms_per_image'] or 0:6.2f} ms/img "
+                        f"(loop {entry['loop_cpu_ms_per_image'] or 0:5.2f})  "
                         f"errors {entry['errors']}  load {os.getloadavg()[0]:.2f}",
                         flush=True,
                     )
