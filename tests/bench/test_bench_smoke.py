@@ -58,7 +58,9 @@ def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     assert len(report["model_alone"]) == 7
     assert report["ratios"]["224px/c1"]["p50_over_decode_plus_single_inference"] > 0
     for server in ("roost", "naive", "roost:ungated"):  # the server's CPU time per image
-        assert report["results"]["224px"][server]["c1"]["cpu_ms_per_image"] > 0
+        cell = report["results"]["224px"][server]["c1"]
+        assert cell["cpu_ms_per_image"] > 0
+        assert 0 < cell["loop_cpu_ms_per_image"] <= cell["cpu_ms_per_image"]  # one of its threads
         assert report["results"]["224px"][server]["c1"]["client_cpu_ms_per_image"] >= 0
     assert report["ratios"]["224px/c1"]["cpu_per_image_roost_over_naive"] > 0
     assert report["ratios"]["224px/c4/roost:ungated"]["roost_over_naive"] > 0
