@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from service.api import admin, classify, explain, health, models, v2
 from service.cpu_gate import CpuGate
+from service.cpus import usable_cores
 from service.errors import install_error_handlers
 from service.lingering import LingeringBodyMiddleware
 from service.metrics import ServiceMetrics
@@ -37,7 +37,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics = ServiceMetrics()
-        cpu_gate = CpuGate(settings.cpu_gate_threads or (os.cpu_count() or 1) + 1)
+        cpu_gate = CpuGate(settings.cpu_gate_threads or usable_cores() + 1)
         registry = ModelRegistry(settings, metrics, cpu_gate)
         metrics.ready.set_function(lambda: float(registry.readiness()[0]))
         decode_pool = ThreadPoolExecutor(

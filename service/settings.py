@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.cpus import usable_cores
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -53,12 +54,14 @@ class ServiceSettings(BaseSettings):
     """Most body bytes read and discarded so a refused client can read its error (0: none)."""
     lingering_max_s: float = Field(10.0, ge=0.0)
     """Most seconds spent reading and discarding a refused request's body."""
-    decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    decode_threads: int = Field(default_factory=usable_cores, ge=1)
+    """Threads that decode uploads; default: the cores this process may use (service/cpus.py)."""
     cpu_gate_threads: int = Field(0, ge=0, le=1024)
     """Threads of decoding and CPU inference that run at once, server-wide; 0 = auto: one per
-    core plus one (for a thread that waits for the GIL while holding its place). Waiting work
-    starts oldest request first (earliest deadline; service/cpu_gate.py). A value of at least
-    decode threads + instances x session threads turns the order off."""
+    usable core (service/cpus.py) plus one (for a thread that waits for the GIL while holding
+    its place). Waiting work starts oldest request first (earliest deadline;
+    service/cpu_gate.py). A value of at least decode threads + instances x session threads turns
+    the order off."""
     decode_niceness: int = Field(0, ge=0, le=19)
     """Added to the decode threads' nice value (Linux); 0 = equal priority. The CPU gate already
     runs older requests' inference before newer ones' decode; a niced decode thread holding a

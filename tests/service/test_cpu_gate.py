@@ -4,7 +4,6 @@ a wide hold never starved; and the server's decode and CPU runs take their turns
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +15,7 @@ import pytest
 from modelkit import colour_model, publish, solid_png
 
 from service.cpu_gate import CpuGate
+from service.cpus import usable_cores
 from service.runtime import OnnxClassifier
 from service.settings import ServiceSettings
 
@@ -177,4 +177,4 @@ async def test_the_app_gate_has_a_place_per_core_plus_one_by_default(
 ) -> None:
     publish(repo, "colours", 1)
     roost = await start_app(repo)
-    assert roost.app.state.roost.cpu_gate.width == (os.cpu_count() or 1) + 1
+    assert roost.app.state.roost.cpu_gate.width == usable_cores() + 1

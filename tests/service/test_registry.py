@@ -11,6 +11,7 @@ import pytest
 from modelkit import colour_model, publish, solid_png
 from onnx import TensorProto, helper
 
+from service.cpus import usable_cores
 from service.errors import ModelNotFound, NotReady, VersionNotFound
 from service.metrics import ServiceMetrics
 from service.model_config import LatestPolicy, SpecificPolicy, select_versions
@@ -175,13 +176,11 @@ async def test_model_with_no_ready_version_is_not_ready(repo: Path) -> None:
 
 
 async def test_auto_instances_on_the_cpu(repo: Path) -> None:
-    import os
-
     publish(repo, "colours", 1)
     registry = registry_for(repo)
     await registry.reload()
     classifier = registry.get("colours").artifacts.classifier
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     assert classifier.instances == min(8, 2 * cores)
     # a wide session (every core) serves batches that run alone, when sessions are narrower
     assert (classifier._wide is not None) == (cores > 1)  # narrow sessions are narrower

@@ -3,7 +3,6 @@ exactly what one session per slot answers, alone and from many threads at once."
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,12 +10,13 @@ import onnxruntime as ort
 import pytest
 from modelkit import colour_model
 
+from service.cpus import usable_cores
 from service.runtime import CPU, OnnxClassifier
 from service.settings import ServiceSettings
 
 SIZE = (16, 16)
 MODEL = colour_model(SIZE, sharpness=0.05)
-WIDE = 1 if (os.cpu_count() or 1) > 1 else 0  # a wide session exists where there is > 1 core
+WIDE = 1 if usable_cores() > 1 else 0  # a wide session exists where there is > 1 core
 
 
 def classifier(
