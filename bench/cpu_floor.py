@@ -30,7 +30,7 @@ from roost.contract.card import read_card
 from roost.contract.images import decode_image
 
 _MAX_PIXELS = 60_000_000
-_BATCHES = (1, 2, 4)
+BATCHES = (1, 2, 4)
 
 
 def per_item_cpu_ms(work: Callable[[], int], threads: int) -> float:
@@ -63,25 +63,29 @@ def one_thread_session(model: Path) -> ort.InferenceSession:
     )
 
 
+def model_cpu_ms(
+    model: Path, image_size: tuple[int, int], batch: int, runs: int, threads: int
+) -> float:
+    """Thread CPU ms per image of one-thread sessions (one shared session, as the server's
+    narrow slots) running `batch`-image batches on `threads` threads at once."""
+    session = one_thread_session(model)
+    name = session.get_inputs()[0].name
+    pixels = np.random.default_rng(0).integers(0, 256, (batch, *image_size, 3), dtype=np.uint8)
+
+    def work() -> int:
+        session.run(None, {name: pixels})  # the first run of a thread allocates
+        for _ in range(runs):
+            session.run(None, {name: pixels})
+        return runs * batch
+
+    return per_item_cpu_ms(work, threads)
+
+
 def measure(folder: Path, images: list[bytes], repeats: int, runs: int) -> dict[str, float]:
     """Median CPU ms per image of the model at batch 1, 2 and 4 (`model_b1`...) and of the
     decode (`decode`)."""
     card = read_card(folder)
-    session = one_thread_session(folder / "model.onnx")
-    name = session.get_inputs()[0].name
     cores = os.cpu_count() or 1
-    rng = np.random.default_rng(0)
-
-    def model(batch: int) -> Callable[[], int]:
-        pixels = rng.integers(0, 256, (batch, *card.image_size, 3), dtype=np.uint8)
-
-        def work() -> int:
-            session.run(None, {name: pixels})  # the first run of a thread allocates
-            for _ in range(runs):
-                session.run(None, {name: pixels})
-            return runs * batch
-
-        return work
 
     def decode() -> int:
         count = max(len(images), 10 * runs)
@@ -89,10 +93,12 @@ def measure(folder: Path, images: list[bytes], repeats: int, runs: int) -> dict[
             decode_image(images[i % len(images)], card.image_size, card.resize, _MAX_PIXELS)
         return count
 
-    timings: dict[str, list[float]] = {f"model_b{b}": [] for b in _BATCHES} | {"decode": []}
+    timings: dict[str, list[float]] = {f"model_b{b}": [] for b in BATCHES} | {"decode": []}
     for _ in range(repeats):
-        for batch in _BATCHES:
-            timings[f"model_b{batch}"].append(per_item_cpu_ms(model(batch), cores))
+        for batch in BATCHES:
+            timings[f"model_b{batch}"].append(
+                model_cpu_ms(folder / "model.onnx", card.image_size, batch, runs, cores)
+            )
         timings["decode"].append(per_item_cpu_ms(decode, cores))
     return {key: statistics.median(values) for key, values in timings.items()}
 
@@ -110,7 +116,7 @@ def main() -> None:
     images = input_sets(args.cache)[args.set]
     folder = args.model_repo / args.model / str(args.version)
     floor = measure(folder, images, args.repeats, args.runs)
-    floor["floor"] = min(floor[f"model_b{b}"] for b in _BATCHES) + floor["decode"]
+    floor["floor"] = min(floor[f"model_b{b}"] for b in BATCHES) + floor["decode"]
     floor["cores"] = os.cpu_count() or 1
     floor["images_per_s_at_floor"] = 1000 * floor["cores"] / floor["floor"]
     print(json.dumps({"set": args.set, **{k: round(v, 3) for k, v in floor.items()}}, indent=2))

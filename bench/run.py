@@ -21,6 +21,7 @@ import onnxruntime as ort
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.baselines import cpu_limit, decode_rate_per_core, model_alone
+from bench.cpu_floor import BATCHES, model_cpu_ms
 from bench.inputs import input_sets
 from bench.loadgen import LoadResult, closed_loop, open_loop
 from bench.protocols import PROTOCOLS, requests_for
@@ -249,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             for b in (32, 64, 128, 256)
         }
+    else:
+        # The steadier model figure on the CPU: thread CPU time of the server's one-thread
+        # sessions on every core at once (bench/cpu_floor.py); the limit `limit_floor` uses it.
+        runs = max(2, round(10 * args.baseline_seconds))
+        report["model_cpu_ms"] = {
+            str(b): model_cpu_ms(version_dir / "model.onnx", size, b, runs, cores) for b in BATCHES
+        }
     report["single_image_ms"] = 1000 / report["model_alone"]["1"]
 
     servers: dict[str, Server] = {}
@@ -409,6 +417,10 @@ def ratios(report: dict[str, Any], cores: int, on_gpu: bool) -> dict[str, Any]:
                 "roost_over_limit": roost["images_per_s"] / limit,
                 "model_batch_used_for_limit": nearest,
             }
+            if "model_cpu_ms" in report:  # the CPU: the model at its cheapest per image
+                floor_rate = 1000 * cores / min(report["model_cpu_ms"].values())
+                row["limit_floor"] = cpu_limit(floor_rate, decode, cores)
+                row["roost_over_limit_floor"] = roost["images_per_s"] / row["limit_floor"]
             row["p99_over_p50"] = roost["p99_ms"] / roost["p50_ms"] if roost["p50_ms"] else None
             naive = by_server.get("naive", {}).get(level)
             if naive:

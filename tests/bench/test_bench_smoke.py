@@ -56,6 +56,8 @@ def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     assert "rate20" in roost
     assert set(report["decode_per_core"]) >= {"224px", "512px", "1024px", "camera"}
     assert len(report["model_alone"]) == 7
+    assert set(report["model_cpu_ms"]) == {"1", "2", "4"}  # on the CPU: one-thread sessions
+    assert report["ratios"]["224px/c4"]["roost_over_limit_floor"] > 0
     assert report["ratios"]["224px/c1"]["p50_over_decode_plus_single_inference"] > 0
     for server in ("roost", "naive", "roost:ungated"):  # the server's CPU time per image
         cell = report["results"]["224px"][server]["c1"]
