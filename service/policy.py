@@ -159,8 +159,11 @@ class ModelPolicy:
         self._metrics.cache_entries.labels(self.name).set(len(self.cache))
 
     def is_uncertain(self, probabilities: np.ndarray) -> bool:
+        return self._below_confidence(float(probabilities.max()))
+
+    def _below_confidence(self, top1_score: float) -> bool:
         floor = self.config.min_confidence
-        return floor is not None and float(probabilities.max()) < floor
+        return floor is not None and top1_score < floor
 
     def observe_results(
         self,
@@ -173,13 +176,12 @@ class ModelPolicy:
         counters = self._counters.get(version)
         if counters is None:
             counters = self._counters[version] = self._count_version(version, labels, profile)
-        floor = self.config.min_confidence
         for probabilities in scores:
             top1 = int(probabilities.argmax())
             score = float(probabilities[top1])
             counters.top1_score.observe(score)
             counters.predicted(top1).inc()
-            if floor is not None and score < floor:
+            if self._below_confidence(score):
                 counters.uncertain.inc()
             if counters.window is not None:
                 counters.window.observe(top1, score)
