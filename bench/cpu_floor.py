@@ -64,11 +64,11 @@ def one_thread_session(model: Path) -> ort.InferenceSession:
 
 
 def model_cpu_ms(
-    model: Path, image_size: tuple[int, int], batch: int, runs: int, threads: int
+    session: ort.InferenceSession, image_size: tuple[int, int], batch: int, runs: int, threads: int
 ) -> float:
-    """Thread CPU ms per image of one-thread sessions (one shared session, as the server's
-    narrow slots) running `batch`-image batches on `threads` threads at once."""
-    session = one_thread_session(model)
+    """Thread CPU ms per image of `session` (one-thread: `one_thread_session`, shared by every
+    thread as the server's narrow slots share theirs) running `batch`-image batches on
+    `threads` threads at once."""
     name = session.get_inputs()[0].name
     pixels = np.random.default_rng(0).integers(0, 256, (batch, *image_size, 3), dtype=np.uint8)
 
@@ -86,6 +86,7 @@ def measure(folder: Path, images: list[bytes], repeats: int, runs: int) -> dict[
     decode (`decode`)."""
     card = read_card(folder)
     cores = os.cpu_count() or 1
+    session = one_thread_session(folder / "model.onnx")
 
     def decode() -> int:
         count = max(len(images), 10 * runs)
@@ -97,7 +98,7 @@ def measure(folder: Path, images: list[bytes], repeats: int, runs: int) -> dict[
     for _ in range(repeats):
         for batch in BATCHES:
             timings[f"model_b{batch}"].append(
-                model_cpu_ms(folder / "model.onnx", card.image_size, batch, runs, cores)
+                model_cpu_ms(session, card.image_size, batch, runs, cores)
             )
         timings["decode"].append(per_item_cpu_ms(decode, cores))
     return {key: statistics.median(values) for key, values in timings.items()}
