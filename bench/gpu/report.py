@@ -48,6 +48,7 @@ from bench.baselines import decode_rate_per_core, model_alone
 from bench.loadgen import LoadResult, Request, closed_loop
 from bench.protocols import v2_requests
 from bench.run import Server, batch_histogram, cpu_name
+from roost.contract.labels import read_labels
 
 TARGETS = {
     "stage_over_raw_io_binding": 0.8,
@@ -351,7 +352,7 @@ def stage(
     from service.settings import ServiceSettings
 
     settings = ServiceSettings(max_batch_size=max(batch_sizes))
-    classes = len((version_dir / "labels.txt").read_text().split())
+    classes = len(read_labels(version_dir))  # a label may hold spaces ("theater curtain")
     classifier = OnnxClassifier((version_dir / "model.onnx").read_bytes(), size, classes, settings)
     started = time.perf_counter()
     classifier.warm_up(batch_sizes)
