@@ -177,7 +177,7 @@ async def test_model_with_no_ready_version_is_not_ready(repo: Path) -> None:
 
 async def test_auto_instances_on_the_cpu(repo: Path) -> None:
     publish(repo, "colours", 1)
-    registry = registry_for(repo)
+    registry = registry_for(repo, use_cuda=False)  # the CPU layout, on a GPU machine too
     await registry.reload()
     classifier = registry.get("colours").artifacts.classifier
     cores = usable_cores()
