@@ -173,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-seconds", type=float, default=3.0)
     p.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument(
+        "--lean",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run bench/lean_server.py, the CPU floor as a server (not on a GPU)",
+    )
+    p.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -292,6 +298,21 @@ def main(argv: list[str] | None = None) -> int:
             {"MODEL_DIR": str(version_dir)},
             "/docs",
         )
+    if args.lean and not on_gpu:
+        servers["lean"] = Server(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.lean_server:app",
+                "--port",
+                "{port}",
+                "--log-level",
+                "warning",
+            ],
+            {"MODEL_DIR": str(version_dir)},
+            "/docs",
+        )
     results: dict[str, Any] = {}
     try:
         for set_name, bodies in chosen.items():
@@ -391,8 +412,8 @@ def is_roost(server: str) -> bool:
 
 
 def ratios(report: dict[str, Any], cores: int, on_gpu: bool) -> dict[str, Any]:
-    """Roost (and each variant) / limit and / naive per input set at each concurrency; keys
-    `SET/cLEVEL` for Roost, `SET/cLEVEL/roost:NAME` for a variant."""
+    """Roost (and each variant) / limit, / the lean server and / naive per input set at each
+    concurrency; keys `SET/cLEVEL` for Roost, `SET/cLEVEL/roost:NAME` for a variant."""
     out: dict[str, Any] = {}
     for set_name, by_server in report["results"].items():
         decode = report["decode_per_core"][set_name]
@@ -423,6 +444,11 @@ def ratios(report: dict[str, Any], cores: int, on_gpu: bool) -> dict[str, Any]:
                 row["limit_floor"] = cpu_limit(floor_rate, decode, cores)
                 row["roost_over_limit_floor"] = roost["images_per_s"] / row["limit_floor"]
             row["p99_over_p50"] = roost["p99_ms"] / roost["p50_ms"] if roost["p50_ms"] else None
+            lean = by_server.get("lean", {}).get(level)
+            if lean:  # the CPU floor as a server (bench/lean_server.py)
+                row["roost_over_lean"] = roost["images_per_s"] / lean["images_per_s"]
+                if "limit_floor" in row:
+                    row["lean_over_limit_floor"] = lean["images_per_s"] / row["limit_floor"]
             naive = by_server.get("naive", {}).get(level)
             if naive:
                 row["roost_over_naive"] = roost["images_per_s"] / naive["images_per_s"]
@@ -431,6 +457,8 @@ def ratios(report: dict[str, Any], cores: int, on_gpu: bool) -> dict[str, Any]:
                     row["cpu_per_image_roost_over_naive"] = (
                         roost["cpu_ms_per_image"] / naive["cpu_ms_per_image"]
                     )
+                if lean:
+                    row["lean_over_naive"] = lean["images_per_s"] / naive["images_per_s"]
             if level == "c1":
                 lone = 1000 / decode + report["single_image_ms"]
                 row["p50_over_decode_plus_single_inference"] = roost["p50_ms"] / lone

@@ -48,7 +48,7 @@ def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
             "ungated:ROOST_CPU_GATE_THREADS=64,ROOST_CPU_MAX_BATCH_SIZE=32",
     )  # fmt: skip
     report = json.loads((out / "results.json").read_text())
-    assert set(report["results"]["224px"]) == {"roost", "naive", "roost:ungated"}
+    assert set(report["results"]["224px"]) == {"roost", "naive", "lean", "roost:ungated"}
     assert report["variants"]["roost:ungated"]["ROOST_CPU_GATE_THREADS"] == "64"
     roost = report["results"]["224px"]["roost"]
     assert roost["c4"]["errors"] == 0 and roost["c4"]["requests"] == 20
@@ -59,7 +59,10 @@ def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     assert set(report["model_cpu_ms"]) == {"1", "2", "4"}  # on the CPU: one-thread sessions
     assert report["ratios"]["224px/c4"]["roost_over_limit_floor"] > 0
     assert report["ratios"]["224px/c1"]["p50_over_decode_plus_single_inference"] > 0
-    for server in ("roost", "naive", "roost:ungated"):  # the server's CPU time per image
+    assert report["results"]["224px"]["lean"]["c4"]["errors"] == 0  # the CPU floor as a server
+    for key in ("roost_over_lean", "lean_over_naive", "lean_over_limit_floor"):
+        assert report["ratios"]["224px/c4"][key] > 0
+    for server in ("roost", "naive", "lean", "roost:ungated"):  # the server's CPU time per image
         cell = report["results"]["224px"][server]["c1"]
         assert cell["cpu_ms_per_image"] > 0
         assert 0 < cell["loop_cpu_ms_per_image"] <= cell["cpu_ms_per_image"]  # one of its threads
