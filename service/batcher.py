@@ -7,7 +7,9 @@ version, so a lone request never waits for company that is not coming. While a b
 images queue up and form the next one: that is where batching comes from under load.
 
 Requests first `reserve()` room for their images (admission happens before any decode work),
-then `submit()` the decoded arrays; the batcher knows what is still on its way.
+then `submit()` the decoded arrays; the batcher knows what is still on its way. On the CPU a
+request submits its images still encoded, as `Decode` calls, at once: the inference thread
+that takes a batch decodes its images and runs them (service/inference.py says when).
 
 If the collecting loop itself dies, the batcher fails: every waiting request gets
 `InferenceFailed` at once, new work gets `NotReady`, and `BatchObserver.on_failure` tells the
@@ -35,10 +37,14 @@ RunBatch = Callable[[np.ndarray, bool, float], np.ndarray]
 """(batch, alone, deadline) -> scores; `alone` says no other batch is running or waiting;
 `deadline` is the earliest of its requests' deadlines (monotonic): the batch's turn on the CPU."""
 
+Decode = Callable[[], np.ndarray]
+"""One image's decode, called on the inference thread that runs its batch; what it raises
+fails that image's request alone."""
+
 
 @dataclass(slots=True)
 class _Item:
-    image: np.ndarray
+    image: np.ndarray | Decode
     future: asyncio.Future[np.ndarray]
     enqueued_at: float
     deadline: float
@@ -143,7 +149,7 @@ class DynamicBatcher:
         self._settle()
 
     def _enqueue(
-        self, images: list[np.ndarray], deadline: float, reserved: int
+        self, images: list[np.ndarray] | list[Decode], deadline: float, reserved: int
     ) -> list[asyncio.Future[np.ndarray]]:
         self._incoming -= reserved
         if self._failure is not None:  # reserved before the loop died: nobody would run these
@@ -239,16 +245,22 @@ class DynamicBatcher:
         images = [item.image for item in batch]
         loop = asyncio.get_running_loop()
         deadline = min(item.deadline for item in batch)
-        scores = await loop.run_in_executor(
-            self._executor, _stack_and_run, self._run_batch, images, alone, deadline
+        scores, refused = await loop.run_in_executor(
+            self._executor, _decode_stack_and_run, self._run_batch, images, alone, deadline
         )
+        for index, exc in refused.items():
+            if not batch[index].future.done():
+                batch[index].future.set_exception(exc)
+        ran = [item for index, item in enumerate(batch) if index not in refused]
+        if not ran:
+            return
         # Checked before any caller gets a row: a short result must fail the whole batch.
-        if scores.shape[:1] != (len(batch),):
-            raise ValueError(f"{scores.shape} scores for a batch of {len(batch)} images")
+        if scores.shape[:1] != (len(ran),):
+            raise ValueError(f"{scores.shape} scores for a batch of {len(ran)} images")
         seconds = time.monotonic() - started
         self._recent_batch_seconds.append(seconds)
-        self._observer.on_batch(len(batch), seconds)
-        for item, row in zip(batch, scores, strict=True):
+        self._observer.on_batch(len(ran), seconds)
+        for item, row in zip(ran, scores, strict=True):
             if not item.future.done():
                 item.future.set_result(row)
 
@@ -298,8 +310,11 @@ class Reservation:
         self._batcher = batcher
         self._count = count
 
-    def submit(self, images: list[np.ndarray], deadline: float) -> list[asyncio.Future[np.ndarray]]:
-        """Queue the decoded images (as many as reserved) and return a future per image."""
+    def submit(
+        self, images: list[np.ndarray] | list[Decode], deadline: float
+    ) -> list[asyncio.Future[np.ndarray]]:
+        """Queue the images, decoded or as `Decode` calls (as many as reserved), and return a
+        future per image."""
         if len(images) != self._count:
             raise ValueError(f"reserved {self._count} images, got {len(images)}")
         reserved, self._count = self._count, 0
@@ -314,7 +329,21 @@ class Reservation:
             self._count = 0
 
 
-def _stack_and_run(
-    run_batch: RunBatch, images: list[np.ndarray], alone: bool, deadline: float
-) -> np.ndarray:
-    return run_batch(np.stack(images), alone, deadline)
+def _decode_stack_and_run(
+    run_batch: RunBatch, images: list[np.ndarray | Decode], alone: bool, deadline: float
+) -> tuple[np.ndarray, dict[int, Exception]]:
+    """Scores of the images that decoded, in order, and what each of the others raised (by
+    index); an empty array when none did."""
+    decoded: list[np.ndarray] = []
+    refused: dict[int, Exception] = {}
+    for index, image in enumerate(images):
+        if isinstance(image, np.ndarray):
+            decoded.append(image)
+            continue
+        try:
+            decoded.append(image())
+        except Exception as exc:  # this image's request fails; the batch goes on
+            refused[index] = exc
+    if not decoded:
+        return np.empty((0,)), refused
+    return run_batch(np.stack(decoded), alone, deadline), refused

@@ -22,7 +22,7 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
-from service.gpu_decode import image_decoder
+from service.gpu_decode import PILLOW, image_decoder
 from service.postprocess import top_k
 from service.registry import Route, ServedVersion
 from service.result_cache import cache_key
@@ -133,9 +133,27 @@ async def _score_encoded(
     state: ServiceState, served: ServedVersion, uploads: list[Upload], deadline: float
 ) -> list[np.ndarray]:
     with served.batcher.reserve(len(uploads), deadline) as reservation:
-        images = await asyncio.gather(*(decode_upload(state, served, u, deadline) for u in uploads))
-        futures = reservation.submit(list(images), deadline)
+        if _decodes_on_inference_threads(state, served):
+            calls = [_decode_call(state, served, u, deadline) for u in uploads]
+            futures = reservation.submit(calls, deadline)
+        else:
+            images = await asyncio.gather(
+                *(decode_upload(state, served, u, deadline) for u in uploads)
+            )
+            futures = reservation.submit(list(images), deadline)
     return await _answers(futures, deadline, state.settings.request_timeout_s)
+
+
+def _decodes_on_inference_threads(state: ServiceState, served: ServedVersion) -> bool:
+    """On the CPU (ROOST_CPU_DECODE=inference), the thread that runs a batch decodes its
+    images: one hand-off fewer per image, and batches fill from a queue of whole requests
+    instead of waiting for decodes to finish (docs/benchmarks.md, issue #12 goal 1). Not on
+    a GPU, where decoding on the CPU overlaps the GPU's work."""
+    return (
+        state.settings.cpu_decode == "inference"
+        and not served.artifacts.classifier.on_gpu
+        and image_decoder(state.settings) is PILLOW
+    )
 
 
 async def score_decoded(
@@ -166,30 +184,44 @@ async def _answers(
 async def decode_upload(
     state: ServiceState, served: ServedVersion, upload: Upload, deadline: float
 ) -> np.ndarray:
-    """One upload at the version's input size, on the decode pool (415 / 413 per image).
+    """One upload at the version's input size, on the decode pool (415 / 413 per image)."""
+    decode = _decode_call(state, served, upload, deadline)
+    return await asyncio.get_running_loop().run_in_executor(state.decode_pool, decode)
 
-    The decode takes its turn in the CPU gate by the request's `deadline` (monotonic), after
-    the inference of requests that arrived before it (service/cpu_gate.py).
+
+def _decode_call(
+    state: ServiceState, served: ServedVersion, upload: Upload, deadline: float
+) -> Callable[[], np.ndarray]:
+    """The decode of one upload, for whichever thread runs it (decode pool or inference).
+
+    It takes its turn in the CPU gate by the request's `deadline` (monotonic), after the work
+    of requests that arrived before it (service/cpu_gate.py), and raises InvalidImage (415) or
+    PayloadTooLarge (413) for an image it cannot take.
     """
     card = served.artifacts.card
-    started = time.perf_counter()
-    try:
-        # Pillow, or baseline JPEGs on the GPU (ROOST_GPU_DECODE): service/gpu_decode.py
-        image = await asyncio.get_running_loop().run_in_executor(
-            state.decode_pool,
-            state.cpu_gate.call,
-            1,
-            deadline,
-            image_decoder(state.settings).decode,
-            upload.data,
-            card.image_size,
-            card.resize,
-            state.settings.max_image_pixels,
-        )
-    except (InvalidImageError, ImageTooLargeError) as exc:
-        kind: type[ServiceError] = (
-            PayloadTooLarge if isinstance(exc, ImageTooLargeError) else InvalidImage
-        )
-        raise kind(f"{upload.filename}: {exc}" if upload.filename else str(exc)) from None
-    state.metrics.decode_seconds.labels(served.name).observe(time.perf_counter() - started)
-    return image
+    settings = state.settings
+    # Pillow, or baseline JPEGs on the GPU (ROOST_GPU_DECODE): service/gpu_decode.py
+    decoder = image_decoder(settings)
+    decode_seconds = state.metrics.decode_seconds.labels(served.name)
+
+    def decode() -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            image = state.cpu_gate.call(
+                1,
+                deadline,
+                decoder.decode,
+                upload.data,
+                card.image_size,
+                card.resize,
+                settings.max_image_pixels,
+            )
+        except (InvalidImageError, ImageTooLargeError) as exc:
+            kind: type[ServiceError] = (
+                PayloadTooLarge if isinstance(exc, ImageTooLargeError) else InvalidImage
+            )
+            raise kind(f"{upload.filename}: {exc}" if upload.filename else str(exc)) from None
+        decode_seconds.observe(time.perf_counter() - started)
+        return image
+
+    return decode

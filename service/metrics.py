@@ -91,7 +91,7 @@ class ServiceMetrics:
         )
         self.inference_seconds = Histogram(
             "roost_inference_duration_seconds",
-            "Session run time per batch.",
+            "Session run time per batch (on the CPU also the decode of its images, by default).",
             ["model", "version"],
             buckets=_LATENCY_BUCKETS,
             registry=r,

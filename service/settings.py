@@ -54,8 +54,13 @@ class ServiceSettings(BaseSettings):
     """Most body bytes read and discarded so a refused client can read its error (0: none)."""
     lingering_max_s: float = Field(10.0, ge=0.0)
     """Most seconds spent reading and discarding a refused request's body."""
+    cpu_decode: Literal["inference", "pool"] = "inference"
+    """Where uploads for a version on the CPU are decoded: "inference", on the inference thread
+    that runs the image's batch (one hand-off fewer; batches fill from the queue of requests),
+    or "pool", on the decode threads before queueing, as on a GPU (docs/benchmarks.md)."""
     decode_threads: int = Field(default_factory=usable_cores, ge=1)
-    """Threads that decode uploads; default: the cores this process may use (service/cpus.py)."""
+    """Threads that decode uploads on a GPU, with ROOST_CPU_DECODE=pool and for explanations;
+    default: the cores this process may use (service/cpus.py)."""
     cpu_gate_threads: int = Field(0, ge=0, le=1024)
     """Threads of decoding and CPU inference that run at once, server-wide; 0 = auto: one per
     usable core (service/cpus.py) plus one (for a thread that waits for the GIL while holding

@@ -6,12 +6,19 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from service.batcher import BatcherConfig, BatchObserver, DynamicBatcher
-from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidImage,
+    NotReady,
+    Overloaded,
+)
 
 
 class FakeSession:
@@ -124,6 +131,49 @@ async def test_cancelled_request_does_not_hang_its_batch() -> None:
     assert [int(d[0]) for d in done] == [0, 2]
     await first
     assert session.batch_sizes == [1, 2]  # the cancelled image never reached the session
+    await batcher.close()
+
+
+async def test_images_submitted_encoded_are_decoded_on_the_inference_thread() -> None:
+    session = FakeSession()
+    batcher = make(session)
+    threads: list[str] = []
+
+    def decode(value: int) -> Callable[[], np.ndarray]:
+        def call() -> np.ndarray:
+            threads.append(threading.current_thread().name)
+            return image(value)
+
+        return call
+
+    with batcher.reserve(3) as slot:
+        futures = slot.submit([decode(4), decode(5), decode(6)], far())
+    assert [int(r[0]) for r in await asyncio.gather(*futures)] == [4, 5, 6]
+    assert session.batch_sizes == [3]
+    assert len(threads) == 3 and all(name.startswith("roost-infer") for name in threads)
+    await batcher.close()
+
+
+async def test_an_image_that_fails_to_decode_fails_its_request_alone() -> None:
+    session = FakeSession()
+    batcher = make(session)
+
+    def broken() -> np.ndarray:
+        raise InvalidImage("not an image")
+
+    slots = [batcher.reserve(1) for _ in range(3)]
+    calls = [lambda: image(1), broken, lambda: image(3)]
+    futures = [s.submit([call], far())[0] for s, call in zip(slots, calls, strict=True)]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert int(results[0][0]) == 1 and int(results[2][0]) == 3  # type: ignore[index]
+    assert isinstance(results[1], InvalidImage)
+    assert session.batch_sizes == [2]  # the other two ran as one batch
+    with batcher.reserve(1) as slot:  # a batch of nothing but broken images runs nothing
+        (future,) = slot.submit([broken], far())
+    with pytest.raises(InvalidImage):
+        await future
+    assert session.batch_sizes == [2]
+    assert int((await submit(batcher, [9]))[0][0]) == 9
     await batcher.close()
 
 

@@ -6,17 +6,23 @@ urllib client reads) is in test_reliability_input.py against a real server.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from modelkit import publish, solid_png
 from PIL import Image
 from servers import sample
 from skimage import data as photos
 from starlette.types import Message, Receive, Scope, Send
+
+from service.gpu_decode import PillowDecoder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,3 +127,42 @@ async def test_a_plain_multipart_upload_without_a_model_uses_the_shipped_default
     answer = r.json()
     assert answer["model"] == "imagenet"
     assert answer["results"][0]["predictions"][0]["label"] in {"Egyptian cat", "tiger cat", "tabby"}
+
+
+@pytest.mark.parametrize(
+    ("cpu_decode", "decoding_thread"), [("inference", "roost-infer"), ("pool", "roost-decode")]
+)
+async def test_on_the_cpu_images_are_decoded_where_roost_cpu_decode_says(
+    repo: Path, start_app, monkeypatch: pytest.MonkeyPatch, cpu_decode: str, decoding_thread: str
+) -> None:  # type: ignore[no-untyped-def]
+    threads: list[str] = []
+    decode = PillowDecoder.decode
+
+    def recording(self: PillowDecoder, *args: Any) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return decode(self, *args)
+
+    monkeypatch.setattr(PillowDecoder, "decode", recording)
+    publish(repo, "colours", 1)
+    roost = await start_app(repo, cpu_decode=cpu_decode)
+    await roost.wait_ready()
+    threads.clear()  # the load's reference checks decode on the loading thread
+    red, blue = solid_png((250, 10, 10)), solid_png((10, 10, 250))
+    files = [("file", ("red.png", red, "image/png")), ("file", ("blue.png", blue, "image/png"))]
+    r = await roost.client.post("/v1/classify", files=files)
+    assert r.status_code == 200, r.text
+    assert [x["predictions"][0]["label"] for x in r.json()["results"]] == ["red", "blue"]
+    assert len(threads) == 2 and all(t.startswith(decoding_thread) for t in threads), threads
+    # A broken image fails its own request (415, named), and nothing else.
+    broken = [
+        ("file", ("red.png", red, "image/png")),
+        ("file", ("bad.png", b"no image", "image/png")),
+    ]
+    bad, good = await asyncio.gather(
+        roost.client.post("/v1/classify", files=broken),
+        roost.client.post("/v1/classify", content=blue, headers={"content-type": "image/png"}),
+    )
+    assert bad.status_code == 415 and "bad.png" in bad.text
+    assert (
+        good.status_code == 200 and good.json()["results"][0]["predictions"][0]["label"] == "blue"
+    )
