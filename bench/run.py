@@ -284,35 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         servers[name] = roost_server(repo, args.model, env)
     report["variants"] = {name: env for name, env in args.variant}
     if args.naive:
-        servers["naive"] = Server(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.naive_server:app",
-                "--port",
-                "{port}",
-                "--log-level",
-                "warning",
-            ],
-            {"MODEL_DIR": str(version_dir)},
-            "/docs",
-        )
+        servers["naive"] = baseline_server("bench.naive_server:app", version_dir)
     if args.lean and not on_gpu:
-        servers["lean"] = Server(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.lean_server:app",
-                "--port",
-                "{port}",
-                "--log-level",
-                "warning",
-            ],
-            {"MODEL_DIR": str(version_dir)},
-            "/docs",
-        )
+        servers["lean"] = baseline_server("bench.lean_server:app", version_dir)
     results: dict[str, Any] = {}
     try:
         for set_name, bodies in chosen.items():
@@ -403,6 +377,16 @@ def roost_server(repo: Path, model: str, env: dict[str, str]) -> Server:
         [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
         {"ROOST_POLL_INTERVAL_S": "0", "ROOST_DEFAULT_MODEL": model, **env},
         "/readyz",
+    )
+
+
+def baseline_server(app: str, version_dir: Path) -> Server:
+    """A baseline (`bench.naive_server:app`, `bench.lean_server:app`) under uvicorn on the
+    model version in `version_dir`, once it answers."""
+    return Server(
+        [sys.executable, "-m", "uvicorn", app, "--port", "{port}", "--log-level", "warning"],
+        {"MODEL_DIR": str(version_dir)},
+        "/docs",
     )
 
 
