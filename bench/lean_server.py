@@ -7,8 +7,8 @@ body read whole), one worker thread per core, each with a one-thread session as 
 slots build them (`bench.cpu_floor.one_thread_session`), taking up to two waiting requests,
 decoding them with the contract's `decode_image` on that same thread and running them as one
 batch (batch 2 is the model's cheapest per image here). One hand-off to the worker and one back,
-no admission, deadlines, metrics, batching policy, priorities or error handling. A request
-that fails to decode fails its whole batch: a measuring instrument, not a server to deploy.
+no admission, deadlines, metrics, batching policy or priorities. A request that fails to
+decode fails its whole batch (500): a measuring instrument, not a server to deploy.
 
 docs/benchmarks.md (issue #12, goal 1) measures it beside Roost and the naive server: what it
 reaches is the ceiling goal 1 can be held to, and Roost's distance to it is what Roost's
@@ -40,22 +40,34 @@ _TOP_K = 5
 Job = tuple[bytes, asyncio.Future[dict[str, object]], asyncio.AbstractEventLoop]
 
 
-def _worker(folder: Path, jobs: queue.SimpleQueue[Job]) -> None:
+def _worker(folder: Path, jobs: queue.SimpleQueue[Job | None]) -> None:
+    """Take up to two jobs, decode and run them as one batch, answer; until a None arrives."""
     card = read_card(folder)
     labels = [label.name for label in read_labels(folder)]
     session = one_thread_session(folder / "model.onnx")
     name = session.get_inputs()[0].name
-    while True:
-        batch = [jobs.get()]
+    while (first := jobs.get()) is not None:
+        batch = [first]
         while len(batch) < _BATCH:
             try:
-                batch.append(jobs.get_nowait())
+                job = jobs.get_nowait()
             except queue.Empty:
                 break
-        pixels = np.stack(
-            [decode_image(body, card.image_size, card.resize, _MAX_PIXELS) for body, _, _ in batch]
-        )
-        (scores,) = session.run(None, {name: pixels})
+            if job is None:
+                jobs.put(None)  # for this worker's next turn, after this batch
+                break
+            batch.append(job)
+        try:
+            images = [
+                decode_image(queued[0], card.image_size, card.resize, _MAX_PIXELS)
+                for queued in batch
+            ]
+            pixels = np.stack(images)
+            (scores,) = session.run(None, {name: pixels})
+        except Exception as exc:  # the whole batch fails (a bad image): the worker goes on
+            for _, future, loop in batch:
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            continue
         k = min(_TOP_K, scores.shape[1])
         for (_, future, loop), row in zip(batch, scores, strict=True):
             best = np.argpartition(-row, k - 1)[:k]
@@ -63,18 +75,37 @@ def _worker(folder: Path, jobs: queue.SimpleQueue[Job]) -> None:
             answer: dict[str, object] = {
                 "predictions": [{"label": labels[i], "score": float(row[i])} for i in best]
             }
-            loop.call_soon_threadsafe(future.set_result, answer)
+            loop.call_soon_threadsafe(_settle, future, answer, None)
+
+
+def _settle(
+    future: asyncio.Future[dict[str, object]],
+    answer: dict[str, object] | None,
+    error: Exception | None,
+) -> None:
+    if future.done():  # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(answer or {})
 
 
 def create_app(folder: Path) -> FastAPI:
     """The lean server on the model version in `folder`; its workers start with the app."""
-    jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+    jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        for _ in range(os.cpu_count() or 1):
-            threading.Thread(target=_worker, args=(folder, jobs), daemon=True).start()
+        workers = [
+            threading.Thread(target=_worker, args=(folder, jobs), daemon=True)
+            for _ in range(os.cpu_count() or 1)
+        ]
+        for worker in workers:
+            worker.start()
         yield
+        for _ in workers:
+            jobs.put(None)
 
     app = FastAPI(lifespan=lifespan)
 

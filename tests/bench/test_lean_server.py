@@ -37,3 +37,20 @@ async def test_lean_server_answers_every_request_with_its_own_top_classes(tmp_pa
         assert len(predictions) == 3  # every class of a three-class model, best first
         scores = [p["score"] for p in predictions]
         assert scores == sorted(scores, reverse=True)
+
+
+async def test_lean_server_fails_a_batch_with_a_broken_image_and_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    folder = publish(tmp_path, "colours", 1)
+    async with LifespanManager(create_app(folder)) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lean") as client:
+            headers = {"content-type": "image/png"}
+            broken = await client.post("/v1/classify", content=b"no image", headers=headers)
+            assert broken.status_code == 500
+            good = await client.post(
+                "/v1/classify", content=solid_png(COLOURS["green"]), headers=headers
+            )
+            assert good.status_code == 200
+            assert good.json()["predictions"][0]["label"] == "green"
