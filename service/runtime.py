@@ -190,10 +190,11 @@ class OnnxClassifier:
         providers = choose_providers(settings)
         wants_gpu = provider_name(providers[0]) == CUDA
         cores = usable_cores()
-        # NOTE: twice as many narrow sessions as cores keeps every core busy while some
-        # sessions wait for decoded images (c=16, 512 px: 127 img/s with 4 on 2 cores, 117 with 2).
-        # With the CPU gate, one per core formed larger batches but was not faster in three
-        # same-run comparisons (docs/benchmarks.md, "Where a 512 px image's CPU goes").
+        # NOTE: twice as many narrow sessions as cores keeps every core busy while a slot's
+        # thread, its ONNX Runtime call done, waits for the GIL the event loop holds. One per
+        # core spends less CPU per image but left the cores 5 % idle and was not faster in five
+        # same-run comparisons, with the pool decoding or the slots (docs/benchmarks.md, "Where
+        # a 512 px image's CPU goes" and "The CPU floor as a server").
         self.instances = instances or (settings.cuda_instances if wants_gpu else min(8, 2 * cores))
         narrow_threads = settings.intra_op_threads or max(1, cores // self.instances)
         # False: one session per narrow slot, the layout before sharing (bench/memory.py).
