@@ -66,7 +66,7 @@ def _worker(folder: Path, jobs: queue.SimpleQueue[Job | None]) -> None:
             (scores,) = session.run(None, {name: pixels})
         except Exception as exc:  # the whole batch fails (a bad image): the worker goes on
             for _, future, loop in batch:
-                loop.call_soon_threadsafe(_settle, future, None, exc)
+                loop.call_soon_threadsafe(_settle, future, exc)
             continue
         k = min(_TOP_K, scores.shape[1])
         for (_, future, loop), row in zip(batch, scores, strict=True):
@@ -75,20 +75,18 @@ def _worker(folder: Path, jobs: queue.SimpleQueue[Job | None]) -> None:
             answer: dict[str, object] = {
                 "predictions": [{"label": labels[i], "score": float(row[i])} for i in best]
             }
-            loop.call_soon_threadsafe(_settle, future, answer, None)
+            loop.call_soon_threadsafe(_settle, future, answer)
 
 
 def _settle(
-    future: asyncio.Future[dict[str, object]],
-    answer: dict[str, object] | None,
-    error: Exception | None,
+    future: asyncio.Future[dict[str, object]], outcome: dict[str, object] | Exception
 ) -> None:
     if future.done():  # the client went away
         return
-    if error is not None:
-        future.set_exception(error)
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
     else:
-        future.set_result(answer or {})
+        future.set_result(outcome)
 
 
 def create_app(folder: Path) -> FastAPI:
