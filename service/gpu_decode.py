@@ -423,29 +423,45 @@ class NvImageCodecBatch:
     """`DecodeBatch` over nvImageCodec: JPEG bytes -> RGB images in device memory.
 
     Hardware decoder first, the CUDA decoder for what it refuses; the images' EXIF orientation
-    is applied, as Pillow's path does. Failed images come back as None (decoded again per
-    image, since a batch call leaves failures out of its list).
+    is applied, as Pillow's path does. A batch call answers None where an image failed (and
+    Pillow decodes that one again).
     """
 
     def __init__(self, nvimgcodec: Any, device_id: int, cudart: CudaRuntime | None) -> None:
-        kinds = nvimgcodec.BackendKind
-        self._decoder = nvimgcodec.Decoder(
-            device_id=device_id, backend_kinds=[kinds.HW_GPU_ONLY, kinds.GPU_ONLY]
-        )
-        self._params = nvimgcodec.DecodeParams(
-            apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.RGB
-        )
+        self._nvimgcodec = nvimgcodec
+        self._decoder = nvimgcodec.Decoder(**decoder_arguments(nvimgcodec, device_id))
+        self._params = decode_params(nvimgcodec)
         self._cudart = cudart
 
     def __call__(self, items: list[bytes]) -> list[Any]:
-        images = list(self._decoder.decode(items, params=self._params))
-        if len(images) != len(items):
-            images = [self._decoder.decode(item, params=self._params) for item in items]
+        streams = [self._nvimgcodec.CodeStream(item) for item in items]
+        images = list(self._decoder.decode(streams, params=self._params))
         if self._cudart is not None:
             # nvImageCodec decodes on the legacy default stream; ONNX Runtime's streams do
             # not wait for it, so wait here before the resize session reads the pixels.
             self._cudart.synchronize(0)
         return images
+
+
+def decoder_arguments(nvimgcodec: Any, device_id: int) -> dict[str, Any]:
+    """`nvimgcodec.Decoder`'s keyword arguments (the 0.9 API: a list of `Backend`s, the
+    hardware JPEG decoder first, the CUDA one for what it refuses; no CPU backend, since a
+    CPU decode here would be slower than Pillow's draft mode, which the fallback uses)."""
+    kinds = nvimgcodec.BackendKind
+    return {
+        "device_id": device_id,
+        "backends": [nvimgcodec.Backend(kinds.HW_GPU_ONLY), nvimgcodec.Backend(kinds.GPU_ONLY)],
+    }
+
+
+def decode_params(nvimgcodec: Any) -> Any:
+    """Interleaved 8-bit RGB (H, W, 3) with EXIF orientation applied, as `decode_image` gives;
+    grey JPEGs come out as three channels too."""
+    return nvimgcodec.DecodeParams(
+        apply_exif_orientation=True,
+        color_spec=nvimgcodec.ColorSpec.SRGB,
+        sample_format=nvimgcodec.SampleFormat.I_RGB,
+    )
 
 
 # --- the process-wide choice ------------------------------------------------------------------

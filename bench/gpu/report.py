@@ -431,7 +431,9 @@ def http_run(
             prepared = v2_requests(bodies, args.model, top_k=1, per_request=k, binary_output=False)
             for c in concurrencies:
                 before = server.metrics()
+                cpu = cpu_counters(server)
                 load = load_procs(server.url, prepared, c, args)
+                load["cpu"] = cpu_use(cpu, cpu_counters(server))
                 after = server.metrics()
                 load["images_per_s"] = load.pop("requests_per_s") * k
                 load["batch"] = batch_histogram(before, after, args.model)
@@ -441,7 +443,9 @@ def http_run(
                 print(
                     f"{label:10} {name:7} c={c:<4} {load['images_per_s']:9.1f} img/s  "
                     f"p50 {load['p50_ms']:7.1f} ms  p99 {load['p99_ms']:7.1f} ms  "
-                    f"batch {load['batch']['mean']:6.1f}  errors {load['errors']}",
+                    f"batch {load['batch']['mean']:6.1f}  errors {load['errors']}  "
+                    f"cores busy: server {load['cpu']['server_cores']:.1f} (its event loop "
+                    f"{load['cpu']['loop_cores']:.2f}), machine {load['cpu']['machine_cores']:.1f}",
                     flush=True,
                 )
         result["levels"] = levels
@@ -454,6 +458,34 @@ def http_run(
         result["gpu_decode_active"] = "decoding baseline JPEGs on GPU" in log
         result["gpu_decode_fallback_logged"] = "GPU decoding is unavailable" in log
     return result
+
+
+def cpu_counters(server: Server) -> dict[str, float]:
+    return {
+        "wall": time.perf_counter(),
+        "server": server.cpu_seconds(),
+        "loop": server.loop_cpu_seconds(),
+        "machine": machine_busy_seconds(),
+    }
+
+
+def cpu_use(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Cores kept busy over a load level: the server process (all threads), its event loop
+    thread (1.0 = the loop never rests: the server is bound by its Python, not its hardware),
+    and the whole machine (the load generators share its cores)."""
+    wall = after["wall"] - before["wall"]
+    return {
+        f"{name}_cores": round((after[name] - before[name]) / wall, 2) if wall > 0 else 0.0
+        for name in ("server", "loop", "machine")
+    }
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent not idle (user, nice, system, irq, softirq, steal),
+    from the first line of /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def load_procs(
@@ -580,6 +612,12 @@ def _best(rows: dict[str, Any]) -> dict[str, Any]:
     return max(rows.values(), key=lambda r: r["images_per_s"] / r["cpu_decode_bound"])
 
 
+def _cores(cpu: dict[str, float] | None) -> str:
+    if not cpu:
+        return "-"
+    return f"{cpu['server_cores']:.1f} / {cpu['loop_cores']:.2f} / {cpu['machine_cores']:.1f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     env = report.get("environment", {})
     lines = [
@@ -643,14 +681,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"{run.get('gpu_metrics_exported')}; GPU memory ready "
             f"{run.get('gpu_memory_ready')}.",
             "",
-            "| set / clients | img/s | p50 ms | p99 ms | mean batch | errors | GPU memory after |",
-            "|---|---|---|---|---|---|---|",
+            "| set / clients | img/s | p50 ms | p99 ms | mean batch | errors | GPU memory after "
+            "| cores busy: server / its loop / machine |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for level, load in run.get("levels", {}).items():
             lines.append(
                 f"| {level} | {load['images_per_s']:,.0f} | {load['p50_ms']:.1f} | "
                 f"{load['p99_ms']:.1f} | {load['batch']['mean']:.1f} | {load['errors']} | "
-                f"{load.get('gpu_memory_after')} |"
+                f"{load.get('gpu_memory_after')} | {_cores(load.get('cpu'))} |"
             )
     head = report.get("ratios", {}).get("headline")
     lines += ["", "## Targets (issue 13)", ""]

@@ -12,6 +12,7 @@ What only a GPU can prove (nvImageCodec itself, device pointers, speed): docs/gp
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -38,6 +39,8 @@ from service.gpu_decode import (
     DecodeCoalescer,
     DeviceResizer,
     GpuDecoder,
+    decode_params,
+    decoder_arguments,
     draft_scale,
     gpu_decodable,
     image_decoder,
@@ -461,6 +464,25 @@ async def test_gpu_decode_requested_on_this_machine_still_serves(
         )
     assert response.status_code == 200
     assert len([r for r in caplog.records if r.name == "service.gpu_decode"]) == 1
+
+
+def test_nvimgcodec_takes_our_arguments() -> None:
+    """The real nvImageCodec package, here without a GPU: the arguments Roost builds are its
+    API (0.9's constructor refused the ones written before it, and every image fell back to
+    Pillow on the GPU machine). Only the decoder's construction needs a GPU: without one it
+    fails for that reason, not for its arguments (a TypeError would)."""
+    from nvidia import nvimgcodec
+
+    params = decode_params(nvimgcodec)
+    assert params.sample_format == nvimgcodec.SampleFormat.I_RGB
+    assert params.apply_exif_orientation
+    arguments = decoder_arguments(nvimgcodec, 0)
+    kinds = nvimgcodec.BackendKind
+    assert [b.backend_kind for b in arguments["backends"]] == [kinds.HW_GPU_ONLY, kinds.GPU_ONLY]
+    stream = nvimgcodec.CodeStream(jpeg(photo(96)))
+    assert (stream.codec_name, stream.width) == ("jpeg", 96)
+    with contextlib.suppress(RuntimeError):  # "Could not create decoder" with no GPU
+        nvimgcodec.Decoder(**arguments)
 
 
 # --- on a GPU only ----------------------------------------------------------------------------

@@ -293,8 +293,19 @@ def test_cuda_io_binding_matches_the_cpu() -> None:
     assert all(s.staging is not None and s.staging.capacity == 8 for s in gpu._slots)
     for n in (1, 3, 8, 20):
         images = batch(n, seed=n)
-        np.testing.assert_allclose(gpu.run(images), reference(images), rtol=1e-5, atol=1e-6)
+        assert_same_answers(gpu.run(images), reference(images))
     jobs = [batch(1 + i % 8, seed=i) for i in range(64)]
     with ThreadPoolExecutor(8) as pool:
         for images, got in zip(jobs, pool.map(gpu.run, jobs), strict=True):
-            np.testing.assert_allclose(got, reference(images), rtol=1e-5, atol=1e-6)
+            assert_same_answers(got, reference(images))
+
+
+def assert_same_answers(cuda: np.ndarray, cpu: np.ndarray) -> None:
+    """CUDA's kernels (TF32 maths by default in ONNX Runtime's CUDA provider, other reduction
+    orders) are not bitwise the CPU's: the first H100 run differed by 4.9e-5 in a probability.
+    The same rows, probabilities within 2e-4, the same top-1 where the CPU's is not a near tie."""
+    assert cuda.shape == cpu.shape
+    top2 = np.sort(cpu, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-3
+    np.testing.assert_array_equal(cuda.argmax(axis=1)[clear], cpu.argmax(axis=1)[clear])
+    np.testing.assert_allclose(cuda, cpu, rtol=1e-3, atol=2e-4)
