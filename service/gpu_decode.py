@@ -299,18 +299,25 @@ class DeviceResizer:
         """`draft`: the scale `decode_image` would have decoded this JPEG at; the crop is
         computed on that size, as Pillow computes it, so both paths cut the same region."""
         interface = getattr(image, "__cuda_array_interface__", None)
-        shape = tuple(interface["shape"]) if interface is not None else np.shape(image)
+        if interface is not None:
+            shape, row_bytes = device_layout(interface)
+        else:
+            image = np.ascontiguousarray(image, dtype=np.uint8)
+            shape = image.shape
+            row_bytes = int(np.prod(shape[1:]))
         if len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"decoded to an unexpected shape {shape}")
         seen_h, seen_w = -(-shape[0] // draft), -(-shape[1] // draft)
         scaled_h, scaled_w, top, left = resize_geometry(seen_h, seen_w, size, mode)
         binding = self._session.io_binding()
         if interface is not None:
-            binding.bind_input(
-                "image", "cuda", self._device_id, np.uint8, shape, int(interface["data"][0])
-            )
+            rows = (shape[0], row_bytes)
+            pointer = int(interface["data"][0])
+            binding.bind_input("image", "cuda", self._device_id, np.uint8, rows, pointer)
         else:
-            binding.bind_cpu_input("image", np.ascontiguousarray(image, dtype=np.uint8))
+            binding.bind_cpu_input("image", image.reshape(shape[0], row_bytes))
+        binding.bind_cpu_input("shape", np.array(shape, dtype=np.int64))
+        binding.bind_cpu_input("row_ends", np.array([shape[1] * 3], dtype=np.int64))
         binding.bind_cpu_input("sizes", np.array([scaled_h, scaled_w, 3], dtype=np.int64))
         binding.bind_cpu_input("starts", np.array([top, left], dtype=np.int64))
         binding.bind_cpu_input("ends", np.array([top + size[0], left + size[1]], dtype=np.int64))
@@ -320,13 +327,33 @@ class DeviceResizer:
         return np.asarray(pixels, dtype=np.uint8)
 
 
+def device_layout(interface: dict[str, Any]) -> tuple[tuple[int, ...], int]:
+    """(shape, bytes from one row to the next) of a uint8 (H, W, 3) image on the device, from
+    its `__cuda_array_interface__`. A decoder may pad its rows (a pitched allocation): the
+    resize graph reads rows of that length and drops the padding."""
+    shape = tuple(int(d) for d in interface["shape"])
+    if interface.get("typestr") not in (None, "|u1", "<u1"):
+        raise ValueError(f"decoded to {interface.get('typestr')}, not 8-bit")
+    strides = interface.get("strides")
+    if strides is None or len(shape) != 3:
+        return shape, int(np.prod(shape[1:]))
+    row, pixel, channel = (int(s) for s in strides)
+    if pixel != shape[2] or channel != 1 or row < shape[1] * shape[2]:
+        raise ValueError(f"decoded to an unsupported layout: shape {shape}, strides {strides}")
+    return shape, row
+
+
 def resize_model() -> bytes:
-    """Serialized ONNX (opset 18, IR 8): uint8 image, sizes [3], starts [2], ends [2] ->
-    Cast -> Resize (linear, antialias, half_pixel: Pillow's bilinear) -> Slice (the crop) ->
-    Round -> Clip(0, 255) -> Cast uint8. Written with a few lines of protobuf encoding, so the
-    server needs no `onnx` package; tests check it with `onnx.checker`."""
+    """Serialized ONNX (opset 18, IR 8): uint8 image rows [H, row bytes], shape [3] (H, W, 3),
+    row_ends [1] (W x 3), sizes [3], starts [2], ends [2] -> Slice (drops row padding) ->
+    Reshape (H, W, 3) -> Cast -> Resize (linear, antialias, half_pixel: Pillow's bilinear) ->
+    Slice (the crop) -> Round -> Clip(0, 255) -> Cast uint8. Written with a few lines of
+    protobuf encoding, so the server needs no `onnx` package; tests check it with
+    `onnx.checker`."""
     nodes = [
-        _node("Cast", ["image"], ["x"], _attr_int("to", _FLOAT)),
+        _node("Slice", ["image", "row_starts", "row_ends", "row_axes"], ["unpadded"]),
+        _node("Reshape", ["unpadded", "shape"], ["pixels_in"]),
+        _node("Cast", ["pixels_in"], ["x"], _attr_int("to", _FLOAT)),
         _node(
             "Resize",
             ["x", "", "", "sizes"],
@@ -341,6 +368,8 @@ def resize_model() -> bytes:
         _node("Cast", ["clipped"], ["pixels"], _attr_int("to", _UINT8)),
     ]
     initializers = [
+        _tensor("row_starts", _INT64, [1], np.array([0], dtype="<i8").tobytes()),
+        _tensor("row_axes", _INT64, [1], np.array([1], dtype="<i8").tobytes()),
         _tensor("axes", _INT64, [2], np.array([0, 1], dtype="<i8").tobytes()),
         _tensor("low", _FLOAT, [], np.array(0, dtype="<f4").tobytes()),
         _tensor("high", _FLOAT, [], np.array(255, dtype="<f4").tobytes()),
@@ -350,7 +379,9 @@ def resize_model() -> bytes:
             *(_field(1, n) for n in nodes),
             _field(2, "roost_resize"),
             *(_field(5, t) for t in initializers),
-            _field(11, _value_info("image", _UINT8, ["H", "W", 3])),
+            _field(11, _value_info("image", _UINT8, ["H", "R"])),
+            _field(11, _value_info("shape", _INT64, [3])),
+            _field(11, _value_info("row_ends", _INT64, [1])),
             _field(11, _value_info("sizes", _INT64, [3])),
             _field(11, _value_info("starts", _INT64, [2])),
             _field(11, _value_info("ends", _INT64, [2])),
@@ -437,9 +468,12 @@ class NvImageCodecBatch:
         streams = [self._nvimgcodec.CodeStream(item) for item in items]
         images = list(self._decoder.decode(streams, params=self._params))
         if self._cudart is not None:
-            # nvImageCodec decodes on the legacy default stream; ONNX Runtime's streams do
-            # not wait for it, so wait here before the resize session reads the pixels.
-            self._cudart.synchronize(0)
+            # ONNX Runtime's streams do not wait for nvImageCodec's: wait here, on every stream
+            # the images name (`__cuda_array_interface__`'s "stream"; 1 is the legacy default
+            # stream, a valid handle as it is), before the resize session reads the pixels.
+            named = {image.__cuda_array_interface__.get("stream") for image in images if image}
+            for stream in sorted(s for s in named if s) or [0]:
+                self._cudart.synchronize(stream)
         return images
 
 

@@ -90,6 +90,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tests-select", default=" ".join(GPU_TESTS))
     p.add_argument("--tests-timeout", type=float, default=240.0)
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--server-env", default="", help="more server settings, e.g. ROOST_DECODE_THREADS=8,..."
+    )
+    p.add_argument(
+        "--py-spy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="py-spy dumps of the server's threads during each load level, when py-spy is found",
+    )
     args = p.parse_args(argv)
     small = args.dry_run
     defaults = {
@@ -416,6 +425,7 @@ def http_run(
         "ROOST_MAX_BATCH_SIZE": str(args.max_batch_size),
         "ROOST_MAX_QUEUE_SIZE": str(max(512, 4 * max(concurrencies) * k)),
         "ROOST_GPU_DECODE": "true" if gpu_decode else "false",
+        **server_env(args.server_env),
     }
     started = time.perf_counter()
     server = Server(
@@ -432,8 +442,13 @@ def http_run(
             for c in concurrencies:
                 before = server.metrics()
                 cpu = cpu_counters(server)
+                dumps = out / f"py-spy-{label}-{name}-c{c}.txt"
+                spy = py_spy_dumps(server.process.pid, args.seconds, dumps) if args.py_spy else None
                 load = load_procs(server.url, prepared, c, args)
                 load["cpu"] = cpu_use(cpu, cpu_counters(server))
+                if spy is not None:
+                    spy.join()
+                    load["py_spy"] = dumps.name
                 after = server.metrics()
                 load["images_per_s"] = load.pop("requests_per_s") * k
                 load["batch"] = batch_histogram(before, after, args.model)
@@ -443,7 +458,8 @@ def http_run(
                 print(
                     f"{label:10} {name:7} c={c:<4} {load['images_per_s']:9.1f} img/s  "
                     f"p50 {load['p50_ms']:7.1f} ms  p99 {load['p99_ms']:7.1f} ms  "
-                    f"batch {load['batch']['mean']:6.1f}  errors {load['errors']}  "
+                    f"batch {load['batch']['mean']:6.1f} in {batch_ms(load):6.1f} ms  "
+                    f"errors {load['errors']}  "
                     f"cores busy: server {load['cpu']['server_cores']:.1f} (its event loop "
                     f"{load['cpu']['loop_cores']:.2f}), machine {load['cpu']['machine_cores']:.1f}",
                     flush=True,
@@ -458,6 +474,51 @@ def http_run(
         result["gpu_decode_active"] = "decoding baseline JPEGs on GPU" in log
         result["gpu_decode_fallback_logged"] = "GPU decoding is unavailable" in log
     return result
+
+
+def server_env(spec: str) -> dict[str, str]:
+    """`K=V,K=V` -> {K: V}."""
+    pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise SystemExit(f"--server-env wants KEY=VALUE,...; got {spec!r}")
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def batch_ms(load: dict[str, Any]) -> float:
+    """Mean time a batch spent in the server's inference step (from the batcher's metric:
+    stacking, the session run, the copies), in ms."""
+    batches = load["inference"]["batches"]
+    return 1000 * load["inference"]["session_seconds"] / batches if batches else 0.0
+
+
+def py_spy_dumps(pid: int, seconds: float, path: Path) -> threading.Thread | None:
+    """Two `py-spy dump`s of the server's threads, at about 1/3 and 2/3 of a load level, into
+    `path` (where each thread waits says what bounds the server). None without py-spy."""
+    # On PATH, beside this Python (a virtualenv), or in a --target install's bin (the device).
+    places = [Path(sys.executable).parent, *(Path(p or ".") / "bin" for p in sys.path)]
+    found = shutil.which("py-spy") or next(
+        (str(b) for place in places if (b := place / "py-spy").is_file()), None
+    )
+    if found is None:
+        return None
+    exe: str = found
+
+    def dump() -> None:
+        for _ in range(2):
+            time.sleep(seconds / 3)
+            try:
+                done = subprocess.run(
+                    [exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+                )
+                text = done.stdout + done.stderr
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                text = f"py-spy failed: {exc}"
+            with path.open("a") as f:
+                f.write(f"=== {time.strftime('%H:%M:%S')}\n{text}\n")
+
+    thread = threading.Thread(target=dump, name="py-spy", daemon=True)
+    thread.start()
+    return thread
 
 
 def cpu_counters(server: Server) -> dict[str, float]:

@@ -4,7 +4,8 @@
 #
 # - wheels, via ../shared/gpu/stage-device-wheels (onnxruntime-gpu and the service's
 #   dependencies), plus what the GPU run adds: the test tools (pinned to this venv's versions),
-#   nvidia-ml-py (GPU metrics), nvImageCodec for CUDA 13 and its nvJPEG library;
+#   nvidia-ml-py (GPU metrics), nvImageCodec for CUDA 13 and its nvJPEG library, py-spy (where
+#   the server's threads wait, dumped during each load level);
 # - the input photos (512px and 1024px sets from bench/inputs.py) in .gpu/inputs: the GPU
 #   machine has neither scikit-image nor the camera photos package.
 set -euo pipefail
@@ -15,7 +16,7 @@ for package in pytest pluggy iniconfig packaging pygments pytest-asyncio asgi-li
   version=$("$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$package")
   pins+=("$package==$version")
 done
-../shared/gpu/stage-device-wheels "${pins[@]}" nvidia-ml-py nvidia-nvimgcodec-cu13 nvidia-nvjpeg
+../shared/gpu/stage-device-wheels "${pins[@]}" nvidia-ml-py nvidia-nvimgcodec-cu13 nvidia-nvjpeg py-spy
 "$PY" -m bench.gpu --export-inputs .gpu/inputs --sets 512px,1024px
 n=$(ls -d .gpu/c* | wc -l)
 echo

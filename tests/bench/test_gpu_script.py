@@ -58,6 +58,7 @@ def test_gpu_script_dry_run_writes_both_reports(tmp_path: Path) -> None:
         assert set(run["levels"]) == {"512px/c2", "1024px/c2"}
         for load in run["levels"].values():
             assert load["errors"] == 0 and load["requests"] > 0 and load["images_per_s"] > 0
+            assert "roost-infer" in (out / load["py_spy"]).read_text()  # the server's threads
             assert load["batch"]["images"] == 2 * load["requests"]  # two images per request
         assert (out / f"server-{label}.log").exists()
     assert report["http"]["gpu_decode"]["gpu_decode_active"] is False  # no GPU here

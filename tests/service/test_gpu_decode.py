@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,8 +40,10 @@ from service.gpu_decode import (
     DecodeCoalescer,
     DeviceResizer,
     GpuDecoder,
+    NvImageCodecBatch,
     decode_params,
     decoder_arguments,
+    device_layout,
     draft_scale,
     gpu_decodable,
     image_decoder,
@@ -48,6 +51,7 @@ from service.gpu_decode import (
     resize_geometry,
     resize_model,
 )
+from service.runtime import CudaRuntime
 from service.settings import ServiceSettings
 
 CPU = ["CPUExecutionProvider"]
@@ -165,6 +169,12 @@ def test_png_and_webp_go_to_pillow() -> None:
 # --- the fallback with no GPU -----------------------------------------------------------------
 
 
+@pytest.fixture
+def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine as one without a GPU, also where the tests run on one (bench/gpu)."""
+    monkeypatch.setattr(gpu_decode.ort, "get_available_providers", lambda: [CPU[0]])
+
+
 def test_gpu_decode_off_is_pillow_silently(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="service.gpu_decode"):
         assert image_decoder(ServiceSettings()) is PILLOW
@@ -172,7 +182,7 @@ def test_gpu_decode_off_is_pillow_silently(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_gpu_decode_without_a_gpu_falls_back_with_one_log_line(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, no_cuda: None
 ) -> None:
     settings = ServiceSettings(gpu_decode=True)
     with caplog.at_level(logging.INFO, logger="service.gpu_decode"):
@@ -192,7 +202,9 @@ def test_missing_package_is_named(
     monkeypatch.setattr(
         gpu_decode.ort, "get_available_providers", lambda: ["CUDAExecutionProvider"]
     )
-    monkeypatch.setitem(__import__("sys").modules, "nvidia.nvimgcodec", None)
+    # Both: `from nvidia import nvimgcodec` finds an already imported package's attribute.
+    monkeypatch.setitem(sys.modules, "nvidia", None)
+    monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", None)
     with caplog.at_level(logging.WARNING, logger="service.gpu_decode"):
         assert image_decoder(ServiceSettings(gpu_decode=True)) is PILLOW
     (line,) = [r.getMessage() for r in caplog.records if r.name == "service.gpu_decode"]
@@ -351,6 +363,8 @@ def test_resize_model_is_valid_onnx() -> None:
     model = onnx.load_from_string(resize_model())
     onnx.checker.check_model(model, full_check=True)
     assert [n.op_type for n in model.graph.node] == [
+        "Slice",
+        "Reshape",
         "Cast",
         "Resize",
         "Slice",
@@ -358,24 +372,66 @@ def test_resize_model_is_valid_onnx() -> None:
         "Clip",
         "Cast",
     ]
-    resize = model.graph.node[1]
+    resize = model.graph.node[3]
     assert {a.name: onnx.helper.get_attribute_value(a) for a in resize.attribute} == {
         "mode": b"linear",
         "antialias": 1,
         "coordinate_transformation_mode": b"half_pixel",
     }
     session = ort.InferenceSession(resize_model(), providers=CPU)
-    flat = np.full((5, 7, 3), 200, dtype=np.uint8)
+    flat = np.full((5, 7 * 3), 200, dtype=np.uint8)
     (out,) = session.run(
         None,
         {
             "image": flat,
+            "shape": np.array([5, 7, 3]),
+            "row_ends": np.array([21]),
             "sizes": np.array([10, 14, 3]),
             "starts": np.array([1, 2]),
             "ends": np.array([9, 12]),
         },
     )
     assert out.dtype == np.uint8 and out.shape == (8, 10, 3) and (out == 200).all()
+
+
+def test_padded_rows_are_dropped_before_resizing() -> None:
+    """A decoder's pitched rows (padding after each row's W x 3 bytes) give the same pixels
+    as the unpadded image: the graph reads rows of the pitch and slices the padding off."""
+    image = np.asarray(photo(50).convert("RGB"))  # (H, 50, 3)
+    height, width, _ = image.shape
+    pitch = 256
+    padded = np.full((height, pitch), 255, dtype=np.uint8)
+    padded[:, : width * 3] = image.reshape(height, -1)
+    session = ort.InferenceSession(resize_model(), providers=CPU)
+
+    def resized(rows: np.ndarray) -> np.ndarray:
+        (out,) = session.run(
+            None,
+            {
+                "image": rows,
+                "shape": np.array([height, width, 3]),
+                "row_ends": np.array([width * 3]),
+                "sizes": np.array([20, 20, 3]),
+                "starts": np.array([0, 0]),
+                "ends": np.array([20, 20]),
+            },
+        )
+        return np.asarray(out)
+
+    np.testing.assert_array_equal(resized(padded), resized(image.reshape(height, -1)))
+    np.testing.assert_array_equal(
+        DeviceResizer(CPU)(image, (20, 20), "stretch"), resized(image.reshape(height, -1))
+    )
+
+
+def test_device_layout_reads_the_pitch_from_the_array_interface() -> None:
+    dense = {"shape": (4, 5, 3), "typestr": "|u1", "data": (1, False), "strides": None}
+    assert device_layout(dense) == ((4, 5, 3), 15)
+    assert device_layout({**dense, "strides": (64, 3, 1)}) == ((4, 5, 3), 64)
+    with pytest.raises(ValueError, match="unsupported layout"):
+        device_layout({**dense, "strides": (5, 20, 1)})  # planar-like, not interleaved rows
+    with pytest.raises(ValueError, match="not 8-bit"):
+        device_layout({**dense, "typestr": "<u2"})
 
 
 # --- batching concurrent decodes --------------------------------------------------------------
@@ -451,7 +507,7 @@ async def test_requests_and_reference_check_use_the_chosen_decoder(
 
 
 async def test_gpu_decode_requested_on_this_machine_still_serves(
-    repo: Path, start_app: object, caplog: pytest.LogCaptureFixture
+    repo: Path, start_app: object, caplog: pytest.LogCaptureFixture, no_cuda: None
 ) -> None:
     publish(repo, "colours", 1)
     with caplog.at_level(logging.WARNING, logger="service.gpu_decode"):
@@ -493,6 +549,11 @@ def test_nvimgcodec_on_the_gpu_matches_pillow() -> None:
     """Runs where nvImageCodec and onnxruntime-gpu work (bench/gpu/run.sh on the GPU machine)."""
     decoder = image_decoder(ServiceSettings(gpu_decode=True))
     assert isinstance(decoder, GpuDecoder), "no GPU decoding (needs onnxruntime-gpu, nvImageCodec)"
+    from nvidia import nvimgcodec
+
+    (decoded,) = NvImageCodecBatch(nvimgcodec, 0, CudaRuntime.load())([jpeg(photo(333))])
+    interface = decoded.__cuda_array_interface__
+    assert device_layout(interface)[0][:2] == (photo(333).height, 333), interface
     for width in (512, 1024):
         data = jpeg(photo(width))
         for mode in ("stretch", "center_crop"):
