@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.export_inputs:
         return export_inputs(args)
+    # The stage step builds its classifier from ServiceSettings too: same settings as the server.
+    os.environ.update(server_env(args.server_env))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
@@ -158,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                 version_dir, size, card["resize"], sets, providers, on_gpu, batch_sizes, args
             ),
         )
-        step(report, out, "stage", lambda: stage(version_dir, size, batch_sizes, args))
+        step(
+            report,
+            out,
+            "stage",
+            lambda: stage(version_dir, size, batch_sizes, args, next(iter(sets.values()))),
+        )
         repo = single_model_repo(version_dir, args.model, Path(tempfile.mkdtemp()))
         http: dict[str, Any] = {}
         report["http"] = http
@@ -354,9 +361,16 @@ def baselines(
 
 
 def stage(
-    version_dir: Path, size: tuple[int, int], batch_sizes: list[int], args: argparse.Namespace
+    version_dir: Path,
+    size: tuple[int, int],
+    batch_sizes: list[int],
+    args: argparse.Namespace,
+    photos: list[bytes],
 ) -> dict[str, Any]:
-    """The server's OnnxClassifier (as the server builds it) at full load, per batch size."""
+    """The server's OnnxClassifier (as the server builds it) at full load, per batch size;
+    then at the largest batch size again while Pillow decodes `photos` on one thread per core
+    in the same process, as the server's decode pool does (`contended`): if the inference
+    rate falls far while the cores stay mostly idle, the threads are queueing for the GIL."""
     from service.runtime import OnnxClassifier
     from service.settings import ServiceSettings
 
@@ -370,13 +384,47 @@ def stage(
     for b in batch_sizes:
         images = np.random.default_rng(b).integers(0, 256, (b, *size, 3), dtype=np.uint8)
         rates[str(b)] = _threads_rate(classifier, images, classifier.instances, args)
+    largest = max(batch_sizes)
+    images = np.random.default_rng(0).integers(0, 256, (largest, *size, 3), dtype=np.uint8)
     return {
+        "contended": _contended_rate(classifier, images, photos, size, args),
         "providers": classifier.providers,
         "instances": classifier.instances,
         "io_binding": classifier.io_binding,
         "pinned": classifier._cudart is not None,
         "warm_up_s": round(warm_s, 2),
         "images_per_s": rates,
+    }
+
+
+def _contended_rate(
+    classifier: Any, images: np.ndarray, photos: list[bytes], size: tuple[int, int], args: Any
+) -> dict[str, float]:
+    from roost.contract.images import decode_image
+
+    stop = threading.Event()
+    decoded = [0] * (os.cpu_count() or 1)
+
+    def decode(i: int) -> None:
+        while not stop.is_set():
+            decode_image(photos[(i + decoded[i]) % len(photos)], size, "center_crop", 10**9)
+            decoded[i] += 1
+
+    decoders = [threading.Thread(target=decode, args=(i,)) for i in range(len(decoded))]
+    started = time.perf_counter()
+    for thread in decoders:
+        thread.start()
+    try:
+        rate = _threads_rate(classifier, images, classifier.instances, args)
+    finally:
+        stop.set()
+        for thread in decoders:
+            thread.join()
+    return {
+        "batch": len(images),
+        "decode_threads": len(decoded),
+        "images_per_s": rate,
+        "decoded_per_s": sum(decoded) / (time.perf_counter() - started),
     }
 
 
@@ -442,7 +490,11 @@ def http_run(
             for c in concurrencies:
                 before = server.metrics()
                 cpu = cpu_counters(server)
-                dumps = out / f"py-spy-{label}-{name}-c{c}.txt"
+                # One file for the run: the device tool brings back at most 8 files from $OUT.
+                dumps = out / "py-spy.txt"
+                if args.py_spy:
+                    with dumps.open("a") as f:
+                        f.write(f"##### {label} {name} c={c}\n")
                 spy = py_spy_dumps(server.process.pid, args.seconds, dumps) if args.py_spy else None
                 load = load_procs(server.url, prepared, c, args)
                 load["cpu"] = cpu_use(cpu, cpu_counters(server))
@@ -673,6 +725,18 @@ def _best(rows: dict[str, Any]) -> dict[str, Any]:
     return max(rows.values(), key=lambda r: r["images_per_s"] / r["cpu_decode_bound"])
 
 
+def _contended_line(contended: dict[str, Any] | None, rates: dict[str, float]) -> str:
+    if not contended:
+        return "Stage beside decoding: not measured."
+    alone = rates.get(str(contended["batch"]))
+    ratio = f" ({contended['images_per_s'] / alone:.2f} of its rate alone)" if alone else ""
+    return (
+        f"Stage beside decoding (batch {contended['batch']}, {contended['decode_threads']} "
+        f"Pillow threads decoding in the same process): {contended['images_per_s']:,.0f} img/s"
+        f"{ratio}, while decoding {contended['decoded_per_s']:,.0f} img/s."
+    )
+
+
 def _cores(cpu: dict[str, float] | None) -> str:
     if not cpu:
         return "-"
@@ -728,6 +792,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"Stage: {stage_info.get('instances')} session(s) on "
             f"{stage_info.get('providers')}, IO binding {stage_info.get('io_binding')}, "
             f"pinned {stage_info.get('pinned')}, warm-up {stage_info.get('warm_up_s')} s.",
+            "",
+            _contended_line(stage_info.get("contended"), stage_rates),
             "",
             "Decode + resize per core (Pillow): "
             + ", ".join(f"{n} {r:,.0f} img/s" for n, r in base["decode_per_core"].items()),

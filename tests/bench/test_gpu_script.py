@@ -53,14 +53,20 @@ def test_gpu_script_dry_run_writes_both_reports(tmp_path: Path) -> None:
     assert set(report["baselines"]["decode_per_core"]) == {"512px", "1024px"}
     assert set(report["baselines"]["raw_io_binding"]) == {"1", "4"}
     assert report["stage"]["images_per_s"]["4"] > 0
+    contended = report["stage"]["contended"]  # the stage again, beside Pillow decode threads
+    assert contended["batch"] == 4 and contended["images_per_s"] > 0
+    assert contended["decoded_per_s"] > 0 and "Stage beside decoding (batch 4" in markdown
     for label in ("cpu_decode", "gpu_decode"):
         run = report["http"][label]
         assert set(run["levels"]) == {"512px/c2", "1024px/c2"}
         for load in run["levels"].values():
             assert load["errors"] == 0 and load["requests"] > 0 and load["images_per_s"] > 0
-            assert "roost-infer" in (out / load["py_spy"]).read_text()  # the server's threads
+            assert load["py_spy"] == "py-spy.txt"
             assert load["batch"]["images"] == 2 * load["requests"]  # two images per request
         assert (out / f"server-{label}.log").exists()
+        dumps = (out / "py-spy.txt").read_text()  # the server's threads, per level
+        assert dumps.count(f"##### {label} ") == 2 and "roost-infer" in dumps
+    assert len(list(out.iterdir())) <= 8  # what the device tool brings back
     assert report["http"]["gpu_decode"]["gpu_decode_active"] is False  # no GPU here
     assert report["http"]["gpu_decode"]["gpu_decode_fallback_logged"] is True
     head = report["ratios"]["headline"]
