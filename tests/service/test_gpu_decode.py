@@ -477,7 +477,8 @@ def test_lone_decode_is_not_delayed() -> None:
         calls.append(items)
         return [item.upper() for item in items]
 
-    assert DecodeCoalescer(upper).submit(b"abc") == b"ABC"
+    coalescer = DecodeCoalescer(upper)
+    assert coalescer.submit(b"abc") == b"ABC"
     assert calls == [[b"abc"]]
     assert coalescer.batch_sizes == [1]
 
