@@ -552,14 +552,38 @@ def test_nvimgcodec_takes_our_arguments() -> None:
 
 @pytest.mark.gpu
 def test_nvimgcodec_on_the_gpu_matches_pillow() -> None:
-    """Runs where nvImageCodec and onnxruntime-gpu work (bench/gpu/run.sh on the GPU machine)."""
+    """Runs where nvImageCodec and onnxruntime-gpu work (bench/gpu/run.sh on the GPU machine),
+    in steps, so that a failure says which part differs: nvImageCodec's full-size pixels
+    (copied to the host) against Pillow's; the resize graph on CUDA, reading them where they
+    lie, against the same graph on the CPU; then the whole path against `decode_image`."""
     decoder = image_decoder(ServiceSettings(gpu_decode=True))
     assert isinstance(decoder, GpuDecoder), "no GPU decoding (needs onnxruntime-gpu, nvImageCodec)"
     from nvidia import nvimgcodec
 
-    (decoded,) = NvImageCodecBatch(nvimgcodec, 0, CudaRuntime.load())([jpeg(photo(333))])
-    interface = decoded.__cuda_array_interface__
-    assert device_layout(interface)[0][:2] == (photo(333).height, 333), interface
+    batch = NvImageCodecBatch(nvimgcodec, 0, CudaRuntime.load())
+    on_cuda = DeviceResizer([("CUDAExecutionProvider", {"device_id": "0"}), CPU[0]])
+    on_cpu = DeviceResizer(CPU)
+    for width in (333, 512, 1024):
+        data = jpeg(photo(width))
+        (decoded,) = batch([data])
+        interface = decoded.__cuda_array_interface__
+        assert device_layout(interface)[0] == (width, width, 3), interface
+        host = np.asarray(decoded.cpu())
+        pillow = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        levels = np.abs(host.astype(int) - pillow).mean()
+        assert levels < 2.0, (
+            f"nvImageCodec's pixels differ from Pillow's by {levels:.1f}: {interface}"
+        )
+        info = jpeg_info(data)
+        assert info is not None
+        for mode in ("stretch", "center_crop"):
+            draft = draft_scale(info, (224, 224))
+            gpu = on_cuda(decoded, (224, 224), mode, draft)  # type: ignore[arg-type]
+            cpu = on_cpu(host, (224, 224), mode, draft)  # type: ignore[arg-type]
+            worst = np.abs(gpu.astype(int) - cpu).max()
+            assert worst <= 1, (
+                f"the resize graph on CUDA differs from the CPU's by {worst} ({mode})"
+            )
     for width in (512, 1024):
         data = jpeg(photo(width))
         for mode in ("stretch", "center_crop"):
