@@ -1,0 +1,29 @@
+"""ONNX Runtime's pool threads spin only while a run is in progress (service/runtime.py)."""
+
+from __future__ import annotations
+
+import pytest
+from modelkit import colour_model
+
+from service.runtime import OnnxClassifier
+from service.settings import ServiceSettings
+
+SIZE = (16, 16)
+
+
+@pytest.mark.parametrize(("spinning", "allowed"), [(True, "1"), (False, "0")])
+def test_threads_spin_between_operators_and_stop_when_the_run_returns(
+    spinning: bool, allowed: str
+) -> None:
+    """ROOST_INTRA_OP_SPINNING (on by default) lets every session's pool threads spin, and every
+    session stops them when its last concurrent run returns, so a spinning thread never takes a
+    core from the other slots between runs."""
+    assert ServiceSettings().intra_op_spinning is True
+    settings = ServiceSettings(use_cuda=False, intra_op_spinning=spinning)
+    classifier = OnnxClassifier(colour_model(SIZE), SIZE, 3, settings)
+    slots = [*classifier._slots, *([classifier._wide] if classifier._wide else [])]
+    for slot in slots:
+        options = slot.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == allowed
+        assert options.get_session_config_entry("session.inter_op.allow_spinning") == allowed
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
