@@ -112,11 +112,11 @@ class ServiceSettings(BaseSettings):
     """ONNX Runtime's CPU memory arena. Off by default: it kept ~250 MiB more per
     EfficientNet-Lite0 version after a batch of 32, for no measurable speed (docs/benchmarks.md)."""
     intra_op_spinning: bool = True
-    """Let ONNX Runtime's pool threads spin between the operators of a run, and only then: they
-    stop when the last concurrent run returns (`session.force_spinning_stop`), so they take no
-    core from other work between runs. On the CPU only the wide session (a batch running alone)
-    has pool threads: a lone request's p50 falls by about 0.5 ms at 512 px with no measurable
-    cost under load (docs/benchmarks.md)."""
+    """Let ONNX Runtime's pool threads spin between the operators of a run on the CPU, and only
+    then: they stop when the last concurrent run returns (`session.force_spinning_stop`), so
+    they take no core from other work between runs. Only the wide session (a batch running
+    alone) has pool threads: a lone request's p50 falls by about 0.5 ms at 512 px, for about
+    1 % under load, within the noise (docs/benchmarks.md). CUDA sessions never spin."""
 
     api_keys: CommaList = []
     """Keys accepted for classification (comma-separated); empty leaves classification open."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from modelkit import colour_model
 
-from service.runtime import OnnxClassifier
+from service.runtime import CPU, CUDA, OnnxClassifier, _session
 from service.settings import ServiceSettings
 
 SIZE = (16, 16)
@@ -27,3 +29,17 @@ def test_threads_spin_between_operators_and_stop_when_the_run_returns(
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == allowed
         assert options.get_session_config_entry("session.inter_op.allow_spinning") == allowed
         assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
+def test_cuda_sessions_never_spin() -> None:
+    """A CUDA session's pool threads would spin for the length of every GPU run, on the cores
+    the decode threads need: asked for CUDA, the options say no spinning whatever the setting.
+    (Here onnxruntime has no CUDA provider and falls back to the CPU with a warning; the
+    options are what is checked.)"""
+    providers = [(CUDA, {}), CPU]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDAExecutionProvider is not available" on a CPU
+        session = _session(colour_model(SIZE), providers, ServiceSettings(), 2)
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
