@@ -492,10 +492,12 @@ def http_run(
                 cpu = cpu_counters(server)
                 # One file for the run: the device tool brings back at most 8 files from $OUT.
                 dumps = out / "py-spy.txt"
-                if args.py_spy:
-                    with dumps.open("a") as f:
-                        f.write(f"##### {label} {name} c={c}\n")
-                spy = py_spy_dumps(server.process.pid, args.seconds, dumps) if args.py_spy else None
+                title = f"{label} {name} c={c}"
+                spy = (
+                    py_spy_dumps(server.process.pid, args.seconds, dumps, title)
+                    if args.py_spy
+                    else None
+                )
                 load = load_procs(server.url, prepared, c, args)
                 load["cpu"] = cpu_use(cpu, cpu_counters(server))
                 if spy is not None:
@@ -543,9 +545,10 @@ def batch_ms(load: dict[str, Any]) -> float:
     return 1000 * load["inference"]["session_seconds"] / batches if batches else 0.0
 
 
-def py_spy_dumps(pid: int, seconds: float, path: Path) -> threading.Thread | None:
-    """Two `py-spy dump`s of the server's threads, at about 1/3 and 2/3 of a load level, into
-    `path` (where each thread waits says what bounds the server). None without py-spy."""
+def py_spy_dumps(pid: int, seconds: float, path: Path, title: str) -> threading.Thread | None:
+    """Two `py-spy dump`s of the server's threads, at about 1/3 and 2/3 of a load level,
+    appended to `path` under `title` (where each thread waits says what bounds the server).
+    None without py-spy."""
     # On PATH, beside this Python (a virtualenv), or in a --target install's bin (the device).
     places = [Path(sys.executable).parent, *(Path(p or ".") / "bin" for p in sys.path)]
     found = shutil.which("py-spy") or next(
@@ -554,6 +557,8 @@ def py_spy_dumps(pid: int, seconds: float, path: Path) -> threading.Thread | Non
     if found is None:
         return None
     exe: str = found
+    with path.open("a") as f:
+        f.write(f"##### {title}\n")
 
     def dump() -> None:
         for _ in range(2):
