@@ -288,6 +288,10 @@ class DeviceResizer:
     def __init__(self, providers: list[Any], device_id: int = 0) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # On CUDA the graph's work is the GPU's; ONNX Runtime's default CPU pool (a spinning
+        # thread per core) would only take cores from the decode threads that call it.
+        options.intra_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             resize_model(), sess_options=options, providers=providers
         )

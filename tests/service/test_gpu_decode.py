@@ -547,6 +547,14 @@ def test_nvimgcodec_takes_our_arguments() -> None:
         nvimgcodec.Decoder(**arguments)
 
 
+def test_resize_session_keeps_no_cpu_pool() -> None:
+    """Called from every decode thread, the resize session runs its graph on the GPU: it has
+    no CPU thread pool of its own to spin on the decode threads' cores."""
+    options = DeviceResizer(CPU)._session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 # --- on a GPU only ----------------------------------------------------------------------------
 
 
