@@ -100,10 +100,18 @@ def process_cpu_seconds(pid: int, thread: int | None = None) -> float:
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
     """`NAME:KEY=VALUE,KEY=VALUE` -> ("roost:NAME", {KEY: VALUE, ...})."""
     name, _, settings = spec.partition(":")
-    env = dict(item.split("=", 1) for item in settings.split(",") if item)
-    if not name or not all(key for key in env):
+    if not name:
         raise argparse.ArgumentTypeError(f"expected NAME:KEY=VALUE[,KEY=VALUE...], not {spec!r}")
-    return f"roost:{name}", env
+    return f"roost:{name}", parse_env(settings)
+
+
+def parse_env(spec: str) -> dict[str, str]:
+    """`KEY=VALUE,KEY=VALUE` -> {KEY: VALUE, ...} (a value may hold '='); server settings for
+    `--variant` here and bench/gpu's `--server-env`."""
+    pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], not {spec!r}")
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def batch_histogram(before: str, after: str, model: str) -> dict[str, float]:

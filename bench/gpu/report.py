@@ -47,7 +47,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.baselines import decode_rate_per_core, model_alone
 from bench.loadgen import LoadResult, Request, closed_loop
 from bench.protocols import v2_requests
-from bench.run import Server, batch_histogram, cpu_name
+from bench.run import Server, batch_histogram, cpu_name, parse_env
+from roost.contract.images import decode_image
 from roost.contract.labels import read_labels
 
 TARGETS = {
@@ -91,7 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tests-timeout", type=float, default=240.0)
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument(
-        "--server-env", default="", help="more server settings, e.g. ROOST_DECODE_THREADS=8,..."
+        "--server-env",
+        type=parse_env,
+        default={},
+        help="more server settings, e.g. ROOST_DECODE_THREADS=8,...",
     )
     p.add_argument(
         "--py-spy",
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export_inputs:
         return export_inputs(args)
     # The stage step builds its classifier from ServiceSettings too: same settings as the server.
-    os.environ.update(server_env(args.server_env))
+    os.environ.update(args.server_env)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
@@ -400,8 +404,6 @@ def stage(
 def _contended_rate(
     classifier: Any, images: np.ndarray, photos: list[bytes], size: tuple[int, int], args: Any
 ) -> dict[str, float]:
-    from roost.contract.images import decode_image
-
     stop = threading.Event()
     decoded = [0] * (os.cpu_count() or 1)
 
@@ -473,7 +475,7 @@ def http_run(
         "ROOST_MAX_BATCH_SIZE": str(args.max_batch_size),
         "ROOST_MAX_QUEUE_SIZE": str(max(512, 4 * max(concurrencies) * k)),
         "ROOST_GPU_DECODE": "true" if gpu_decode else "false",
-        **server_env(args.server_env),
+        **args.server_env,
     }
     started = time.perf_counter()
     server = Server(
@@ -528,14 +530,6 @@ def http_run(
         result["gpu_decode_active"] = "decoding baseline JPEGs on GPU" in log
         result["gpu_decode_fallback_logged"] = "GPU decoding is unavailable" in log
     return result
-
-
-def server_env(spec: str) -> dict[str, str]:
-    """`K=V,K=V` -> {K: V}."""
-    pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
-    if any(len(pair) != 2 for pair in pairs):
-        raise SystemExit(f"--server-env wants KEY=VALUE,...; got {spec!r}")
-    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def batch_ms(load: dict[str, Any]) -> float:
