@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roost.contract.errors import ImageTooLargeError, InvalidImageError
+from service.batcher import Decode
 from service.errors import (
     DeadlineExceeded,
     InvalidImage,
@@ -191,7 +192,7 @@ async def decode_upload(
 
 def _decode_call(
     state: ServiceState, served: ServedVersion, upload: Upload, deadline: float
-) -> Callable[[], np.ndarray]:
+) -> Decode:
     """The decode of one upload, for whichever thread runs it (decode pool or inference).
 
     It takes its turn in the CPU gate by the request's `deadline` (monotonic), after the work
