@@ -542,7 +542,8 @@ def batch_ms(load: dict[str, Any]) -> float:
 def py_spy_dumps(pid: int, seconds: float, path: Path, title: str) -> threading.Thread | None:
     """Two `py-spy dump`s of the server's threads, at about 1/3 and 2/3 of a load level,
     appended to `path` under `title` (where each thread waits says what bounds the server).
-    None without py-spy."""
+    The second has C frames too (`--native`): whether a thread that looks idle waits for the
+    GIL (`take_gil`) or for CUDA. None without py-spy."""
     # On PATH, beside this Python (a virtualenv), or in a --target install's bin (the device).
     places = [Path(sys.executable).parent, *(Path(p or ".") / "bin" for p in sys.path)]
     found = shutil.which("py-spy") or next(
@@ -555,11 +556,14 @@ def py_spy_dumps(pid: int, seconds: float, path: Path, title: str) -> threading.
         f.write(f"##### {title}\n")
 
     def dump() -> None:
-        for _ in range(2):
+        for native in ([], ["--native"]):
             time.sleep(seconds / 3)
             try:
                 done = subprocess.run(
-                    [exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+                    [exe, "dump", "--pid", str(pid), *native],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
                 )
                 text = done.stdout + done.stderr
             except (OSError, subprocess.TimeoutExpired) as exc:
