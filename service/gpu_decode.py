@@ -322,7 +322,7 @@ class DeviceResizer:
             binding.bind_cpu_input("image", image.reshape(shape[0], row_bytes))
         binding.bind_cpu_input("shape", np.array(shape, dtype=np.int64))
         binding.bind_cpu_input("row_ends", np.array([shape[1] * 3], dtype=np.int64))
-        binding.bind_cpu_input("sizes", np.array([scaled_h, scaled_w, 3], dtype=np.int64))
+        binding.bind_cpu_input("sizes", np.array([scaled_h, scaled_w], dtype=np.int64))
         binding.bind_cpu_input("starts", np.array([top, left], dtype=np.int64))
         binding.bind_cpu_input("ends", np.array([top + size[0], left + size[1]], dtype=np.int64))
         binding.bind_output("pixels", "cpu")
@@ -349,32 +349,43 @@ def device_layout(interface: dict[str, Any]) -> tuple[tuple[int, ...], int]:
 
 def resize_model() -> bytes:
     """Serialized ONNX (opset 18, IR 8): uint8 image rows [H, row bytes], shape [3] (H, W, 3),
-    row_ends [1] (W x 3), sizes [3], starts [2], ends [2] -> Slice (drops row padding) ->
-    Reshape (H, W, 3) -> Cast -> Resize (linear, antialias, half_pixel: Pillow's bilinear) ->
-    Slice (the crop) -> Round -> Clip(0, 255) -> Cast uint8. Written with a few lines of
-    protobuf encoding, so the server needs no `onnx` package; tests check it with
-    `onnx.checker`."""
+    row_ends [1] (W x 3), sizes [2] (h, w before the crop), starts [2], ends [2] -> Slice (drops
+    row padding) -> Reshape (H, W, 3) -> Transpose + Unsqueeze (1, 3, H, W) -> Cast -> Resize
+    (linear, antialias, half_pixel: Pillow's bilinear) -> Slice (the crop) -> Round -> Clip(0,
+    255) -> Cast uint8 -> Squeeze + Transpose (h, w, 3). Resize sees NCHW because CUDA's
+    antialiasing kernel takes rank 2 or 4 only: given (H, W, 3) it wrote wrong pixels (255
+    levels off on an H200, 2026-11-26). Written with a few lines of protobuf encoding, so the
+    server needs no `onnx` package; tests check it with `onnx.checker`."""
     nodes = [
         _node("Slice", ["image", "row_starts", "row_ends", "row_axes"], ["unpadded"]),
-        _node("Reshape", ["unpadded", "shape"], ["pixels_in"]),
-        _node("Cast", ["pixels_in"], ["x"], _attr_int("to", _FLOAT)),
+        _node("Reshape", ["unpadded", "shape"], ["hwc"]),
+        _node("Transpose", ["hwc"], ["chw"], _attr_ints("perm", [2, 0, 1])),
+        _node("Unsqueeze", ["chw", "batch_axis"], ["nchw"]),
+        _node("Cast", ["nchw"], ["x"], _attr_int("to", _FLOAT)),
+        _node(
+            "Concat", ["one_image_three_channels", "sizes"], ["nchw_sizes"], _attr_int("axis", 0)
+        ),
         _node(
             "Resize",
-            ["x", "", "", "sizes"],
+            ["x", "", "", "nchw_sizes"],
             ["resized"],
             _attr_str("mode", "linear"),
             _attr_int("antialias", 1),
             _attr_str("coordinate_transformation_mode", "half_pixel"),
         ),
-        _node("Slice", ["resized", "starts", "ends", "axes"], ["cropped"]),
+        _node("Slice", ["resized", "starts", "ends", "spatial_axes"], ["cropped"]),
         _node("Round", ["cropped"], ["rounded"]),
         _node("Clip", ["rounded", "low", "high"], ["clipped"]),
-        _node("Cast", ["clipped"], ["pixels"], _attr_int("to", _UINT8)),
+        _node("Cast", ["clipped"], ["nchw_out"], _attr_int("to", _UINT8)),
+        _node("Squeeze", ["nchw_out", "batch_axis"], ["chw_out"]),
+        _node("Transpose", ["chw_out"], ["pixels"], _attr_ints("perm", [1, 2, 0])),
     ]
     initializers = [
         _tensor("row_starts", _INT64, [1], np.array([0], dtype="<i8").tobytes()),
         _tensor("row_axes", _INT64, [1], np.array([1], dtype="<i8").tobytes()),
-        _tensor("axes", _INT64, [2], np.array([0, 1], dtype="<i8").tobytes()),
+        _tensor("batch_axis", _INT64, [1], np.array([0], dtype="<i8").tobytes()),
+        _tensor("one_image_three_channels", _INT64, [2], np.array([1, 3], dtype="<i8").tobytes()),
+        _tensor("spatial_axes", _INT64, [2], np.array([2, 3], dtype="<i8").tobytes()),
         _tensor("low", _FLOAT, [], np.array(0, dtype="<f4").tobytes()),
         _tensor("high", _FLOAT, [], np.array(255, dtype="<f4").tobytes()),
     ]
@@ -386,7 +397,7 @@ def resize_model() -> bytes:
             _field(11, _value_info("image", _UINT8, ["H", "R"])),
             _field(11, _value_info("shape", _INT64, [3])),
             _field(11, _value_info("row_ends", _INT64, [1])),
-            _field(11, _value_info("sizes", _INT64, [3])),
+            _field(11, _value_info("sizes", _INT64, [2])),
             _field(11, _value_info("starts", _INT64, [2])),
             _field(11, _value_info("ends", _INT64, [2])),
             _field(12, _value_info("pixels", _UINT8, ["h", "w", 3])),
@@ -420,6 +431,10 @@ def _field(number: int, payload: bytes | str) -> bytes:
 
 def _attr_int(name: str, value: int) -> bytes:
     return _field(1, name) + _varint_field(20, 2) + _varint_field(3, value)  # type INT
+
+
+def _attr_ints(name: str, values: list[int]) -> bytes:
+    return _field(1, name) + _varint_field(20, 7) + b"".join(_varint_field(8, v) for v in values)
 
 
 def _attr_str(name: str, value: str) -> bytes:

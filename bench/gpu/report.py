@@ -39,6 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
@@ -47,7 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.baselines import decode_rate_per_core, model_alone
 from bench.loadgen import LoadResult, Request, closed_loop
 from bench.protocols import v2_requests
-from bench.run import Server, batch_histogram, cpu_name, parse_env
+from bench.run import Server, batch_histogram, cpu_name, parse_env, process_cpu_seconds
 from roost.contract.images import decode_image
 from roost.contract.labels import read_labels
 
@@ -96,6 +97,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=parse_env,
         default={},
         help="more server settings, e.g. ROOST_DECODE_THREADS=8,...",
+    )
+    p.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="server processes (uvicorn workers); with more than one, the batch figures are "
+        "one worker's",
     )
     p.add_argument(
         "--py-spy",
@@ -475,22 +483,26 @@ def http_run(
         "ROOST_MAX_BATCH_SIZE": str(args.max_batch_size),
         "ROOST_MAX_QUEUE_SIZE": str(max(512, 4 * max(concurrencies) * k)),
         "ROOST_GPU_DECODE": "true" if gpu_decode else "false",
+        "ROOST_MODEL_REPO": str(repo),  # for uvicorn's workers, which take no --model-repo
         **args.server_env,
     }
     started = time.perf_counter()
-    server = Server(
-        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
-        env,
-        "/readyz",
-    )
-    result: dict[str, Any] = {"env": env, "ready_s": round(time.perf_counter() - started, 1)}
+    server = Server(server_command(repo, args.server_workers), env, "/readyz")
+    result: dict[str, Any] = {
+        "env": env,
+        "workers": args.server_workers,
+        "ready_s": round(time.perf_counter() - started, 1),
+    }
+    # One keep-alive connection for every scrape: with several workers, the metrics before and
+    # after a level are then one worker's (each worker has its own counters).
+    scraper = httpx.Client(base_url=server.url, timeout=10)
     try:
-        result["gpu_memory_ready"] = gpu_memory(server.metrics())
+        result["gpu_memory_ready"] = gpu_memory(scraper.get("/metrics").text)
         levels: dict[str, Any] = {}
         for name, bodies in sets.items():
             prepared = v2_requests(bodies, args.model, top_k=1, per_request=k, binary_output=False)
             for c in concurrencies:
-                before = server.metrics()
+                before = scraper.get("/metrics").text
                 cpu = cpu_counters(server)
                 # One file for the run: the device tool brings back at most 8 files from $OUT.
                 dumps = out / "py-spy.txt"
@@ -505,7 +517,7 @@ def http_run(
                 if spy is not None:
                     spy.join()
                     load["py_spy"] = dumps.name
-                after = server.metrics()
+                after = scraper.get("/metrics").text
                 load["images_per_s"] = load.pop("requests_per_s") * k
                 load["batch"] = batch_histogram(before, after, args.model)
                 load["inference"] = inference_delta(before, after, args.model)
@@ -522,14 +534,29 @@ def http_run(
                 )
         result["levels"] = levels
         result["memory"] = server.memory()
-        result["gpu_metrics_exported"] = "roost_gpu_memory_used_bytes" in server.metrics()
+        metrics = scraper.get("/metrics").text
+        result["gpu_metrics_exported"] = "roost_gpu_memory_used_bytes" in metrics
     finally:
+        scraper.close()
         server.stop()
         log = Path(server.log.name).read_text(errors="replace")
         (out / f"server-{label}.log").write_text(log[-20_000:])
         result["gpu_decode_active"] = "decoding baseline JPEGs on GPU" in log
         result["gpu_decode_fallback_logged"] = "GPU decoding is unavailable" in log
     return result
+
+
+def server_command(repo: Path, workers: int) -> list[str]:
+    """The server: `python -m service`, or with `workers` > 1 uvicorn's worker processes over
+    the app factory (each loads its own sessions; a connection stays with the worker that
+    accepted it)."""
+    if workers <= 1:
+        return [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)]
+    return [
+        *[sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"],
+        *["--workers", str(workers), "--port", "{port}", "--log-level", "warning"],
+        "--no-access-log",
+    ]
 
 
 def batch_ms(load: dict[str, Any]) -> float:
@@ -560,7 +587,7 @@ def py_spy_dumps(pid: int, seconds: float, path: Path, title: str) -> threading.
             time.sleep(seconds / 3)
             try:
                 done = subprocess.run(
-                    [exe, "dump", "--pid", str(pid), *native],
+                    [exe, "dump", "--subprocesses", "--pid", str(pid), *native],
                     capture_output=True,
                     text=True,
                     timeout=30,
@@ -577,12 +604,36 @@ def py_spy_dumps(pid: int, seconds: float, path: Path, title: str) -> threading.
 
 
 def cpu_counters(server: Server) -> dict[str, float]:
+    """CPU seconds so far of the server's processes (with workers: the supervisor and every
+    worker), of their main threads (the event loops), and of the whole machine."""
+    pids = process_tree(server.process.pid)
     return {
         "wall": time.perf_counter(),
-        "server": server.cpu_seconds(),
-        "loop": server.loop_cpu_seconds(),
+        "server": sum(_cpu_seconds(pid) for pid in pids),
+        "loop": sum(_cpu_seconds(pid, thread=pid) for pid in pids),
         "machine": machine_busy_seconds(),
     }
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (/proc/PID/task/TID/children), parents first."""
+    found, index = [pid], 0
+    while index < len(found):
+        tasks = Path(f"/proc/{found[index]}/task")
+        for task in tasks.iterdir() if tasks.is_dir() else []:
+            try:
+                found += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass  # a thread that ended meanwhile
+        index += 1
+    return found
+
+
+def _cpu_seconds(pid: int, thread: int | None = None) -> float:
+    try:
+        return process_cpu_seconds(pid, thread=thread)
+    except OSError:
+        return 0.0  # a process that ended meanwhile
 
 
 def cpu_use(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
