@@ -100,10 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--server-workers",
-        type=int,
-        default=1,
-        help="server processes (uvicorn workers); with more than one, the batch figures are "
-        "one worker's",
+        type=lambda text: [int(w) for w in text.split(",") if w],
+        default=[1],
+        help="server processes (uvicorn workers), one end-to-end run per count, e.g. 1,4,8; "
+        "with more than one, the batch figures are one worker's",
     )
     p.add_argument(
         "--py-spy",
@@ -181,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         repo = single_model_repo(version_dir, args.model, Path(tempfile.mkdtemp()))
         http: dict[str, Any] = {}
         report["http"] = http
-        http["cpu_decode"] = http_run(args, repo, sets, gpu_decode=False, out=out)
-        save(report, out)
-        if args.gpu_decode:
-            http["gpu_decode"] = http_run(args, repo, sets, gpu_decode=True, out=out)
+        for gpu_decode in (False, True) if args.gpu_decode else (False,):
+            for workers in args.server_workers:
+                label = http_label(gpu_decode, workers)
+                http[label] = http_run(args, repo, sets, gpu_decode, workers, out)
+                save(report, out)
         report["ratios"] = ratios(report)
     except Exception as exc:
         report["error"] = f"{type(exc).__name__}: {exc}"
@@ -471,9 +472,10 @@ def http_run(
     repo: Path,
     sets: dict[str, list[bytes]],
     gpu_decode: bool,
+    workers: int,
     out: Path,
 ) -> dict[str, Any]:
-    label = "gpu_decode" if gpu_decode else "cpu_decode"
+    label = http_label(gpu_decode, workers)
     print(f"--- http {label} ...", flush=True)
     concurrencies = [int(c) for c in str(args.concurrency).split(",") if c]
     k = args.images_per_request
@@ -487,10 +489,11 @@ def http_run(
         **args.server_env,
     }
     started = time.perf_counter()
-    server = Server(server_command(repo, args.server_workers), env, "/readyz")
+    server = Server(server_command(repo, workers), env, "/readyz")
+    every_worker_ready(server.url, workers)
     result: dict[str, Any] = {
         "env": env,
-        "workers": args.server_workers,
+        "workers": workers,
         "ready_s": round(time.perf_counter() - started, 1),
     }
     # One keep-alive connection for every scrape: with several workers, the metrics before and
@@ -540,10 +543,34 @@ def http_run(
         scraper.close()
         server.stop()
         log = Path(server.log.name).read_text(errors="replace")
-        (out / f"server-{label}.log").write_text(log[-20_000:])
+        # One file for every server: the device tool brings back at most 8 files.
+        with (out / "servers.log").open("a") as f:
+            f.write(f"##### {label}\n{log[-20_000:]}\n")
         result["gpu_decode_active"] = "decoding baseline JPEGs on GPU" in log
         result["gpu_decode_fallback_logged"] = "GPU decoding is unavailable" in log
     return result
+
+
+def http_label(gpu_decode: bool, workers: int) -> str:
+    """`cpu_decode`, `gpu_decode`, or with several workers e.g. `cpu_decode_4_workers`."""
+    label = "gpu_decode" if gpu_decode else "cpu_decode"
+    return label if workers == 1 else f"{label}_{workers}_workers"
+
+
+def every_worker_ready(url: str, workers: int, timeout_s: float = 600.0) -> None:
+    """With several workers, `Server` has seen one of them ready; each loads its models in the
+    background and answers 503 meanwhile. Waits until 8 readiness checks per worker in a row,
+    each on a new connection (which any worker may accept), say ready."""
+    if workers <= 1:
+        return
+    stop_at, in_a_row = time.monotonic() + timeout_s, 0
+    while in_a_row < 8 * workers:
+        if time.monotonic() > stop_at:
+            raise TimeoutError(f"not every one of {workers} workers was ready in {timeout_s} s")
+        ready = httpx.get(url + "/readyz", timeout=10).status_code == 200
+        in_a_row = in_a_row + 1 if ready else 0
+        if not ready:
+            time.sleep(0.5)
 
 
 def server_command(repo: Path, workers: int) -> list[str]:
@@ -750,7 +777,17 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
                 "errors": load["errors"],
             }
         out[label] = rows
-    best = {label: _best(rows) for label, rows in out.items() if label in http}
+    best = {
+        kind: _best(
+            {
+                f"{label}/{level}": row
+                for label in http
+                if label.startswith(kind)
+                for level, row in out[label].items()
+            }
+        )
+        for kind in ("cpu_decode", "gpu_decode")
+    }
     stage_best = max(out["stage_over_raw_io_binding"].values(), default=0.0)
     out["headline"] = {
         "stage_over_raw_io_binding": stage_best,

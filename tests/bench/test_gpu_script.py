@@ -33,6 +33,8 @@ def test_gpu_script_dry_run_writes_both_reports(tmp_path: Path) -> None:
             str(repo),
             "--model",
             "colours",
+            "--server-workers",
+            "1,2",
             "--tests-select",
             "tests/service/test_runtime_io_binding.py::test_io_binding_defaults_on_with_cuda_and_off_on_cpu",
         ],
@@ -56,15 +58,21 @@ def test_gpu_script_dry_run_writes_both_reports(tmp_path: Path) -> None:
     contended = report["stage"]["contended"]  # the stage again, beside Pillow decode threads
     assert contended["batch"] == 4 and contended["images_per_s"] > 0
     assert contended["decoded_per_s"] > 0 and "Stage beside decoding (batch 4" in markdown
-    for label in ("cpu_decode", "gpu_decode"):
+    labels = ["cpu_decode", "cpu_decode_2_workers", "gpu_decode", "gpu_decode_2_workers"]
+    assert list(report["http"]) == labels
+    servers_log = (out / "servers.log").read_text()
+    dumps = (out / "py-spy.txt").read_text()  # the server's threads, per level
+    for label in labels:
         run = report["http"][label]
+        assert run["workers"] == (2 if "workers" in label else 1)
         assert set(run["levels"]) == {"512px/c2", "1024px/c2"}
         for load in run["levels"].values():
+            # none failed: the run waited for both workers to load the model
             assert load["errors"] == 0 and load["requests"] > 0 and load["images_per_s"] > 0
             assert load["py_spy"] == "py-spy.txt"
-            assert load["batch"]["images"] == 2 * load["requests"]  # two images per request
-        assert (out / f"server-{label}.log").exists()
-        dumps = (out / "py-spy.txt").read_text()  # the server's threads, per level
+            if run["workers"] == 1:  # with two, the batch figures are one worker's
+                assert load["batch"]["images"] == 2 * load["requests"]  # two images a request
+        assert f"##### {label}\n" in servers_log
         assert dumps.count(f"##### {label} ") == 2 and "roost-infer" in dumps
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
     assert report["http"]["gpu_decode"]["gpu_decode_active"] is False  # no GPU here
