@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The one GPU command (issue 13; docs/gpu.md has the device calls around it).
 #
-# On the GPU machine, in the call that carries the last wheel chunk (see bench/gpu/stage.sh):
+# On the GPU machine, in the call after the last wheel chunk (bench/gpu/stage.sh prints the calls):
 #   bash bench/gpu/run.sh                 # installs the staged wheels once, then measures
 # Here, on a CPU-only machine (what tests/bench/test_gpu_script.py runs):
 #   bash bench/gpu/run.sh --dry-run --model-repo R --model M --out DIR
 # Everything after the script name goes to `python -m bench.gpu` (its --help lists it).
-# Results: report.md, report.json, pytest.txt and the server logs under $OUT (the device
+# Results: report.md, report.json, pytest.txt, py-spy.txt and servers.log under $OUT (the device
 # tool's output folder), else under bench/results/gpu.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

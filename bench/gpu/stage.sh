@@ -20,10 +20,12 @@ done
 "$PY" -m bench.gpu --export-inputs .gpu/inputs --sets 512px,1024px
 n=$(ls -d .gpu/c* | wc -l)
 echo
-echo "Device calls (run tool), back to back; each within the machine's idle time of the last:"
-for i in $(seq 1 $((n - 1))); do
+echo "Device calls (run tool), back to back; each within the machine's idle time of the last."
+echo "A call carries the checkout too (64 MiB in all): first, here, move model_repo/ out of it:"
+echo "  mv model_repo /tmp/roost-model-repo-aside"
+for i in $(seq 1 "$n"); do
   echo "  carry [\".gpu/c$i\"]  command: mkdir -p /tmp/gpu-chunks && cp .gpu/c$i/* /tmp/gpu-chunks/"
 done
-echo "  carry [\".gpu/inputs\"]  command: rm -rf /tmp/roost-gpu-inputs && cp -r .gpu/inputs /tmp/roost-gpu-inputs"
-echo "  carry [\".gpu/c$n\", \".gpu/bin\"]  command: mkdir -p /tmp/gpu-chunks && cp .gpu/c$n/* /tmp/gpu-chunks/ && bash bench/gpu/run.sh"
+echo "Then, here: mv /tmp/roost-model-repo-aside model_repo; and the last call:"
+echo "  carry [\".gpu/inputs\", \".gpu/bin\"]  command: rm -rf /tmp/roost-gpu-inputs && cp -r .gpu/inputs /tmp/roost-gpu-inputs && bash bench/gpu/run.sh"
 echo "Then read \$OUT/report.md. A later call on the same warm machine: bash bench/gpu/run.sh --no-tests (installs nothing again)."
