@@ -51,9 +51,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             settings, metrics, registry, decode_pool, shadows, cpu_gate
         )
         app.state.grpc = None
-        # NOTE: models load in the background so /healthz answers at once and /readyz
-        # can say what is still loading.
-        tasks = {asyncio.create_task(_load_then_poll(registry, settings.poll_interval_s))}
+        if settings.workers > 1:
+            # NOTE: a worker takes connections once its lifespan has started; loading first
+            # keeps connections away from a worker that could only answer 503 meanwhile.
+            await _reload(registry)
+            metrics.server_processes.set(1)
+            tasks = {asyncio.create_task(_poll(registry, settings.poll_interval_s))}
+        else:
+            # NOTE: models load in the background so /healthz answers at once and /readyz
+            # can say what is still loading.
+            loading = _load_then_poll(registry, metrics, settings.poll_interval_s)
+            tasks = {asyncio.create_task(loading)}
         grpc_server = None
         try:
             if settings.grpc_port is not None:
@@ -72,6 +80,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await shadows.close()
             await registry.close()
             decode_pool.shutdown(wait=True)
+            metrics.process_exited()
 
     app = FastAPI(
         title="Roost",
@@ -108,12 +117,23 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     return app
 
 
-async def _load_then_poll(registry: ModelRegistry, interval_s: float) -> None:
-    while True:
-        try:
-            await registry.reload()
-        except Exception:  # a scan error must not kill polling; the next round retries
-            log.exception("model repository reload failed")
-        if interval_s <= 0:
-            return
+async def _load_then_poll(
+    registry: ModelRegistry, metrics: ServiceMetrics, interval_s: float
+) -> None:
+    await _reload(registry)
+    metrics.server_processes.set(1)
+    await _poll(registry, interval_s)
+
+
+async def _poll(registry: ModelRegistry, interval_s: float) -> None:
+    """Re-scan the repository every `interval_s` (never when 0)."""
+    while interval_s > 0:
         await asyncio.sleep(interval_s)
+        await _reload(registry)
+
+
+async def _reload(registry: ModelRegistry) -> None:
+    try:
+        await registry.reload()
+    except Exception:  # a scan error must not kill polling; the next round retries
+        log.exception("model repository reload failed")

@@ -1,9 +1,19 @@
 """Prometheus metrics on an app-owned registry. Label values come only from the repository.
 
 Latencies are histograms (not summaries) so percentiles aggregate across replicas.
+
+With several server processes (ROOST_WORKERS; service/server.py), prometheus-client's
+multiprocess mode keeps counters, histograms and gauges in files that every worker writes
+and /metrics sums (`exposition`), whichever worker answers the scrape. Gauges say how they
+combine (`multiprocess_mode`); values read from callbacks at scrape time (readiness, drift,
+the GPU) are the answering worker's own.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
     PLATFORM_COLLECTOR,
@@ -12,7 +22,10 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    generate_latest,
+    multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from roost.contract.card import CONFIDENCE_BINS
 from service.gpu_metrics import register_gpu_collector
@@ -43,13 +56,66 @@ _SCORE_BUCKETS = tuple(round((i + 1) / CONFIDENCE_BINS, 6) for i in range(CONFID
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
 
 
+class CallbackGauge:
+    """A gauge whose children are read from callbacks when /metrics is read, like
+    `Gauge.set_function`, but as a collector of its own: in multiprocess mode a Gauge's value
+    lives in a shared file, which a callback never writes."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name, self._documentation = name, documentation
+        self._labelnames = list(labelnames)
+        self._callbacks: dict[tuple[str, ...], Callable[[], float]] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> CallbackGauge._Child:
+        return CallbackGauge._Child(self, tuple(values))
+
+    def set_function(self, read: Callable[[], float]) -> None:
+        """The value of a gauge without labels."""
+        self._callbacks[()] = read
+
+    def remove(self, *values: str) -> None:
+        """Drop a child; KeyError if it has none, as `Gauge.remove`."""
+        del self._callbacks[tuple(values)]
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, read in list(self._callbacks.items()):
+            family.add_metric(list(values), float(read()))
+        yield family
+
+    class _Child:
+        def __init__(self, parent: CallbackGauge, values: tuple[str, ...]) -> None:
+            self._parent, self._values = parent, values
+
+        def set_function(self, read: Callable[[], float]) -> None:
+            self._parent._callbacks[self._values] = read
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        """Set (by service/server.py, for its workers) when metrics sum over processes."""
         self.registry = CollectorRegistry()
         r = self.registry
-        # process_cpu_seconds_total, process_resident_memory_bytes, python_info
-        r.register(PROCESS_COLLECTOR)
-        r.register(PLATFORM_COLLECTOR)
+        # Read at scrape time in the answering process; in multiprocess mode kept apart from the
+        # metrics the shared files hold.
+        self._live = CollectorRegistry() if self.multiprocess_dir else r
+        if not self.multiprocess_dir:
+            # process_cpu_seconds_total, process_resident_memory_bytes, python_info: one
+            # process's, which multiprocess mode cannot sum.
+            r.register(PROCESS_COLLECTOR)
+            r.register(PLATFORM_COLLECTOR)
         self.requests = Counter(
             "roost_requests",
             "Classification requests by outcome (HTTP status code).",
@@ -108,18 +174,21 @@ class ServiceMetrics:
             "Images waiting in the batch queue.",
             ["model", "version"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.queue_capacity = Gauge(
             "roost_queue_capacity",
-            "Most images the batch queue holds (max_queue_size).",
+            "Most images the batch queue holds (max_queue_size; summed over server processes).",
             ["model", "version"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.version_ready = Gauge(
             "roost_model_version_ready",
-            "1 while a model version is loaded and serving.",
+            "1 while a model version is loaded and serving (in every server process that has it).",
             ["model", "version"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.load_failures = Counter(
             "roost_model_load_failures",
@@ -133,14 +202,24 @@ class ServiceMetrics:
             ["model"],
             registry=r,
         )
-        self.ready = Gauge(
+        self.ready = CallbackGauge(
             "roost_ready",
             "1 while /readyz answers 200: every model has a version serving.",
-            registry=r,
+            registry=self._live,
         )
-        self.gpu_present = register_gpu_collector(r)  # roost_gpu_* only when NVML sees a GPU
+        # roost_gpu_* only when NVML sees a GPU
+        self.gpu_present = register_gpu_collector(self._live)
         self.models_loaded = Gauge(
-            "roost_models_loaded", "Models with at least one version serving.", registry=r
+            "roost_models_loaded",
+            "Models with at least one version serving.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.server_processes = Gauge(
+            "roost_server_processes",
+            "Server processes that have loaded the repository once and serve (ROOST_WORKERS).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self._add_traffic_metrics(r)
         self._add_prediction_metrics(r)
@@ -151,6 +230,7 @@ class ServiceMetrics:
             "Weight of a labelled version in the model's split; 0 once rolled back.",
             ["model", "label"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.rollbacks = Counter(
             "roost_rollbacks",
@@ -180,13 +260,18 @@ class ServiceMetrics:
             registry=r,
         )
         self.cache_bytes = Gauge(
-            "roost_cache_bytes", "Bytes held by the model's result cache.", ["model"], registry=r
+            "roost_cache_bytes",
+            "Bytes held by the model's result cache (each server process has its own).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.cache_entries = Gauge(
             "roost_cache_entries",
             "Answers held by the model's result cache.",
             ["model"],
             registry=r,
+            multiprocess_mode="livesum",
         )
 
     def _add_prediction_metrics(self, r: CollectorRegistry) -> None:
@@ -209,16 +294,40 @@ class ServiceMetrics:
             ["model", "version"],
             registry=r,
         )
-        self.drift = Gauge(
+        self.drift = CallbackGauge(
             "roost_prediction_drift",
             "Population stability index of the last drift_window answers against the card's "
             "prediction profile: kind=class (predicted classes) or confidence (top-1 scores).",
             ["model", "version", "kind"],
-            registry=r,
+            registry=self._live,
         )
-        self.drift_window = Gauge(
+        self.drift_window = CallbackGauge(
             "roost_drift_window_answers",
             "Answers in the drift window (the PSI is 0 until it holds enough).",
             ["model", "version"],
-            registry=r,
+            registry=self._live,
         )
+
+    def exposition(self) -> bytes:
+        """The text /metrics answers: this process's registry, or in multiprocess mode the
+        sums over every server process's files plus this process's live values."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        shared = CollectorRegistry()
+        multiprocess.MultiProcessCollector(shared, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(shared) + generate_latest(self._live)
+
+    def forget(self, gauge: Gauge, *labelvalues: str) -> None:
+        """Drop one of `gauge`'s series (a version or model gone). Multiprocess mode cannot
+        take a series out of the shared files: there it reads 0 from now on."""
+        if self.multiprocess_dir is not None:
+            gauge.labels(*labelvalues).set(0)
+            return
+        with contextlib.suppress(KeyError):  # never set
+            gauge.remove(*labelvalues)
+
+    def process_exited(self) -> None:
+        """In multiprocess mode, drop this process's live gauges from the sums (its counters
+        stay counted)."""
+        if self.multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]

@@ -230,10 +230,8 @@ class ModelPolicy:
     def close(self) -> None:
         """Replaced by a new policy or the model is gone: drop the gauges only it sets."""
         for label in self.config.traffic:
-            with contextlib.suppress(KeyError):
-                self._metrics.traffic_weight.remove(self.name, label)
+            self._metrics.forget(self._metrics.traffic_weight, self.name, label)
         for version in list(self._counters):
             self.forget_version(version)
         for gauge in (self._metrics.cache_bytes, self._metrics.cache_entries):
-            with contextlib.suppress(KeyError):
-                gauge.remove(self.name)
+            self._metrics.forget(gauge, self.name)

@@ -348,8 +348,7 @@ class ModelRegistry:
             self._metrics.queue_depth,
             self._metrics.queue_capacity,
         ):
-            with contextlib.suppress(KeyError):
-                gauge.remove(name, str(version))
+            self._metrics.forget(gauge, name, str(version))
 
     def _drain_in_background(
         self, served: ServedVersion, on_done: Callable[[], None] | None = None

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Sequence
 from types import FrameType
 
 from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+_OPTIONS = ("host", "port", "model_repo", "workers")
+"""The settings the command line may give (`--model-repo` is `model_repo`)."""
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +25,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument(
         "--model-repo", dest="model_repo", help="model repository (default ./model_repo)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port (default 1; for many cores or a GPU)",
     )
 
 
@@ -26,18 +40,18 @@ def serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.malloc import limit_malloc_arenas
 
-    overrides = {
-        k: v for k, v in vars(args).items() if k in ("host", "port", "model_repo") and v is not None
-    }
+    overrides = {k: v for k, v in vars(args).items() if k in _OPTIONS and v is not None}
     settings = ServiceSettings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.workers > 1:
+        return _serve_workers(settings, overrides)
     # NOTE: uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
     # handler that was installed before it; the default one would end the process as "killed"
     # (exit -15) although the shutdown was clean. Ours makes a drained shutdown exit 0.
     signal.signal(signal.SIGTERM, _exit_after_drain)
     limit_malloc_arenas()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -46,6 +60,43 @@ def serve(args: argparse.Namespace) -> int:
         access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
+    return 0
+
+
+def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> int:
+    """uvicorn's supervisor over `settings.workers` processes of `create_app()`.
+
+    The workers are new interpreters: they read their settings from the environment, so the
+    command line's options go there, with prometheus-client's multiprocess directory (a fresh
+    one per start, removed at the end) and glibc's arena cap (service/malloc.py, which cannot
+    reach another process). SIGTERM: the supervisor stops the workers, each draining its
+    requests, and exits 0.
+    """
+    import uvicorn
+
+    if settings.grpc_port is not None:
+        log.error("ROOST_GRPC_PORT is not supported with several workers yet; use one")
+        return 2
+    if settings.port == 0:
+        log.error("several workers share one port: give one (not 0)")
+        return 2
+    metrics_dir = tempfile.mkdtemp(prefix="roost-metrics-")
+    os.environ.update({f"ROOST_{k.upper()}": str(v) for k, v in overrides.items()})
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    try:
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -72,6 +72,12 @@ class ServiceSettings(BaseSettings):
     runs older requests' inference before newer ones' decode; a niced decode thread holding a
     place in the gate would be starved by any other process on the machine."""
 
+    workers: int = Field(1, ge=1, le=64)
+    """Server processes (uvicorn workers) sharing the port, each with its own sessions, decode
+    threads and event loop: one Python process decodes at most about 2,000 images/s however
+    many cores it has (docs/benchmarks.md, third GPU session). With more than one, each loads
+    every model before it takes connections, and /metrics sums over them (service/metrics.py).
+    On this 2-core machine two were not faster than one."""
     grpc_port: int | None = Field(None, ge=0, le=65535)
     """Also serve the Open Inference Protocol over gRPC on this port (needs the grpc extra)."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.schemas import Readiness
 from service.state import ServiceState, get_state
@@ -32,4 +32,4 @@ async def readyz(state: ServiceState = Depends(get_state)) -> Readiness | JSONRe
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(state: ServiceState = Depends(get_state)) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

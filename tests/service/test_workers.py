@@ -1,0 +1,110 @@
+"""Several server processes (ROOST_WORKERS): one port, each worker loaded before it takes
+connections, one /metrics that sums every worker, a clean SIGTERM. Real uvicorn workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from modelkit import publish, solid_png
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from servers import RoostServer, sample
+
+from service.metrics import CallbackGauge, ServiceMetrics
+
+RED = solid_png((255, 0, 0))
+
+
+def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    publish(repo, "colours", 1)
+    scratch = tmp_path / "tmp"  # where the server makes its multiprocess metrics folder
+    scratch.mkdir()
+    server = RoostServer(
+        repo,
+        tmp_path / "server.log",
+        ROOST_WORKERS="2",
+        ROOST_MAX_QUEUE_SIZE="64",
+        TMPDIR=str(scratch),
+    )
+    try:
+        # A worker takes connections only once loaded: the first answer is already "ready".
+        assert server.client.get("/readyz").status_code == 200
+        answers = 0
+        for _ in range(12):  # a new connection each time: either worker may accept it
+            response = httpx.post(
+                f"{server.url}/v1/classify?model=colours",
+                content=RED,
+                headers={"Content-Type": "image/png"},
+            )
+            assert response.status_code == 200, response.text
+            answers += 1
+        for _ in range(4):  # whichever worker answers the scrape, the figures are the sums
+            text = httpx.get(f"{server.url}/metrics").text
+            assert sample(text, "roost_server_processes") == 2
+            # each worker's queue holds 64: only a sum over both says 128
+            assert sample(text, "roost_queue_capacity", model="colours", version="1") == 128
+            assert sample(text, "roost_requests_total", model="colours", code="200") == answers
+            assert sample(text, "roost_model_version_ready", model="colours", version="1") == 1
+            assert sample(text, "roost_ready") == 1  # the answering worker's own readiness
+        assert len(list(scratch.glob("roost-metrics-*"))) == 1  # the metrics folder, while serving
+        started = server.log().count("Started server process")
+        assert started == 2, server.log()
+    finally:
+        server.stop()
+    assert server.process.returncode == 0, server.log()
+    assert list(scratch.glob("roost-metrics-*")) == []  # gone with the server
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "env", "message"),
+    [
+        (["--port", "0"], {}, "give one (not 0)"),
+        (["--port", "8001"], {"ROOST_GRPC_PORT": "9001"}, "ROOST_GRPC_PORT is not supported"),
+    ],
+)
+def test_workers_refuse_what_they_cannot_share(
+    tmp_path: Path, arguments: list[str], env: dict[str, str], message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "--workers", "2", "--model-repo", str(tmp_path)]
+        + arguments,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_callback_gauge_reads_its_callbacks_at_scrape_time() -> None:
+    registry = CollectorRegistry()
+    gauge = CallbackGauge("roost_example", "An example.", ["model"], registry=registry)
+    values = {"a": 1.0}
+    gauge.labels("a").set_function(lambda: values["a"])
+    gauge.labels("b").set_function(lambda: 7.0)
+    values["a"] = 2.5
+    text = generate_latest(registry).decode()
+    assert "# TYPE roost_example gauge" in text
+    assert sample(text, "roost_example", model="a") == 2.5
+    assert sample(text, "roost_example", model="b") == 7.0
+    gauge.remove("b")
+    assert 'model="b"' not in generate_latest(registry).decode()
+    with pytest.raises(KeyError):
+        gauge.remove("b")
+
+
+def test_forget_drops_a_series_in_one_process() -> None:
+    metrics = ServiceMetrics()
+    assert metrics.multiprocess_dir is None
+    gauge: Gauge = metrics.queue_capacity
+    gauge.labels("colours", "1").set(64)
+    metrics.forget(gauge, "colours", "1")
+    metrics.forget(gauge, "colours", "1")  # never set, or already gone: no error
+    assert "roost_queue_capacity{" not in metrics.exposition().decode()
