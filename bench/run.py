@@ -59,25 +59,32 @@ class Server:
         raise TimeoutError(f"server not ready; log in {self.log.name}")
 
     def memory(self) -> dict[str, float]:
-        status = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
-        values = {
-            line.split(":")[0]: int(line.split()[1]) / 1024
-            for line in status
-            if line.startswith(("VmRSS", "VmHWM"))
-        }
-        return {"rss_mib": values["VmRSS"], "peak_rss_mib": values["VmHWM"]}
+        """Resident MiB now and at its peak, summed over the server's processes (workers)."""
+        totals = {"VmRSS": 0.0, "VmHWM": 0.0}
+        for pid in process_tree(self.process.pid):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue  # a process that ended meanwhile
+            for line in status:
+                key = line.split(":")[0]
+                if key in totals:
+                    totals[key] += int(line.split()[1]) / 1024
+        return {"rss_mib": totals["VmRSS"], "peak_rss_mib": totals["VmHWM"]}
 
     def metrics(self) -> str:
         return httpx.get(self.url + "/metrics", timeout=10).text
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far, all its threads."""
-        return process_cpu_seconds(self.process.pid)
+        """User + system CPU time the server has used so far: all threads of its process and
+        of the processes it started (ROOST_WORKERS)."""
+        return sum(_cpu_seconds(pid) for pid in process_tree(self.process.pid))
 
     def loop_cpu_seconds(self) -> float:
-        """CPU time of the server's main thread (its thread id is the process id): for uvicorn,
-        the event loop with HTTP parsing and every request's Python outside worker threads."""
-        return process_cpu_seconds(self.process.pid, thread=self.process.pid)
+        """CPU time of the server's main threads (a thread id that is its process id): for
+        uvicorn, the event loop with HTTP parsing and every request's Python outside worker
+        threads; with workers, the sum of theirs (and the supervisor's)."""
+        return sum(_cpu_seconds(pid, thread=pid) for pid in process_tree(self.process.pid))
 
     def stop(self) -> None:
         self.process.terminate()
@@ -85,6 +92,27 @@ class Server:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (/proc/PID/task/TID/children), parents first."""
+    found, index = [pid], 0
+    while index < len(found):
+        tasks = Path(f"/proc/{found[index]}/task")
+        for task in tasks.iterdir() if tasks.is_dir() else []:
+            try:
+                found += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass  # a thread that ended meanwhile
+        index += 1
+    return found
+
+
+def _cpu_seconds(pid: int, thread: int | None = None) -> float:
+    try:
+        return process_cpu_seconds(pid, thread=thread)
+    except OSError:
+        return 0.0  # a process that ended meanwhile
 
 
 def process_cpu_seconds(pid: int, thread: int | None = None) -> float:

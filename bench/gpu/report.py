@@ -48,7 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.baselines import decode_rate_per_core, model_alone
 from bench.loadgen import LoadResult, Request, closed_loop
 from bench.protocols import v2_requests
-from bench.run import Server, batch_histogram, cpu_name, parse_env, process_cpu_seconds
+from bench.run import Server, batch_histogram, cpu_name, parse_env
 from roost.contract.images import decode_image
 from roost.contract.labels import read_labels
 
@@ -102,8 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--server-workers",
         type=lambda text: [int(w) for w in text.split(",") if w],
         default=[1],
-        help="server processes (uvicorn workers), one end-to-end run per count, e.g. 1,4,8; "
-        "with more than one, the batch figures are one worker's",
+        help="server processes (ROOST_WORKERS), one end-to-end run per count, e.g. 1,4,8",
     )
     p.add_argument(
         "--py-spy",
@@ -485,7 +484,6 @@ def http_run(
         "ROOST_MAX_BATCH_SIZE": str(args.max_batch_size),
         "ROOST_MAX_QUEUE_SIZE": str(max(512, 4 * max(concurrencies) * k)),
         "ROOST_GPU_DECODE": "true" if gpu_decode else "false",
-        "ROOST_MODEL_REPO": str(repo),  # for uvicorn's workers, which take no --model-repo
         **args.server_env,
     }
     started = time.perf_counter()
@@ -496,8 +494,7 @@ def http_run(
         "workers": workers,
         "ready_s": round(time.perf_counter() - started, 1),
     }
-    # One keep-alive connection for every scrape: with several workers, the metrics before and
-    # after a level are then one worker's (each worker has its own counters).
+    # With several workers, any of them answers a scrape with the sums over all of them.
     scraper = httpx.Client(base_url=server.url, timeout=10)
     try:
         result["gpu_memory_ready"] = gpu_memory(scraper.get("/metrics").text)
@@ -558,31 +555,29 @@ def http_label(gpu_decode: bool, workers: int) -> str:
 
 
 def every_worker_ready(url: str, workers: int, timeout_s: float = 600.0) -> None:
-    """With several workers, `Server` has seen one of them ready; each loads its models in the
-    background and answers 503 meanwhile. Waits until 8 readiness checks per worker in a row,
-    each on a new connection (which any worker may accept), say ready."""
-    if workers <= 1:
-        return
-    stop_at, in_a_row = time.monotonic() + timeout_s, 0
-    while in_a_row < 8 * workers:
+    """`Server` has seen one worker ready; each loads its models before it takes connections,
+    and a load generator's keep-alive connections stay with the workers that accepted them.
+    So: wait until /metrics counts every worker (`roost_server_processes`, summed)."""
+    stop_at = time.monotonic() + timeout_s
+    while (
+        sum(
+            s.value
+            for s in _samples(
+                httpx.get(url + "/metrics", timeout=10).text, "roost_server_processes"
+            )
+        )
+        < workers
+    ):
         if time.monotonic() > stop_at:
             raise TimeoutError(f"not every one of {workers} workers was ready in {timeout_s} s")
-        ready = httpx.get(url + "/readyz", timeout=10).status_code == 200
-        in_a_row = in_a_row + 1 if ready else 0
-        if not ready:
-            time.sleep(0.5)
+        time.sleep(0.5)
 
 
 def server_command(repo: Path, workers: int) -> list[str]:
-    """The server: `python -m service`, or with `workers` > 1 uvicorn's worker processes over
-    the app factory (each loads its own sessions; a connection stays with the worker that
-    accepted it)."""
-    if workers <= 1:
-        return [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)]
+    """`python -m service`, with `workers` server processes (ROOST_WORKERS)."""
     return [
-        *[sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"],
-        *["--workers", str(workers), "--port", "{port}", "--log-level", "warning"],
-        "--no-access-log",
+        *[sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
+        *["--workers", str(workers)],
     ]
 
 
@@ -631,36 +626,14 @@ def py_spy_dumps(pid: int, seconds: float, path: Path, title: str) -> threading.
 
 
 def cpu_counters(server: Server) -> dict[str, float]:
-    """CPU seconds so far of the server's processes (with workers: the supervisor and every
-    worker), of their main threads (the event loops), and of the whole machine."""
-    pids = process_tree(server.process.pid)
+    """CPU seconds so far of the server (with workers: every process), of its event loops,
+    and of the whole machine."""
     return {
         "wall": time.perf_counter(),
-        "server": sum(_cpu_seconds(pid) for pid in pids),
-        "loop": sum(_cpu_seconds(pid, thread=pid) for pid in pids),
+        "server": server.cpu_seconds(),
+        "loop": server.loop_cpu_seconds(),
         "machine": machine_busy_seconds(),
     }
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (/proc/PID/task/TID/children), parents first."""
-    found, index = [pid], 0
-    while index < len(found):
-        tasks = Path(f"/proc/{found[index]}/task")
-        for task in tasks.iterdir() if tasks.is_dir() else []:
-            try:
-                found += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass  # a thread that ended meanwhile
-        index += 1
-    return found
-
-
-def _cpu_seconds(pid: int, thread: int | None = None) -> float:
-    try:
-        return process_cpu_seconds(pid, thread=thread)
-    except OSError:
-        return 0.0  # a process that ended meanwhile
 
 
 def cpu_use(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

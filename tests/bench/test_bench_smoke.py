@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 from modelkit import colour_model, publish
 
-from bench.run import parse_variant, process_cpu_seconds
+from bench.run import parse_variant, process_cpu_seconds, process_tree
 
 
 def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
@@ -89,6 +92,25 @@ def test_process_cpu_seconds_counts_every_thread() -> None:
     thread.start()
     thread.join()
     assert spun.is_set() and process_cpu_seconds(os.getpid()) - before >= 0.15
+
+
+def test_process_tree_finds_children_and_grandchildren() -> None:
+    """What sums a server's CPU and memory over its worker processes (ROOST_WORKERS)."""
+    grandchild = "import time; time.sleep(30)"
+    child = (
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}]); "
+        "print(p.pid, flush=True); time.sleep(30)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        grandchild_pid = int(process.stdout.readline())
+        assert process_tree(process.pid) == [process.pid, grandchild_pid]
+    finally:
+        for pid in process_tree(process.pid)[::-1]:
+            os.kill(pid, signal.SIGKILL)
+        process.wait()
 
 
 def test_variant_names_a_roost_server_and_its_settings() -> None:
