@@ -10,8 +10,12 @@ import signal
 import tempfile
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +46,7 @@ def serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k in _OPTIONS and v is not None}
     settings = ServiceSettings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(settings)
     if settings.workers > 1:
         return _serve_workers(settings, overrides)
     # NOTE: uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
@@ -66,11 +68,10 @@ def serve(args: argparse.Namespace) -> int:
 def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> int:
     """uvicorn's supervisor over `settings.workers` processes of `create_app()`.
 
-    The workers are new interpreters: they read their settings from the environment, so the
-    command line's options go there, with prometheus-client's multiprocess directory (a fresh
-    one per start, removed at the end) and glibc's arena cap (service/malloc.py, which cannot
-    reach another process). SIGTERM: the supervisor stops the workers, each draining its
-    requests, and exits 0.
+    The workers are new interpreters (`worker_app`): they read their settings from the
+    environment, so the command line's options go there, with prometheus-client's
+    multiprocess directory (a fresh one per start, removed at the end). SIGTERM: the
+    supervisor stops the workers, each draining its requests, and exits 0.
     """
     import uvicorn
 
@@ -83,10 +84,9 @@ def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> i
     metrics_dir = tempfile.mkdtemp(prefix="roost-metrics-")
     os.environ.update({f"ROOST_{k.upper()}": str(v) for k, v in overrides.items()})
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     try:
         uvicorn.run(
-            "service.app:create_app",
+            "service.server:worker_app",
             factory=True,
             workers=settings.workers,
             host=settings.host,
@@ -98,6 +98,24 @@ def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> i
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process (ROOST_WORKERS): the process setup `serve` does for a
+    single process (logging, glibc's arena cap before any thread starts), then the app."""
+    from service.app import create_app
+    from service.malloc import limit_malloc_arenas
+
+    settings = ServiceSettings()
+    _configure_logging(settings)
+    limit_malloc_arenas()
+    return create_app(settings)
+
+
+def _configure_logging(settings: ServiceSettings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _exit_after_drain(signum: int, frame: FrameType | None) -> None:

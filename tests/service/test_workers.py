@@ -52,8 +52,10 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
             assert sample(text, "roost_model_version_ready", model="colours", version="1") == 1
             assert sample(text, "roost_ready") == 1  # the answering worker's own readiness
         assert len(list(scratch.glob("roost-metrics-*"))) == 1  # the metrics folder, while serving
-        started = server.log().count("Started server process")
-        assert started == 2, server.log()
+        log = server.log()
+        assert log.count("Started server process") == 2, log
+        # each worker configures logging as one server process does: Roost's lines are there
+        assert log.count("serving colours version 1 on CPUExecutionProvider") == 2, log
     finally:
         server.stop()
     assert server.process.returncode == 0, server.log()
