@@ -128,8 +128,10 @@ async def start_grpc_server(state: ServiceState, version: str) -> GrpcServer:
             # (RESOURCE_EXHAUSTED) before it is handed to a method.
             ("grpc.max_receive_message_length", settings.max_upload_bytes),
             # gRPC sets SO_REUSEPORT by default on Linux: a port already in use by another
-            # server would then be shared silently instead of failing here.
-            ("grpc.so_reuseport", 0),
+            # server would then be shared silently instead of failing here. Several workers
+            # (ROOST_WORKERS) do share it, the kernel spreading connections over them; their
+            # supervisor has checked that the port was free (service/server.py).
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ]
     )
     # The generated servicer answers UNIMPLEMENTED for every RPC; ours overrides those it serves.

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Sequence
 from types import FrameType
@@ -75,11 +76,11 @@ def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> i
     """
     import uvicorn
 
-    if settings.grpc_port is not None:
-        log.error("ROOST_GRPC_PORT is not supported with several workers yet; use one")
+    if settings.port == 0 or settings.grpc_port == 0:
+        log.error("several workers share their ports: give them (not 0)")
         return 2
-    if settings.port == 0:
-        log.error("several workers share one port: give one (not 0)")
+    if settings.grpc_port is not None and not _port_free(settings.host, settings.grpc_port):
+        log.error("gRPC cannot listen on %s:%d: in use", settings.host, settings.grpc_port)
         return 2
     metrics_dir = tempfile.mkdtemp(prefix="roost-metrics-")
     os.environ.update({f"ROOST_{k.upper()}": str(v) for k, v in overrides.items()})
@@ -98,6 +99,17 @@ def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> i
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether `port` can be bound (without SO_REUSEPORT, which the workers' gRPC servers set
+    to share it, and which would also share it with another program already there)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def worker_app() -> FastAPI:

@@ -76,8 +76,8 @@ class ServiceSettings(BaseSettings):
     """Server processes (uvicorn workers) sharing the port, each with its own sessions, decode
     threads and event loop: one Python process decodes at most about 2,000 images/s however
     many cores it has (docs/benchmarks.md, third GPU session). With more than one, each loads
-    every model before it takes connections, and /metrics sums over them (service/metrics.py).
-    On this 2-core machine two were not faster than one."""
+    every model before it takes connections, /metrics sums over them (service/metrics.py), and
+    gRPC's port is shared too. On this 2-core machine two were not faster than one."""
     grpc_port: int | None = Field(None, ge=0, le=65535)
     """Also serve the Open Inference Protocol over gRPC on this port (needs the grpc extra)."""
 

@@ -4,15 +4,18 @@ connections, one /metrics that sums every worker, a clean SIGTERM. Real uvicorn 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from modelkit import publish, solid_png
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from servers import RoostServer, sample
+from servers import RoostServer, free_port, sample
 
 from service.metrics import CallbackGauge, ServiceMetrics
 
@@ -24,11 +27,13 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
     publish(repo, "colours", 1)
     scratch = tmp_path / "tmp"  # where the server makes its multiprocess metrics folder
     scratch.mkdir()
+    grpc_port = free_port()
     server = RoostServer(
         repo,
         tmp_path / "server.log",
         ROOST_WORKERS="2",
         ROOST_MAX_QUEUE_SIZE="64",
+        ROOST_GRPC_PORT=str(grpc_port),
         TMPDIR=str(scratch),
     )
     try:
@@ -43,6 +48,16 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
             )
             assert response.status_code == 200, response.text
             answers += 1
+        for _ in range(6):  # gRPC on its shared port, a new channel each time
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+            try:
+                images = grpcclient.InferInput("IMAGE", [1], "BYTES")
+                images.set_data_from_numpy(np.array([RED], dtype=np.object_))
+                result = client.infer("colours", [images])
+                assert result.as_numpy("PROBABILITIES").argmax() == 0  # red
+                answers += 1
+            finally:
+                client.close()
         for _ in range(4):  # whichever worker answers the scrape, the figures are the sums
             text = httpx.get(f"{server.url}/metrics").text
             assert sample(text, "roost_server_processes") == 2
@@ -56,6 +71,7 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
         assert log.count("Started server process") == 2, log
         # each worker configures logging as one server process does: Roost's lines are there
         assert log.count("serving colours version 1 on CPUExecutionProvider") == 2, log
+        assert log.count(f"Open Inference Protocol over gRPC on 127.0.0.1:{grpc_port}") == 2
     finally:
         server.stop()
     assert server.process.returncode == 0, server.log()
@@ -66,8 +82,8 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("arguments", "env", "message"),
     [
-        (["--port", "0"], {}, "give one (not 0)"),
-        (["--port", "8001"], {"ROOST_GRPC_PORT": "9001"}, "ROOST_GRPC_PORT is not supported"),
+        (["--port", "0"], {}, "give them (not 0)"),
+        (["--port", "8001"], {"ROOST_GRPC_PORT": "0"}, "give them (not 0)"),
     ],
 )
 def test_workers_refuse_what_they_cannot_share(
@@ -83,6 +99,24 @@ def test_workers_refuse_what_they_cannot_share(
     )
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_a_grpc_port_in_use_is_refused_before_the_workers_start(tmp_path: Path) -> None:
+    """The workers share their gRPC port (SO_REUSEPORT), which would also share it with
+    another program already listening there: the supervisor checks first."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "--workers", "2", "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "ROOST_GRPC_PORT": str(port), "ROOST_MODEL_REPO": str(tmp_path)},
+        )
+    assert done.returncode == 2
+    assert f"gRPC cannot listen on 127.0.0.1:{port}: in use" in done.stderr
 
 
 def test_callback_gauge_reads_its_callbacks_at_scrape_time() -> None:
