@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from prometheus_client import (
     PLATFORM_COLLECTOR,
@@ -25,7 +26,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from roost.contract.card import CONFIDENCE_BINS
 from service.gpu_metrics import register_gpu_collector
@@ -102,6 +103,49 @@ class CallbackGauge:
             self._parent._callbacks[self._values] = read
 
 
+class ServerProcessesCollector:
+    """`process_cpu_seconds_total` and `process_resident_memory_bytes` of the whole server
+    with several workers: the supervisor (this process's parent) and every process it started,
+    summed from /proc (Linux). prometheus-client's own collector reads one process, and
+    multiprocess mode cannot sum it; the dashboard's CPU and memory panels read these."""
+
+    def __init__(self, proc: Path = Path("/proc")) -> None:
+        self._proc = proc
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        cpu_seconds = resident_bytes = 0.0
+        for pid in self._server_pids():
+            try:
+                stat = (self._proc / str(pid) / "stat").read_text()
+            except OSError:
+                continue  # a process that ended meanwhile
+            fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
+            cpu_seconds += (int(fields[11]) + int(fields[12])) / self._tick  # utime, stime
+            resident_bytes += int(fields[21]) * self._page  # rss, in pages
+        yield CounterMetricFamily(
+            "process_cpu_seconds",
+            "User and system CPU time of the server's processes (workers and supervisor).",
+            value=cpu_seconds,
+        )
+        yield GaugeMetricFamily(
+            "process_resident_memory_bytes",
+            "Resident memory of the server's processes (workers and supervisor).",
+            value=resident_bytes,
+        )
+
+    def _server_pids(self) -> list[int]:
+        supervisor = os.getppid()
+        pids = [supervisor]
+        for task in (self._proc / str(supervisor) / "task").glob("*"):
+            try:
+                pids += [int(pid) for pid in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return pids
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -112,10 +156,11 @@ class ServiceMetrics:
         # metrics the shared files hold.
         self._live = CollectorRegistry() if self.multiprocess_dir else r
         if not self.multiprocess_dir:
-            # process_cpu_seconds_total, process_resident_memory_bytes, python_info: one
-            # process's, which multiprocess mode cannot sum.
+            # process_cpu_seconds_total, process_resident_memory_bytes, python_info
             r.register(PROCESS_COLLECTOR)
             r.register(PLATFORM_COLLECTOR)
+        else:
+            self._live.register(ServerProcessesCollector())
         self.requests = Counter(
             "roost_requests",
             "Classification requests by outcome (HTTP status code).",

@@ -39,6 +39,8 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
     try:
         # A worker takes connections only once loaded: the first answer is already "ready".
         assert server.client.get("/readyz").status_code == 200
+        # the supervisor's children: both workers (and multiprocessing's resource tracker)
+        worker_rss = [resident_bytes(int(pid)) for pid in children(server.process.pid)]
         answers = 0
         for _ in range(12):  # a new connection each time: either worker may accept it
             response = httpx.post(
@@ -66,6 +68,9 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
             assert sample(text, "roost_requests_total", model="colours", code="200") == answers
             assert sample(text, "roost_model_version_ready", model="colours", version="1") == 1
             assert sample(text, "roost_ready") == 1  # the answering worker's own readiness
+            # the server's CPU and memory: the supervisor's and both workers', not one's
+            assert sample(text, "process_cpu_seconds_total") > 0
+            assert sample(text, "process_resident_memory_bytes") > 1.5 * max(worker_rss)
         assert len(list(scratch.glob("roost-metrics-*"))) == 1  # the metrics folder, while serving
         log = server.log()
         assert log.count("Started server process") == 2, log
@@ -77,6 +82,17 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
     assert server.process.returncode == 0, server.log()
     assert list(scratch.glob("roost-metrics-*")) == []  # gone with the server
     assert "Traceback" not in server.log()
+
+
+def children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def resident_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 @pytest.mark.parametrize(
