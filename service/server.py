@@ -11,7 +11,7 @@ import socket
 import tempfile
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.settings import ServiceSettings
 
@@ -55,14 +55,7 @@ def serve(args: argparse.Namespace) -> int:
     # (exit -15) although the shutdown was clean. Ours makes a drained shutdown exit 0.
     signal.signal(signal.SIGTERM, _exit_after_drain)
     limit_malloc_arenas()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
-    )
+    uvicorn.run(create_app(settings), **_uvicorn_options(settings))
     return 0
 
 
@@ -90,15 +83,22 @@ def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> i
             "service.server:worker_app",
             factory=True,
             workers=settings.workers,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=settings.access_log,
-            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+            **_uvicorn_options(settings),
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        # in-flight requests end by their deadline at the latest
+        "timeout_graceful_shutdown": int(settings.request_timeout_s) + 5,
+    }
 
 
 def _port_free(host: str, port: int) -> bool:
