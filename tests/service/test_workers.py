@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from modelkit import publish, solid_png
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import Gauge
 from servers import RoostServer, free_port, sample
 
-from service.metrics import CallbackGauge, ServiceMetrics
+from service.metrics import ServiceMetrics
 
 RED = solid_png((255, 0, 0))
 
@@ -133,23 +133,6 @@ def test_a_grpc_port_in_use_is_refused_before_the_workers_start(tmp_path: Path) 
         )
     assert done.returncode == 2
     assert f"gRPC cannot listen on 127.0.0.1:{port}: in use" in done.stderr
-
-
-def test_callback_gauge_reads_its_callbacks_at_scrape_time() -> None:
-    registry = CollectorRegistry()
-    gauge = CallbackGauge("roost_example", "An example.", ["model"], registry=registry)
-    values = {"a": 1.0}
-    gauge.labels("a").set_function(lambda: values["a"])
-    gauge.labels("b").set_function(lambda: 7.0)
-    values["a"] = 2.5
-    text = generate_latest(registry).decode()
-    assert "# TYPE roost_example gauge" in text
-    assert sample(text, "roost_example", model="a") == 2.5
-    assert sample(text, "roost_example", model="b") == 7.0
-    gauge.remove("b")
-    assert 'model="b"' not in generate_latest(registry).decode()
-    with pytest.raises(KeyError):
-        gauge.remove("b")
 
 
 def test_forget_drops_a_series_in_one_process() -> None:
