@@ -39,7 +39,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
@@ -488,21 +487,19 @@ def http_run(
     }
     started = time.perf_counter()
     server = Server(server_command(repo, workers), env, "/readyz")
-    every_worker_ready(server.url, workers)
+    every_worker_ready(server, workers)
     result: dict[str, Any] = {
         "env": env,
         "workers": workers,
         "ready_s": round(time.perf_counter() - started, 1),
     }
-    # With several workers, any of them answers a scrape with the sums over all of them.
-    scraper = httpx.Client(base_url=server.url, timeout=10)
     try:
-        result["gpu_memory_ready"] = gpu_memory(scraper.get("/metrics").text)
+        result["gpu_memory_ready"] = gpu_memory(server.metrics())
         levels: dict[str, Any] = {}
         for name, bodies in sets.items():
             prepared = v2_requests(bodies, args.model, top_k=1, per_request=k, binary_output=False)
             for c in concurrencies:
-                before = scraper.get("/metrics").text
+                before = server.metrics()
                 cpu = cpu_counters(server)
                 # One file for the run: the device tool brings back at most 8 files from $OUT.
                 dumps = out / "py-spy.txt"
@@ -517,7 +514,7 @@ def http_run(
                 if spy is not None:
                     spy.join()
                     load["py_spy"] = dumps.name
-                after = scraper.get("/metrics").text
+                after = server.metrics()
                 load["images_per_s"] = load.pop("requests_per_s") * k
                 load["batch"] = batch_histogram(before, after, args.model)
                 load["inference"] = inference_delta(before, after, args.model)
@@ -534,10 +531,8 @@ def http_run(
                 )
         result["levels"] = levels
         result["memory"] = server.memory()
-        metrics = scraper.get("/metrics").text
-        result["gpu_metrics_exported"] = "roost_gpu_memory_used_bytes" in metrics
+        result["gpu_metrics_exported"] = "roost_gpu_memory_used_bytes" in server.metrics()
     finally:
-        scraper.close()
         server.stop()
         log = Path(server.log.name).read_text(errors="replace")
         # One file for every server: the device tool brings back at most 8 files.
@@ -554,20 +549,12 @@ def http_label(gpu_decode: bool, workers: int) -> str:
     return label if workers == 1 else f"{label}_{workers}_workers"
 
 
-def every_worker_ready(url: str, workers: int, timeout_s: float = 600.0) -> None:
+def every_worker_ready(server: Server, workers: int, timeout_s: float = 600.0) -> None:
     """`Server` has seen one worker ready; each loads its models before it takes connections,
     and a load generator's keep-alive connections stay with the workers that accepted them.
-    So: wait until /metrics counts every worker (`roost_server_processes`, summed)."""
+    So: wait until /metrics (summed over the workers) counts every one."""
     stop_at = time.monotonic() + timeout_s
-    while (
-        sum(
-            s.value
-            for s in _samples(
-                httpx.get(url + "/metrics", timeout=10).text, "roost_server_processes"
-            )
-        )
-        < workers
-    ):
+    while _total(server.metrics(), "roost_server_processes") < workers:
         if time.monotonic() > stop_at:
             raise TimeoutError(f"not every one of {workers} workers was ready in {timeout_s} s")
         time.sleep(0.5)
@@ -695,17 +682,17 @@ def _samples(text: str, name: str, model: str | None = None) -> list[Any]:
     return found
 
 
-def inference_delta(before: str, after: str, model: str) -> dict[str, float]:
-    def total(text: str, name: str) -> float:
-        return float(sum(s.value for s in _samples(text, name, model)))
+def _total(text: str, name: str, model: str | None = None) -> float:
+    return float(sum(s.value for s in _samples(text, name, model)))
 
-    seconds = total(after, "roost_inference_duration_seconds_sum") - total(
-        before, "roost_inference_duration_seconds_sum"
-    )
-    batches = total(after, "roost_inference_duration_seconds_count") - total(
-        before, "roost_inference_duration_seconds_count"
-    )
-    images = total(after, "roost_images_total") - total(before, "roost_images_total")
+
+def inference_delta(before: str, after: str, model: str) -> dict[str, float]:
+    def delta(name: str) -> float:
+        return _total(after, name, model) - _total(before, name, model)
+
+    seconds = delta("roost_inference_duration_seconds_sum")
+    batches = delta("roost_inference_duration_seconds_count")
+    images = delta("roost_images_total")
     return {
         "batches": batches,
         "images": images,
