@@ -365,7 +365,48 @@ def baselines(
             for b in batch_sizes
         },
         "raw_numpy": {str(b): model_alone(model, size, b, providers, seconds) for b in batch_sizes},
+        "decode_in_one_process": {
+            name: _one_process_decode_rates(bodies, size, resize, seconds * 2)
+            for name, bodies in sets.items()
+        },
     }
+
+
+def _one_process_decode_rates(
+    bodies: list[bytes], size: tuple[int, int], resize: Any, seconds: float
+) -> dict[str, float | None]:
+    """Images/s decoded by one thread per core in this one process, as a server's decode pool
+    decodes: with Pillow, and with the GPU decoder where it opens (else None). Against
+    `decode_per_core` x cores (separate processes) it shows what one interpreter can reach."""
+    from service.gpu_decode import PILLOW, image_decoder
+    from service.settings import ServiceSettings
+
+    gpu = image_decoder(ServiceSettings(gpu_decode=True))
+    decoders = {"pillow": PILLOW, "gpu": None if gpu is PILLOW else gpu}
+    return {
+        name: None if decoder is None else _decode_rate(decoder, bodies, size, resize, seconds)
+        for name, decoder in decoders.items()
+    }
+
+
+def _decode_rate(
+    decoder: Any, bodies: list[bytes], size: tuple[int, int], resize: Any, seconds: float
+) -> float:
+    stop_at = time.perf_counter() + max(seconds, 0.2)
+    counts = [0] * (os.cpu_count() or 1)
+
+    def decode(i: int) -> None:
+        while time.perf_counter() < stop_at:
+            decoder.decode(bodies[(i + counts[i]) % len(bodies)], size, resize, 10**9)
+            counts[i] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=decode, args=(i,)) for i in range(len(counts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
 
 
 # --- 4. the inference stage alone -------------------------------------------------------------
@@ -848,6 +889,13 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "Decode + resize per core (Pillow): "
             + ", ".join(f"{n} {r:,.0f} img/s" for n, r in base["decode_per_core"].items()),
+            "",
+            f"Decode in one process, one thread per core ({env.get('cpu_cores')}): "
+            + "; ".join(
+                f"{n}: Pillow {r['pillow']:,.0f} img/s, GPU "
+                + ("unavailable" if r["gpu"] is None else f"{r['gpu']:,.0f} img/s")
+                for n, r in base.get("decode_in_one_process", {}).items()
+            ),
         ]
     for label, run in report.get("http", {}).items():
         lines += [

@@ -54,6 +54,10 @@ def test_gpu_script_dry_run_writes_both_reports(tmp_path: Path) -> None:
     assert report["inputs"]["source"] == "synthetic"
     assert set(report["baselines"]["decode_per_core"]) == {"512px", "1024px"}
     assert set(report["baselines"]["raw_io_binding"]) == {"1", "4"}
+    one_process = report["baselines"]["decode_in_one_process"]  # the GIL's ceiling on decoding
+    assert set(one_process) == {"512px", "1024px"}
+    assert all(r["pillow"] > 0 and r["gpu"] is None for r in one_process.values())  # no GPU
+    assert "Decode in one process, one thread per core" in markdown
     assert report["stage"]["images_per_s"]["4"] > 0
     contended = report["stage"]["contended"]  # the stage again, beside Pillow decode threads
     assert contended["batch"] == 4 and contended["images_per_s"] > 0
