@@ -158,6 +158,9 @@ class GpuDecoder:
     ) -> None:
         self._coalescer = DecodeCoalescer(decode_batch, max_batch)
         self._resizer = resizer
+        self.decode_batch = decode_batch
+        """Its two parts, for measuring each alone (bench/gpu)."""
+        self.resizer = resizer
         self.counts = {"gpu": 0, "pillow": 0, "fallback": 0}
 
     def decode(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import json
 import multiprocessing
@@ -369,7 +370,60 @@ def baselines(
             name: _one_process_decode_rates(bodies, size, resize, seconds * 2)
             for name, bodies in sets.items()
         },
+        "gpu_decode_parts": _gpu_decode_parts(sets, size, resize, seconds),
     }
+
+
+def _gpu_decode_parts(
+    sets: dict[str, list[bytes]], size: tuple[int, int], resize: Any, seconds: float
+) -> dict[str, dict[str, float]] | None:
+    """The GPU decoder's two parts alone, per set, where it opens (else None)."""
+    from service.gpu_decode import GpuDecoder, image_decoder
+    from service.settings import ServiceSettings
+
+    decoder = image_decoder(ServiceSettings(gpu_decode=True))
+    if not isinstance(decoder, GpuDecoder):
+        return None
+    return {
+        name: gpu_decode_part_rates(decoder, bodies, size, resize, seconds)
+        for name, bodies in sets.items()
+    }
+
+
+def gpu_decode_part_rates(
+    decoder: Any, bodies: list[bytes], size: tuple[int, int], resize: Any, seconds: float
+) -> dict[str, float]:
+    """Images/s of a `GpuDecoder`'s parts, one thread: its batch decode (nvImageCodec) called
+    with 16 and with 64 images at a time, then its resize of one decoded image at a time (the
+    ONNX Runtime graph, as each decode thread runs it). Which part bounds the GPU path?"""
+    from service.gpu_decode import draft_scale, jpeg_info
+
+    rates: dict[str, float] = {}
+    for batch in (16, 64):
+        items = [bodies[i % len(bodies)] for i in range(batch)]
+        rates[f"batch_decode_{batch}"] = _calls_rate(
+            functools.partial(decoder.decode_batch, items), batch, seconds
+        )
+    decoded = [d for d in decoder.decode_batch(bodies) if d is not None]
+    drafts = [draft_scale(info, size) if (info := jpeg_info(b)) else 1 for b in bodies]
+    count = [0]
+
+    def resize_next() -> None:
+        i = count[0] % len(decoded)
+        decoder.resizer(decoded[i], size, resize, drafts[i])
+        count[0] += 1
+
+    rates["resize_one_at_a_time"] = _calls_rate(resize_next, 1, seconds) if decoded else 0.0
+    return rates
+
+
+def _calls_rate(call: Any, images_per_call: int, seconds: float) -> float:
+    call()  # the first call may set up what later ones reuse
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < max(seconds, 0.1):
+        call()
+        calls += 1
+    return calls * images_per_call / (time.perf_counter() - started)
 
 
 def _one_process_decode_rates(
@@ -895,6 +949,16 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{n}: Pillow {r['pillow']:,.0f} img/s, GPU "
                 + ("unavailable" if r["gpu"] is None else f"{r['gpu']:,.0f} img/s")
                 for n, r in base.get("decode_in_one_process", {}).items()
+            ),
+            "",
+            "GPU decoder's parts alone, one thread (img/s): "
+            + (
+                "; ".join(
+                    f"{n}: " + ", ".join(f"{part} {rate:,.0f}" for part, rate in r.items())
+                    for n, r in base["gpu_decode_parts"].items()
+                )
+                if base.get("gpu_decode_parts")
+                else "unavailable"
             ),
         ]
     for label, run in report.get("http", {}).items():

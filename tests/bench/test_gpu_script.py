@@ -7,15 +7,25 @@ on this machine onnxruntime has no CUDA provider and GPU decoding falls back to 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from modelkit import colour_model, publish
+from PIL import Image
 
-from bench.gpu.report import GPU_TESTS, ratios, synthetic_sets, v2_requests
+from bench.gpu.report import (
+    GPU_TESTS,
+    gpu_decode_part_rates,
+    ratios,
+    synthetic_sets,
+    v2_requests,
+)
+from service.gpu_decode import DeviceResizer, GpuDecoder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +68,8 @@ def test_gpu_script_dry_run_writes_both_reports(tmp_path: Path) -> None:
     assert set(one_process) == {"512px", "1024px"}
     assert all(r["pillow"] > 0 and r["gpu"] is None for r in one_process.values())  # no GPU
     assert "Decode in one process, one thread per core" in markdown
+    assert report["baselines"]["gpu_decode_parts"] is None
+    assert "GPU decoder's parts alone, one thread (img/s): unavailable" in markdown
     assert report["stage"]["images_per_s"]["4"] > 0
     contended = report["stage"]["contended"]  # the stage again, beside Pillow decode threads
     assert contended["batch"] == 4 and contended["images_per_s"] > 0
@@ -134,3 +146,17 @@ def test_ratios_against_the_bounds() -> None:
 def test_gpu_test_selection_exists() -> None:
     for path in GPU_TESTS:
         assert (ROOT / path).is_file(), path
+
+
+def test_gpu_decode_parts_are_measured_on_a_stand_in() -> None:
+    """The GPU decoder's parts (batch decode, per-image resize) on the CPU: Pillow stands in
+    for nvImageCodec, the resize graph runs on ONNX Runtime's CPU provider."""
+
+    def pillow_batch(items: list[bytes]) -> list[np.ndarray | None]:
+        return [np.asarray(Image.open(io.BytesIO(item)).convert("RGB")) for item in items]
+
+    decoder = GpuDecoder(pillow_batch, DeviceResizer(["CPUExecutionProvider"]))
+    bodies = synthetic_sets(["64px"], count=3)["64px"]
+    rates = gpu_decode_part_rates(decoder, bodies, (32, 32), "center_crop", 0.05)
+    assert set(rates) == {"batch_decode_16", "batch_decode_64", "resize_one_at_a_time"}
+    assert all(rate > 0 for rate in rates.values())
