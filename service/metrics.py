@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 from prometheus_client import (
     PLATFORM_COLLECTOR,
@@ -267,6 +268,7 @@ class ServiceMetrics:
         sums over every server process's files plus this process's live values."""
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
+        self._forget_dead_processes(self.multiprocess_dir)
         shared = CollectorRegistry()
         multiprocess.MultiProcessCollector(shared, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(shared) + generate_latest(self._live)
@@ -279,6 +281,19 @@ class ServiceMetrics:
             return
         with contextlib.suppress(KeyError):  # never set
             gauge.remove(*labelvalues)
+
+    @staticmethod
+    def _forget_dead_processes(directory: str) -> None:
+        """A worker that died without its shutdown (killed; uvicorn starts another) left its
+        live gauges in the files: drop them, or `roost_server_processes` would count it."""
+        for path in Path(directory).glob("gauge_live*_*.db"):
+            pid = int(path.stem.rsplit("_", 1)[1])
+            try:
+                os.kill(pid, 0)  # signal 0: only asks whether the process exists
+            except ProcessLookupError:
+                multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+            except PermissionError:
+                pass  # it exists, under another user
 
     def process_exited(self) -> None:
         """In multiprocess mode, drop this process's live gauges from the sums (its counters

@@ -4,6 +4,8 @@ connections, one /metrics that sums every worker, a clean SIGTERM. Real uvicorn 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -72,11 +74,23 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
             assert sample(text, "process_cpu_seconds_total") > 0
             assert sample(text, "process_resident_memory_bytes") > 1.5 * max(worker_rss)
         assert len(list(scratch.glob("roost-metrics-*"))) == 1  # the metrics folder, while serving
+        # A worker killed without its shutdown: uvicorn starts another, and the sums leave the
+        # dead one out (its live gauges would otherwise still count it).
+        first_worker = re.search(r"Started server process \[(\d+)\]", server.log())
+        assert first_worker is not None
+        os.kill(int(first_worker.group(1)), signal.SIGKILL)
+        server.wait_for(
+            lambda: server.log().count("serving colours version 1 on") == 3, 60, "replaced"
+        )
+        for _ in range(4):
+            text = httpx.get(f"{server.url}/metrics").text
+            assert sample(text, "roost_server_processes") == 2
+            assert sample(text, "roost_queue_capacity", model="colours", version="1") == 128
         log = server.log()
-        assert log.count("Started server process") == 2, log
+        assert log.count("Started server process") == 3, log
         # each worker configures logging as one server process does: Roost's lines are there
-        assert log.count("serving colours version 1 on CPUExecutionProvider") == 2, log
-        assert log.count(f"Open Inference Protocol over gRPC on 127.0.0.1:{grpc_port}") == 2
+        assert log.count("serving colours version 1 on CPUExecutionProvider") == 3, log
+        assert log.count(f"Open Inference Protocol over gRPC on 127.0.0.1:{grpc_port}") == 3
     finally:
         server.stop()
     assert server.process.returncode == 0, server.log()
