@@ -73,7 +73,8 @@ class ServiceSettings(BaseSettings):
     place in the gate would be starved by any other process on the machine."""
 
     workers: int = Field(1, ge=1, le=64)
-    """Server processes (uvicorn workers) sharing the port, each with its own sessions, decode
+    """Server processes (uvicorn workers, started by `roost serve` / `python -m service`, which
+    also set up their shared metrics) sharing the port, each with its own sessions, decode
     threads and event loop: one Python process decodes at most about 2,000 images/s however
     many cores it has (docs/benchmarks.md, third GPU session). With more than one, each loads
     every model before it takes connections, /metrics sums over them (service/metrics.py), and
