@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -419,11 +420,12 @@ def gpu_decode_part_rates(
 
 def _calls_rate(call: Any, images_per_call: int, seconds: float) -> float:
     call()  # the first call may set up what later ones reuse
-    calls, started = 0, time.perf_counter()
-    while time.perf_counter() - started < max(seconds, 0.1):
+
+    def step(_: int) -> int:
         call()
-        calls += 1
-    return calls * images_per_call / (time.perf_counter() - started)
+        return images_per_call
+
+    return _threads_rate(step, 1, max(seconds, 0.1))
 
 
 def _one_process_decode_rates(
@@ -446,21 +448,11 @@ def _one_process_decode_rates(
 def _decode_rate(
     decoder: Any, bodies: list[bytes], size: tuple[int, int], resize: Any, seconds: float
 ) -> float:
-    stop_at = time.perf_counter() + max(seconds, 0.2)
-    counts = [0] * (os.cpu_count() or 1)
+    def decode(n: int) -> int:
+        decoder.decode(bodies[n % len(bodies)], size, resize, 10**9)
+        return 1
 
-    def decode(i: int) -> None:
-        while time.perf_counter() < stop_at:
-            decoder.decode(bodies[(i + counts[i]) % len(bodies)], size, resize, 10**9)
-            counts[i] += 1
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=decode, args=(i,)) for i in range(len(counts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - started)
+    return _threads_rate(decode, os.cpu_count() or 1, max(seconds, 0.2))
 
 
 # --- 4. the inference stage alone -------------------------------------------------------------
@@ -489,7 +481,7 @@ def stage(
     rates = {}
     for b in batch_sizes:
         images = np.random.default_rng(b).integers(0, 256, (b, *size, 3), dtype=np.uint8)
-        rates[str(b)] = _threads_rate(classifier, images, classifier.instances, args)
+        rates[str(b)] = _classifier_rate(classifier, images, args)
     largest = max(batch_sizes)
     images = np.random.default_rng(0).integers(0, 256, (largest, *size, 3), dtype=np.uint8)
     return {
@@ -519,7 +511,7 @@ def _contended_rate(
     for thread in decoders:
         thread.start()
     try:
-        rate = _threads_rate(classifier, images, classifier.instances, args)
+        rate = _classifier_rate(classifier, images, args)
     finally:
         stop.set()
         for thread in decoders:
@@ -532,14 +524,28 @@ def _contended_rate(
     }
 
 
-def _threads_rate(classifier: Any, images: np.ndarray, threads: int, args: Any) -> float:
-    stop_at = time.perf_counter() + max(args.baseline_seconds * 2, 0.2)
+def _classifier_rate(classifier: Any, images: np.ndarray, args: Any) -> float:
+    """Images/s of `classifier.run(images)` on one thread per session."""
+
+    def run(_: int) -> int:
+        classifier.run(images)
+        return len(images)
+
+    return _threads_rate(run, classifier.instances, max(args.baseline_seconds * 2, 0.2))
+
+
+def _threads_rate(step: Callable[[int], int], threads: int, seconds: float) -> float:
+    """Images/s of `threads` threads, each calling `step(n)` until `seconds` have passed and
+    counting the images it says it did; `n` is the thread's index plus its calls so far (so
+    threads start at different inputs)."""
+    stop_at = time.perf_counter() + seconds
     counts = [0] * threads
 
     def loop(i: int) -> None:
+        calls = 0
         while time.perf_counter() < stop_at:
-            classifier.run(images)
-            counts[i] += len(images)
+            counts[i] += step(i + calls)
+            calls += 1
 
     started = time.perf_counter()
     workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
