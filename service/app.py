@@ -54,8 +54,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if settings.workers > 1:
             # NOTE: a worker takes connections once its lifespan has started; loading first
             # keeps connections away from a worker that could only answer 503 meanwhile.
-            await _reload(registry)
-            metrics.server_processes.set(1)
+            await _first_load(registry, metrics)
             tasks = {asyncio.create_task(_poll(registry, settings.poll_interval_s))}
         else:
             # NOTE: models load in the background so /healthz answers at once and /readyz
@@ -120,9 +119,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 async def _load_then_poll(
     registry: ModelRegistry, metrics: ServiceMetrics, interval_s: float
 ) -> None:
+    await _first_load(registry, metrics)
+    await _poll(registry, interval_s)
+
+
+async def _first_load(registry: ModelRegistry, metrics: ServiceMetrics) -> None:
+    """Load the repository once; from then on this process counts as serving."""
     await _reload(registry)
     metrics.server_processes.set(1)
-    await _poll(registry, interval_s)
 
 
 async def _poll(registry: ModelRegistry, interval_s: float) -> None:
