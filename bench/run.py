@@ -84,7 +84,7 @@ class Server:
         """CPU time of the server's main threads (a thread id that is its process id): for
         uvicorn, the event loop with HTTP parsing and every request's Python outside worker
         threads; with workers, the sum of theirs (and the supervisor's)."""
-        return sum(_cpu_seconds(pid, thread=pid) for pid in process_tree(self.process.pid))
+        return sum(_thread_cpu_seconds(pid, pid) for pid in process_tree(self.process.pid))
 
     def stop(self) -> None:
         self.process.terminate()
@@ -108,21 +108,34 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def _cpu_seconds(pid: int, thread: int | None = None) -> float:
+def _cpu_seconds(pid: int) -> float:
     try:
-        return process_cpu_seconds(pid, thread=thread)
+        return process_cpu_seconds(pid)
     except OSError:
         return 0.0  # a process that ended meanwhile
 
 
-def process_cpu_seconds(pid: int, thread: int | None = None) -> float:
-    """utime + stime of a process (every thread's, summed by the kernel) from /proc/PID/stat,
-    or of one of its threads from /proc/PID/task/TID/stat."""
-    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
-    stat = Path(path).read_text()
+def _thread_cpu_seconds(pid: int, thread: int) -> float:
+    try:
+        return thread_cpu_seconds(pid, thread)
+    except OSError:
+        return 0.0  # a process that ended meanwhile
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, every thread's (ended ones too), summed by the kernel, from
+    /proc/PID/stat: whole clock ticks (10 ms)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int, thread: int) -> float:
+    """CPU time one thread has run, in nanoseconds, from /proc/PID/task/TID/schedstat: a thread
+    that ran a few milliseconds reads more than 0, where /proc/.../stat counts whole ticks."""
+    on_cpu_ns = Path(f"/proc/{pid}/task/{thread}/schedstat").read_text().split()[0]
+    return int(on_cpu_ns) / 1e9
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
