@@ -23,9 +23,10 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -33,9 +34,13 @@ from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overload
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[np.ndarray, bool, float], np.ndarray]
-"""(batch, alone, deadline) -> scores; `alone` says no other batch is running or waiting;
-`deadline` is the earliest of its requests' deadlines (monotonic): the batch's turn on the CPU."""
+Result = TypeVar("Result")
+"""What the batch's runner answers per image (the service's: `postprocess.Scores`)."""
+
+RunBatch = Callable[[np.ndarray, bool, float], Sequence[Result]]
+"""(batch, alone, deadline) -> one result per image, in order, computed on the inference
+thread; `alone` says no other batch is running or waiting; `deadline` is the earliest of its
+requests' deadlines (monotonic): the batch's turn on the CPU."""
 
 Decode = Callable[[], np.ndarray]
 """One image's decode, called on the inference thread that runs its batch; what it raises
@@ -43,9 +48,9 @@ fails that image's request alone."""
 
 
 @dataclass(slots=True)
-class _Item:
+class _Item(Generic[Result]):
     image: np.ndarray | Decode
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Result]
     enqueued_at: float
     deadline: float
 
@@ -70,15 +75,18 @@ class BatcherConfig:
     """Batches that may run at once (one per session instance)."""
 
 
-class DynamicBatcher:
+class DynamicBatcher(Generic[Result]):
     def __init__(
-        self, run_batch: RunBatch, config: BatcherConfig, observer: BatchObserver | None = None
+        self,
+        run_batch: RunBatch[Result],
+        config: BatcherConfig,
+        observer: BatchObserver | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._config = config
         self._observer = observer or BatchObserver()
-        self._queue: collections.deque[_Item] = collections.deque()
-        self._collecting: list[_Item] = []
+        self._queue: collections.deque[_Item[Result]] = collections.deque()
+        self._collecting: list[_Item[Result]] = []
         """The batch being assembled: out of the queue, not yet handed to a task."""
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(config.concurrency)
@@ -134,7 +142,7 @@ class DynamicBatcher:
                     retry_after_s=self._retry_after_s(),
                 )
 
-    def reserve(self, count: int, deadline: float | None = None) -> Reservation:
+    def reserve(self, count: int, deadline: float | None = None) -> Reservation[Result]:
         """Room for `count` images that the caller is about to decode and submit.
 
         Raises what `admit` raises.
@@ -150,7 +158,7 @@ class DynamicBatcher:
 
     def _enqueue(
         self, images: list[np.ndarray] | list[Decode], deadline: float, reserved: int
-    ) -> list[asyncio.Future[np.ndarray]]:
+    ) -> list[asyncio.Future[Result]]:
         self._incoming -= reserved
         if self._failure is not None:  # reserved before the loop died: nobody would run these
             raise NotReady(self._stopped())
@@ -158,7 +166,7 @@ class DynamicBatcher:
         now = time.monotonic()
         futures = []
         for image in images:
-            future: asyncio.Future[np.ndarray] = loop.create_future()
+            future: asyncio.Future[Result] = loop.create_future()
             self._queue.append(_Item(image, future, now, deadline))
             futures.append(future)
         self._observer.on_depth(len(self._queue))
@@ -193,13 +201,13 @@ class DynamicBatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _collect(self) -> list[_Item]:
+    async def _collect(self) -> list[_Item[Result]]:
         while not self._queue:
             self._arrived.clear()
             await self._arrived.wait()
         first_at = self._queue[0].enqueued_at
         close_at = first_at + self._config.max_queue_delay_ms / 1000.0
-        batch: list[_Item] = []
+        batch: list[_Item[Result]] = []
         self._collecting = batch
         while len(batch) < self._config.max_batch_size:
             if self._queue:
@@ -225,7 +233,7 @@ class DynamicBatcher:
         self._observer.on_depth(len(self._queue))
         return batch
 
-    async def _execute(self, batch: list[_Item], alone: bool) -> None:
+    async def _execute(self, batch: list[_Item[Result]], alone: bool) -> None:
         try:
             await self._run_and_answer(batch, alone)
         except Exception:
@@ -239,13 +247,13 @@ class DynamicBatcher:
             self._arrived.set()  # wake the collector: an idle session may now take a lone item
             self._settle()
 
-    async def _run_and_answer(self, batch: list[_Item], alone: bool) -> None:
+    async def _run_and_answer(self, batch: list[_Item[Result]], alone: bool) -> None:
         started = time.monotonic()
         self._observer.on_queue_wait([started - item.enqueued_at for item in batch])
         images = [item.image for item in batch]
         loop = asyncio.get_running_loop()
         deadline = min(item.deadline for item in batch)
-        scores, refused = await loop.run_in_executor(
+        results, refused = await loop.run_in_executor(
             self._executor, _decode_stack_and_run, self._run_batch, images, alone, deadline
         )
         for index, exc in refused.items():
@@ -254,15 +262,15 @@ class DynamicBatcher:
         ran = [item for index, item in enumerate(batch) if index not in refused]
         if not ran:
             return
-        # Checked before any caller gets a row: a short result must fail the whole batch.
-        if scores.shape[:1] != (len(ran),):
-            raise ValueError(f"{scores.shape} scores for a batch of {len(ran)} images")
+        # Checked before any caller gets a result: a short answer must fail the whole batch.
+        if len(results) != len(ran):
+            raise ValueError(f"{len(results)} results for a batch of {len(ran)} images")
         seconds = time.monotonic() - started
         self._recent_batch_seconds.append(seconds)
         self._observer.on_batch(len(ran), seconds)
-        for item, row in zip(ran, scores, strict=True):
+        for item, result in zip(ran, results, strict=True):
             if not item.future.done():
-                item.future.set_result(row)
+                item.future.set_result(result)
 
     def _on_loop_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -303,16 +311,16 @@ class DynamicBatcher:
         return max(1, math.ceil(expected or 0))
 
 
-class Reservation:
+class Reservation(Generic[Result]):
     """Queue room held for one request while it decodes; use as a context manager."""
 
-    def __init__(self, batcher: DynamicBatcher, count: int) -> None:
+    def __init__(self, batcher: DynamicBatcher[Result], count: int) -> None:
         self._batcher = batcher
         self._count = count
 
     def submit(
         self, images: list[np.ndarray] | list[Decode], deadline: float
-    ) -> list[asyncio.Future[np.ndarray]]:
+    ) -> list[asyncio.Future[Result]]:
         """Queue the images, decoded or as `Decode` calls (as many as reserved), and return a
         future per image."""
         if len(images) != self._count:
@@ -320,7 +328,7 @@ class Reservation:
         reserved, self._count = self._count, 0
         return self._batcher._enqueue(images, deadline, reserved)
 
-    def __enter__(self) -> Reservation:
+    def __enter__(self) -> Reservation[Result]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -330,10 +338,10 @@ class Reservation:
 
 
 def _decode_stack_and_run(
-    run_batch: RunBatch, images: list[np.ndarray | Decode], alone: bool, deadline: float
-) -> tuple[np.ndarray, dict[int, Exception]]:
-    """Scores of the images that decoded, in order, and what each of the others raised (by
-    index); an empty array when none did."""
+    run_batch: RunBatch[Result], images: list[np.ndarray | Decode], alone: bool, deadline: float
+) -> tuple[Sequence[Result], dict[int, Exception]]:
+    """Results of the images that decoded, in order, and what each of the others raised (by
+    index); no results when none did."""
     decoded: list[np.ndarray] = []
     refused: dict[int, Exception] = {}
     for index, image in enumerate(images):
@@ -345,5 +353,5 @@ def _decode_stack_and_run(
         except Exception as exc:  # this image's request fails; the batch goes on
             refused[index] = exc
     if not decoded:
-        return np.empty((0,)), refused
+        return [], refused
     return run_batch(np.stack(decoded), alone, deadline), refused

@@ -15,6 +15,7 @@ Outputs go back the first way, in `raw_output_contents`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from roost.contract.labels import Label
 from service import oip
 from service.errors import InvalidParameter
+from service.postprocess import Scores
 
 
 def input_tensor(request: Any, max_images: int) -> oip.InputTensor:
@@ -110,13 +112,14 @@ def requested_outputs(request: Any) -> list[RequestedOutput]:
 
 
 def add_outputs(
-    response: Any, scores: np.ndarray, outputs: list[RequestedOutput], labels: list[Label]
+    response: Any, scores: Sequence[Scores], outputs: list[RequestedOutput], labels: list[Label]
 ) -> None:
     """Append the requested outputs to `response`, their data in `raw_output_contents`."""
     for output in outputs:
         if output.classification is None:
-            response.outputs.add(name=oip.OUTPUT, datatype="FP32", shape=list(scores.shape))
-            response.raw_output_contents.append(scores.astype("<f4", copy=False).tobytes())
+            tensor = oip.probabilities(scores)
+            response.outputs.add(name=oip.OUTPUT, datatype="FP32", shape=list(tensor.shape))
+            response.raw_output_contents.append(tensor.astype("<f4", copy=False).tobytes())
         else:
             strings = oip.classification(scores, output.classification, labels)
             response.outputs.add(name=oip.OUTPUT, datatype="BYTES", shape=list(strings.shape))

@@ -24,7 +24,7 @@ from service.errors import (
     ServiceError,
 )
 from service.gpu_decode import PILLOW, image_decoder
-from service.postprocess import top_k
+from service.postprocess import Scores, top_k
 from service.registry import Route, ServedVersion
 from service.result_cache import cache_key
 from service.schemas import ClassifyResponse, ImageResult
@@ -73,10 +73,10 @@ def resolve_top_k(served: ServedVersion, k: int | None) -> int:
 
 async def score_uploads(
     state: ServiceState, route: Route, uploads: list[Upload], deadline: float
-) -> list[np.ndarray]:
-    """Each image's probabilities `[C]`: cached, or queue room, decode, batch, session."""
+) -> list[Scores]:
+    """Each image's scores: cached, or queue room, decode, batch, session."""
 
-    async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[np.ndarray]:
+    async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[Scores]:
         return await _score_encoded(state, served, [uploads[i] for i in todo], deadline)
 
     return await _score(state, route, [u.data for u in uploads], score, deadline)
@@ -84,8 +84,8 @@ async def score_uploads(
 
 async def score_arrays(
     state: ServiceState, route: Route, images: np.ndarray, deadline: float
-) -> list[np.ndarray]:
-    """Probabilities for images already decoded: uint8 `[N, H, W, 3]` at the model's size."""
+) -> list[Scores]:
+    """Scores for images already decoded: uint8 `[N, H, W, 3]` at the model's size."""
     height, width = route.served.artifacts.card.image_size
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (height, width, 3):
         raise InvalidParameter(
@@ -93,7 +93,7 @@ async def score_arrays(
             f"not {images.dtype} {list(images.shape)}"
         )
 
-    async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[np.ndarray]:
+    async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[Scores]:
         if served.artifacts.card.image_size != (height, width):
             raise InvalidParameter("decoded images do not fit the shadow version's input size")
         return await score_decoded(state, served, list(images[todo]), deadline)
@@ -101,18 +101,18 @@ async def score_arrays(
     return await _score(state, route, [image.tobytes() for image in images], score, deadline)
 
 
-ScoreSome = Callable[[ServedVersion, float, list[int]], Awaitable[list[np.ndarray]]]
+ScoreSome = Callable[[ServedVersion, float, list[int]], Awaitable[list[Scores]]]
 """Scores the request's images at the given indices on a version by a deadline."""
 
 
 async def _score(
     state: ServiceState, route: Route, data: list[bytes], score: ScoreSome, deadline: float
-) -> list[np.ndarray]:
+) -> list[Scores]:
     """The model's policy around scoring: the result cache, then counting answers (top-1,
     confidence, drift), then a shadow copy when the route drew one."""
     served, policy = route.served, route.policy
     keys = [cache_key(served.version, d) for d in data] if policy.cache is not None else []
-    found: list[np.ndarray | None] = [policy.cached(key) for key in keys] or [None] * len(data)
+    found: list[Scores | None] = [policy.cached(key) for key in keys] or [None] * len(data)
     todo = [i for i, scores in enumerate(found) if scores is None]
     if todo:
         for i, scores in zip(todo, await score(served, deadline, todo), strict=True):
@@ -132,7 +132,7 @@ async def _score(
 
 async def _score_encoded(
     state: ServiceState, served: ServedVersion, uploads: list[Upload], deadline: float
-) -> list[np.ndarray]:
+) -> list[Scores]:
     with served.batcher.reserve(len(uploads), deadline) as reservation:
         if _decodes_on_inference_threads(state, served):
             calls = [_decode_call(state, served, u, deadline) for u in uploads]
@@ -159,7 +159,7 @@ def _decodes_on_inference_threads(state: ServiceState, served: ServedVersion) ->
 
 async def score_decoded(
     state: ServiceState, served: ServedVersion, images: Sequence[np.ndarray], deadline: float
-) -> list[np.ndarray]:
+) -> list[Scores]:
     """Queue room, batch, session for decoded images: no cache, no counting, no shadow (the
     explain endpoint's masked copies are not answers)."""
     with served.batcher.reserve(len(images), deadline) as reservation:
@@ -168,8 +168,8 @@ async def score_decoded(
 
 
 async def _answers(
-    futures: list[asyncio.Future[np.ndarray]], deadline: float, timeout_s: float
-) -> list[np.ndarray]:
+    futures: list[asyncio.Future[Scores]], deadline: float, timeout_s: float
+) -> list[Scores]:
     try:
         # NOTE: a timeout scope, not wait_for: wait_for wraps the gather in a task of its own,
         # an event-loop cost every request paid (docs/benchmarks.md, goal 1).

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from roost.contract.labels import Label
 from service.errors import InvalidParameter, PayloadTooLarge, ServiceError
 from service.inference import Upload, score_arrays, score_uploads
-from service.postprocess import top_indices
+from service.postprocess import Scores
 from service.registry import Route, ServedVersion
 from service.state import ServiceState
 
@@ -164,8 +164,8 @@ def model_metadata(name: str, versions: list[int], served: ServedVersion) -> dic
 
 async def infer(
     state: ServiceState, route: Route, tensor: InputTensor, deadline: float
-) -> np.ndarray:
-    """Probabilities `[N, C]` for the request's one input tensor; the caller holds a lease."""
+) -> list[Scores]:
+    """Each image's scores for the request's one input tensor; the caller holds a lease."""
     if tensor.name == ENCODED_INPUT:
         if tensor.datatype != "BYTES" or len(tensor.shape) != 1:
             raise InvalidParameter(f"input {ENCODED_INPUT} is BYTES [N], one image file each")
@@ -176,33 +176,34 @@ async def infer(
             )
         if not tensor.data:
             raise InvalidParameter(f"input {ENCODED_INPUT} holds no images")
-        scores = await score_uploads(state, route, [Upload(None, b) for b in tensor.data], deadline)
-    elif tensor.name == DECODED_INPUT:
+        return await score_uploads(state, route, [Upload(None, b) for b in tensor.data], deadline)
+    if tensor.name == DECODED_INPUT:
         if tensor.datatype != "UINT8":
             raise InvalidParameter(f"input {DECODED_INPUT} is UINT8, not {tensor.datatype}")
         assert isinstance(tensor.data, np.ndarray)
         if len(tensor.data) == 0:
             raise InvalidParameter(f"input {DECODED_INPUT} holds no images")
-        scores = await score_arrays(state, route, tensor.data, deadline)
-    else:
-        raise InvalidParameter(
-            f"unknown input {tensor.name!r}; this model takes {ENCODED_INPUT} (BYTES, encoded "
-            f"images) or {DECODED_INPUT} (UINT8 [N, H, W, 3])"
-        )
-    return np.stack(scores).astype(np.float32, copy=False)
+        return await score_arrays(state, route, tensor.data, deadline)
+    raise InvalidParameter(
+        f"unknown input {tensor.name!r}; this model takes {ENCODED_INPUT} (BYTES, encoded "
+        f"images) or {DECODED_INPUT} (UINT8 [N, H, W, 3])"
+    )
 
 
-def classification(scores: np.ndarray, k: int, labels: list[Label]) -> np.ndarray:
+def probabilities(scores: Sequence[Scores]) -> np.ndarray:
+    """The output tensor: FP32 `[N, C]`."""
+    return np.stack([s.probabilities for s in scores]).astype(np.float32, copy=False)
+
+
+def classification(scores: Sequence[Scores], k: int, labels: list[Label]) -> np.ndarray:
     """The classification extension: `[N, K]` of `b"score:index:label"`, best first.
 
     The score is printed as Triton prints it (C++ `std::to_string`, six decimals).
     """
     if k < 1:
         raise InvalidParameter(f"classification must be a positive count, not {k}")
-    k = min(k, scores.shape[1])
-    best = top_indices(scores, k)
     rows = [
-        [f"{row[i]:f}:{i}:{labels[i].name}".encode() for i in picks]
-        for row, picks in zip(scores, best, strict=True)
+        [f"{s.probabilities[i]:f}:{i}:{labels[i].name}".encode() for i in s.ranking[:k]]
+        for s in scores
     ]
     return np.array(rows, dtype=np.object_)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from prometheus_client import Counter, Histogram
 
 from roost.contract.card import PredictionProfile
@@ -23,6 +22,7 @@ from service.drift import DriftWindow
 from service.errors import NotReady
 from service.metrics import ServiceMetrics
 from service.model_config import ModelPolicyConfig
+from service.postprocess import Scores, rank
 from service.result_cache import CacheKey, ResultCache
 from service.traffic import RollbackMonitor, pick_label, sticky_point
 
@@ -146,20 +146,22 @@ class ModelPolicy:
 
     # --- results ----------------------------------------------------------------------------
 
-    def cached(self, key: CacheKey) -> np.ndarray | None:
+    def cached(self, key: CacheKey) -> Scores | None:
+        """The answer remembered for `key`, ranked again here: the cache keeps probabilities
+        alone (a ranking would take twice their bytes), and a hit spares a whole batch."""
         assert self.cache is not None
         found = self.cache.get(key)
         self._metrics.cache_requests.labels(self.name, "miss" if found is None else "hit").inc()
-        return found
+        return None if found is None else rank(found[None, :])[0]
 
-    def remember(self, key: CacheKey, probabilities: np.ndarray) -> None:
+    def remember(self, key: CacheKey, scores: Scores) -> None:
         assert self.cache is not None
-        self.cache.put(key, probabilities)
+        self.cache.put(key, scores.probabilities)
         self._metrics.cache_bytes.labels(self.name).set(self.cache.bytes)
         self._metrics.cache_entries.labels(self.name).set(len(self.cache))
 
-    def is_uncertain(self, probabilities: np.ndarray) -> bool:
-        return self._below_confidence(float(probabilities.max()))
+    def is_uncertain(self, scores: Scores) -> bool:
+        return self._below_confidence(scores.top1_score)
 
     def _below_confidence(self, top1_score: float) -> bool:
         floor = self.config.min_confidence
@@ -170,15 +172,14 @@ class ModelPolicy:
         version: int,
         labels: Sequence[Label],
         profile: PredictionProfile | None,
-        scores: Sequence[np.ndarray],
+        scores: Sequence[Scores],
     ) -> None:
         """Count answered images: top-1 score and class, uncertainty, drift."""
         counters = self._counters.get(version)
         if counters is None:
             counters = self._counters[version] = self._count_version(version, labels, profile)
-        for probabilities in scores:
-            top1 = int(probabilities.argmax())
-            score = float(probabilities[top1])
+        for answer in scores:
+            top1, score = answer.top1, answer.top1_score
             counters.top1_score.observe(score)
             counters.predicted(top1).inc()
             if self._below_confidence(score):

@@ -27,6 +27,7 @@ from service.metrics import ServiceMetrics
 from service.model_config import ModelConfig, ModelPolicyConfig, select_versions
 from service.model_repository import ModelFiles, VersionFiles, scan_repository
 from service.policy import ModelPolicy
+from service.postprocess import Scores, ranked
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class ServedVersion:
     version: int
     config: ModelConfig
     artifacts: VersionArtifacts
-    batcher: DynamicBatcher
+    batcher: DynamicBatcher[Scores]
     leases: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -370,7 +371,7 @@ class ModelRegistry:
         config: ModelConfig,
         artifacts: VersionArtifacts,
         on_failure: Callable[[str], None],
-    ) -> DynamicBatcher:
+    ) -> DynamicBatcher[Scores]:
         labels = (name, str(version))
         m = self._metrics
         m.queue_capacity.labels(*labels).set(config.max_queue_size)
@@ -388,7 +389,7 @@ class ModelRegistry:
                 histogram.observe(wait)
 
         return DynamicBatcher(
-            artifacts.classifier.run,
+            ranked(artifacts.classifier.run),
             BatcherConfig(
                 artifacts.classifier.batch_limit(config.max_batch_size),
                 config.max_queue_delay_ms,

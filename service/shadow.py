@@ -14,15 +14,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import numpy as np
-
 from service.errors import Overloaded, ServiceError
 from service.metrics import ServiceMetrics
+from service.postprocess import Scores
 from service.registry import Route, ServedVersion
 
 log = logging.getLogger(__name__)
 
-Score = Callable[[ServedVersion, float], Awaitable[list[np.ndarray]]]
+Score = Callable[[ServedVersion, float], Awaitable[list[Scores]]]
 """Scores the request's images on a version by a monotonic deadline."""
 
 
@@ -37,7 +36,7 @@ class ShadowRunner:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    def start(self, route: Route, answered: Sequence[np.ndarray], score: Score) -> None:
+    def start(self, route: Route, answered: Sequence[Scores], score: Score) -> None:
         """Run `score` on `route.shadow` in the background and compare with `answered`."""
         shadow = route.shadow
         assert shadow is not None
@@ -53,7 +52,7 @@ class ShadowRunner:
     async def _run(
         self,
         route: Route,
-        answered: Sequence[np.ndarray],
+        answered: Sequence[Scores],
         score: Score,
         lease: contextlib.ExitStack,
     ) -> None:
@@ -79,7 +78,7 @@ class ShadowRunner:
                 time.perf_counter() - started
             )
             for mine, theirs in zip(answered, scores, strict=True):
-                agreed = labels[0][int(mine.argmax())].name == labels[1][int(theirs.argmax())].name
+                agreed = labels[0][mine.top1].name == labels[1][theirs.top1].name
                 self._count(shadow, "agree" if agreed else "disagree", 1)
                 route.policy.observe_comparison(shadow.version, agreed)
 

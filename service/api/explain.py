@@ -29,6 +29,7 @@ from service.explain import (
     occlusion_map,
 )
 from service.inference import decode_upload, score_decoded
+from service.postprocess import Scores
 from service.registry import ServedVersion
 from service.schemas import ERROR_RESPONSES
 from service.security import require_classify_key
@@ -164,7 +165,7 @@ async def _score_with_masks(
     cells = grid * grid
     chunk = max(1, min(served.config.max_batch_size, served.config.max_queue_size))
     loop = asyncio.get_running_loop()
-    answers: list[np.ndarray] = []
+    answers: list[Scores] = []
     start = -1  # -1: the original image leads the first chunk
     while start < cells:
         stop = min(cells, start + chunk)
@@ -174,4 +175,4 @@ async def _score_with_masks(
         images = ([image] if start < 0 else []) + list(masked)
         answers += await score_decoded(state, served, images, deadline)
         start = stop
-    return np.stack(answers)
+    return np.stack([answer.probabilities for answer in answers])

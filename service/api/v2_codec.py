@@ -28,6 +28,7 @@ import base64
 import binascii
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from roost.contract.labels import Label
 from service import oip
 from service.errors import BadRequest, PayloadTooLarge
+from service.postprocess import Scores
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_SIZE = "binary_data_size"
@@ -299,10 +301,10 @@ def encode_response(
     parsed: ParsedRequest,
     model_name: str,
     model_version: int,
-    scores: np.ndarray,
+    scores: Sequence[Scores],
     labels: list[Label],
 ) -> EncodedResponse:
-    """The response JSON object for `scores` (`[N, C]`), and any binary data after it."""
+    """The response JSON object for each image's `scores`, and any binary data after it."""
     outputs: list[dict[str, Any]] = []
     binaries: list[bytes] = []
     for wanted in parsed.outputs:
@@ -316,11 +318,12 @@ def encode_response(
             else:
                 output["data"] = [e.decode() for e in elements]
         else:
-            output.update(datatype="FP32", shape=list(scores.shape))
+            tensor = oip.probabilities(scores)
+            output.update(datatype="FP32", shape=list(tensor.shape))
             if wanted.binary:
-                binaries.append(scores.astype("<f4", copy=False).tobytes())
+                binaries.append(tensor.astype("<f4", copy=False).tobytes())
             else:
-                output["data"] = scores.ravel().tolist()
+                output["data"] = tensor.ravel().tolist()
         if wanted.binary:
             output["parameters"] = {BINARY_SIZE: len(binaries[-1])}
         outputs.append(output)
