@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import Sequence
 from types import FrameType
@@ -43,18 +44,17 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.malloc import limit_malloc_arenas
 
     overrides = {k: v for k, v in vars(args).items() if k in _OPTIONS and v is not None}
     settings = ServiceSettings(**overrides)
-    _configure_logging(settings)
     if settings.workers > 1:
+        _configure_logging(settings)  # the supervisor's; each worker prepares its own process
         return _serve_workers(settings, overrides)
     # NOTE: uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
     # handler that was installed before it; the default one would end the process as "killed"
     # (exit -15) although the shutdown was clean. Ours makes a drained shutdown exit 0.
     signal.signal(signal.SIGTERM, _exit_after_drain)
-    limit_malloc_arenas()
+    prepare_server_process(settings)
     uvicorn.run(create_app(settings), **_uvicorn_options(settings))
     return 0
 
@@ -113,15 +113,24 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def worker_app() -> FastAPI:
-    """The app of one worker process (ROOST_WORKERS): the process setup `serve` does for a
-    single process (logging, glibc's arena cap before any thread starts), then the app."""
+    """The app of one worker process (ROOST_WORKERS), in a process prepared as `serve`
+    prepares a single one."""
     from service.app import create_app
-    from service.malloc import limit_malloc_arenas
 
     settings = ServiceSettings()
+    prepare_server_process(settings)
+    return create_app(settings)
+
+
+def prepare_server_process(settings: ServiceSettings) -> None:
+    """What a process that serves sets for itself, before the app starts any thread: logging,
+    glibc's arena cap and the GIL's switch interval. `create_app` alone leaves the process as
+    it found it (tests, and anyone who embeds the app)."""
+    from service.malloc import limit_malloc_arenas
+
     _configure_logging(settings)
     limit_malloc_arenas()
-    return create_app(settings)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
 
 
 def _configure_logging(settings: ServiceSettings) -> None:
