@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 from collections.abc import Sequence
 from types import FrameType
@@ -123,14 +122,13 @@ def worker_app() -> FastAPI:
 
 
 def prepare_server_process(settings: ServiceSettings) -> None:
-    """What a process that serves sets for itself, before the app starts any thread: logging,
-    glibc's arena cap and the GIL's switch interval. `create_app` alone leaves the process as
-    it found it (tests, and anyone who embeds the app)."""
+    """What a process that serves sets for itself, before the app starts any thread: logging
+    and glibc's arena cap. `create_app` alone leaves the process as it found it (tests, and
+    anyone who embeds the app)."""
     from service.malloc import limit_malloc_arenas
 
     _configure_logging(settings)
     limit_malloc_arenas()
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
 
 
 def _configure_logging(settings: ServiceSettings) -> None:

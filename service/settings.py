@@ -132,13 +132,6 @@ class ServiceSettings(BaseSettings):
     cors_origins: CommaList = []
     """Origins allowed to call the API from a browser (comma-separated, or *); empty: none."""
 
-    gil_switch_interval_ms: float = Field(1.0, gt=0.0, le=1000.0)
-    """How long a thread holding the GIL runs before a thread waiting for it may take it
-    (Python's switch interval, 5 ms unless set), set when `roost serve` starts the process.
-    An inference thread that has finished its C work waits this long at most for the event
-    loop's GIL, its core idle meanwhile: at 1 ms, 4-7 % more fp32 images per second at 16 and
-    64 clients on 2 cores, int8 and a lone client unchanged (docs/benchmarks.md)."""
-
     log_level: str = "info"
     access_log: bool = True
     """One log line per HTTP request (uvicorn's access log); false leaves it out (/metrics still
