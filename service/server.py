@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 from collections.abc import Sequence
 from types import FrameType
@@ -123,24 +122,13 @@ def worker_app() -> FastAPI:
 
 
 def prepare_server_process(settings: ServiceSettings) -> None:
-    """What a process that serves sets for itself, before the app starts any thread: logging,
-    glibc's arena cap and the GIL's switch interval. `create_app` alone leaves the process as
-    it found it (tests, and anyone who embeds the app)."""
+    """What a process that serves sets for itself, before the app starts any thread: logging
+    and glibc's arena cap. `create_app` alone leaves the process as it found it (tests, and
+    anyone who embeds the app)."""
     from service.malloc import limit_malloc_arenas
 
     _configure_logging(settings)
     limit_malloc_arenas()
-    sys.setswitchinterval(gil_switch_interval_s(settings))
-
-
-def gil_switch_interval_s(settings: ServiceSettings) -> float:
-    """`ROOST_GIL_SWITCH_INTERVAL_MS` in seconds, or for 0: 0.5 ms on the CPU, 5 ms on CUDA."""
-    from service.runtime import CUDA, choose_providers, provider_name
-
-    if settings.gil_switch_interval_ms:
-        return settings.gil_switch_interval_ms / 1000
-    on_cuda = provider_name(choose_providers(settings)[0]) == CUDA
-    return 0.005 if on_cuda else 0.0005
 
 
 def _configure_logging(settings: ServiceSettings) -> None:

@@ -132,15 +132,6 @@ class ServiceSettings(BaseSettings):
     cors_origins: CommaList = []
     """Origins allowed to call the API from a browser (comma-separated, or *); empty: none."""
 
-    gil_switch_interval_ms: float = Field(0.0, ge=0.0, le=1000.0)
-    """How long a thread holding the GIL runs before a thread waiting for it may take it
-    (Python's switch interval), set when `roost serve` starts the process; 0 = auto: 0.5 ms on
-    the CPU, Python's own 5 ms where ONNX Runtime runs on CUDA. An inference thread that has
-    finished its C work waits for the event loop's GIL this long at most. On 2 cores 0.2-1 ms
-    served 5 % more fp32 images per second at 16 and 64 clients (13 of 14 cells in four runs),
-    int8 about the same; on a GPU with 16 decode threads 0.2 ms was 9 % slower in one run
-    (docs/benchmarks.md)."""
-
     log_level: str = "info"
     access_log: bool = True
     """One log line per HTTP request (uvicorn's access log); false leaves it out (/metrics still
