@@ -138,6 +138,13 @@ def thread_cpu_seconds(pid: int, thread: int) -> float:
     return int(on_cpu_ns) / 1e9
 
 
+def _spread(by_process: list[float] | None) -> str:
+    """`  processes 143.4 / 149.0 img/s` for the per-level line, when there are several."""
+    if not by_process:
+        return ""
+    return "  processes " + " / ".join(f"{rate:.1f}" for rate in by_process) + " img/s"
+
+
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
     """`NAME:KEY=VALUE,KEY=VALUE` -> ("roost:NAME", {KEY: VALUE, ...})."""
     name, _, settings = spec.partition(":")
@@ -219,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=20.0, help="most seconds per load level and run"
     )
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes per server (each variant, naive, lean), all measured in every "
+        "repeat: identical processes differ by up to 8 %% (docs/benchmarks.md), so A/Bs of a "
+        "few per cent need 2 or more",
+    )
     p.add_argument("--baseline-seconds", type=float, default=3.0)
     p.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument(
@@ -246,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "roost-bench"))
     args = p.parse_args(argv)
+    if args.processes < 1:
+        p.error("--processes must be at least 1")
 
     repo = Path(args.model_repo)
     versions = sorted(int(v.name) for v in (repo / args.model).iterdir() if v.name.isdigit())
@@ -315,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     report["single_image_ms"] = 1000 / report["model_alone"]["1"]
 
-    servers: dict[str, Server] = {}
+    servers: dict[str, list[Server]] = {}  # each server's processes (--processes)
     bare = Server(
         [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", tempfile.mkdtemp()],
         {"ROOST_POLL_INTERVAL_S": "0"},
@@ -324,18 +341,22 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(1)
     bare_rss = bare.memory()["rss_mib"]
     bare.stop()
-    servers["roost"] = roost_server(repo, args.model, {})
+    processes = range(args.processes)
+    servers["roost"] = [roost_server(repo, args.model, {}) for _ in processes]
     report["memory"] = {
         "bare_server_rss_mib": bare_rss,
-        "roost_ready_rss_mib": servers["roost"].memory()["rss_mib"],
+        "roost_ready_rss_mib": servers["roost"][0].memory()["rss_mib"],
     }
     for name, env in args.variant:
-        servers[name] = roost_server(repo, args.model, env)
+        servers[name] = [roost_server(repo, args.model, env) for _ in processes]
     report["variants"] = {name: env for name, env in args.variant}
+    report["processes"] = args.processes
     if args.naive:
-        servers["naive"] = baseline_server("bench.naive_server:app", version_dir)
+        servers["naive"] = [
+            baseline_server("bench.naive_server:app", version_dir) for _ in processes
+        ]
     if args.lean and not on_gpu:
-        servers["lean"] = baseline_server("bench.lean_server:app", version_dir)
+        servers["lean"] = [baseline_server("bench.lean_server:app", version_dir) for _ in processes]
     results: dict[str, Any] = {}
     try:
         for set_name, bodies in chosen.items():
@@ -351,11 +372,12 @@ def main(argv: list[str] | None = None) -> int:
                 loop: dict[str, list[float]] = {name: [] for name in servers}
                 client: dict[str, list[float]] = {name: [] for name in servers}
                 hist: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
-                names = list(servers)
+                by_process: dict[tuple[str, int], list[float]] = {}
+                names = [(name, i) for name, arm in servers.items() for i in range(len(arm))]
                 for repeat in range(args.repeats):
                     turn = repeat % len(names)
-                    for name in names[turn:] + names[:turn]:
-                        server = servers[name]
+                    for name, i in names[turn:] + names[:turn]:
+                        server = servers[name][i]
                         before = server.metrics() if is_roost(name) else ""
                         cpu_before, loop_before = server.cpu_seconds(), server.loop_cpu_seconds()
                         client_before = process_cpu_seconds(os.getpid())  # the load generator
@@ -366,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                                 )
                             )
                         )
+                        by_process.setdefault((name, i), []).append(runs[name][-1].images_per_s)
                         cpu[name].append(server.cpu_seconds() - cpu_before)
                         loop[name].append(server.loop_cpu_seconds() - loop_before)
                         client[name].append(process_cpu_seconds(os.getpid()) - client_before)
@@ -375,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
                     entry = median_result(runs[name], cpu[name])
                     entry["loop_cpu_ms_per_image"] = cpu_ms_per_image(runs[name], loop[name])
                     entry["client_cpu_ms_per_image"] = cpu_ms_per_image(runs[name], client[name])
+                    if args.processes > 1:  # the spread between identical processes
+                        entry["images_per_s_by_process"] = [
+                            statistics.median(by_process[name, i]) for i in processes
+                        ]
                     if hist[name]:
                         entry["batch_size_mean"] = statistics.median(h["mean"] for h in hist[name])
                         entry["batch_histogram"] = hist[name][-1]
@@ -385,13 +412,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"batch {entry.get('batch_size_mean', 1):5.2f}  "
                         f"cpu {entry['cpu_ms_per_image'] or 0:6.2f} ms/img "
                         f"(loop {entry['loop_cpu_ms_per_image'] or 0:5.2f})  "
-                        f"errors {entry['errors']}  load {os.getloadavg()[0]:.2f}",
+                        f"errors {entry['errors']}  load {os.getloadavg()[0]:.2f}"
+                        + _spread(entry.get("images_per_s_by_process")),
                         flush=True,
                     )
             for rate in [float(r) for r in args.rates.split(",") if r]:
-                for name, server in servers.items():
+                for name, arm in servers.items():
                     open_runs, open_cpu = [], []
-                    for _ in range(args.repeats):
+                    for server in [s for _ in range(args.repeats) for s in arm]:
                         cpu_before = server.cpu_seconds()
                         open_runs.append(
                             asyncio.run(
@@ -405,9 +433,9 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         open_cpu.append(server.cpu_seconds() - cpu_before)
                     results[set_name][name][f"rate{rate:g}"] = median_result(open_runs, open_cpu)
-        report["memory"]["roost_peak_rss_mib"] = servers["roost"].memory()["peak_rss_mib"]
+        report["memory"]["roost_peak_rss_mib"] = servers["roost"][0].memory()["peak_rss_mib"]
     finally:
-        for server in servers.values():
+        for server in [s for arm in servers.values() for s in arm]:
             server.stop()
     report["results"] = results
     report["ratios"] = ratios(report, cores, on_gpu)

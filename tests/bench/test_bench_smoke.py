@@ -81,6 +81,30 @@ def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     assert report["memory"]["roost_peak_rss_mib"] >= report["memory"]["roost_ready_rss_mib"] > 0
 
 
+def test_several_processes_per_server(tmp_path: Path, run_bench: Callable[..., str]) -> None:
+    """`--processes 2`: each server twice, every process measured in every repeat, the cell a
+    median over all of them, and each process's own median beside it (their spread)."""
+    repo = tmp_path / "repo"
+    publish(repo, "colours", 1, model=colour_model((64, 64)), size=(64, 64))
+    out = tmp_path / "out"
+    printed = run_bench(
+        "bench",
+        *("--model-repo", str(repo), "--model", "colours", "--out", str(out)),
+        *("--concurrency", "2", "--rates", "", "--requests", "10", "--seconds", "3"),
+        *("--repeats", "2", "--baseline-seconds", "0.2", "--sets", "224px"),
+        *("--cache", str(tmp_path / "cache"), "--no-lean", "--processes", "2"),
+    )
+    report = json.loads((out / "results.json").read_text())
+    assert report["processes"] == 2
+    for server in ("roost", "naive"):
+        cell = report["results"]["224px"][server]["c2"]
+        assert cell["runs"] == 4 and cell["requests"] == 40 and cell["errors"] == 0
+        assert len(cell["images_per_s_by_process"]) == 2
+        assert min(cell["images_per_s_by_process"]) <= cell["images_per_s"]
+        assert cell["images_per_s"] <= max(cell["images_per_s_by_process"])
+    assert printed.count("  processes ") == 2  # one line per server and level
+
+
 def test_process_cpu_seconds_counts_every_thread() -> None:
     before = process_cpu_seconds(os.getpid())
     spun = threading.Event()
