@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,17 @@ class Server:
     def cpu_seconds(self) -> float:
         """User + system CPU time the server has used so far: all threads of its process and
         of the processes it started (ROOST_WORKERS)."""
-        return sum(_cpu_seconds(pid) for pid in process_tree(self.process.pid))
+        return sum(
+            _unless_ended(process_cpu_seconds, pid) for pid in process_tree(self.process.pid)
+        )
 
     def loop_cpu_seconds(self) -> float:
         """CPU time of the server's main threads (a thread id that is its process id): for
         uvicorn, the event loop with HTTP parsing and every request's Python outside worker
         threads; with workers, the sum of theirs (and the supervisor's)."""
-        return sum(_thread_cpu_seconds(pid, pid) for pid in process_tree(self.process.pid))
+        return sum(
+            _unless_ended(thread_cpu_seconds, pid, pid) for pid in process_tree(self.process.pid)
+        )
 
     def stop(self) -> None:
         self.process.terminate()
@@ -108,18 +113,12 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def _cpu_seconds(pid: int) -> float:
+def _unless_ended(read: Callable[..., float], *ids: int) -> float:
+    """`read(*ids)`, or 0 for a process that ended meanwhile (its /proc files are gone)."""
     try:
-        return process_cpu_seconds(pid)
+        return read(*ids)
     except OSError:
-        return 0.0  # a process that ended meanwhile
-
-
-def _thread_cpu_seconds(pid: int, thread: int) -> float:
-    try:
-        return thread_cpu_seconds(pid, thread)
-    except OSError:
-        return 0.0  # a process that ended meanwhile
+        return 0.0
 
 
 def process_cpu_seconds(pid: int) -> float:
