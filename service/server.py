@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from service.huge_pages import restart_with_huge_pages
 from service.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ def serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k in _OPTIONS and v is not None}
     settings = ServiceSettings(**overrides)
+    if settings.huge_pages:
+        restart_with_huge_pages()  # returns where starting again would change nothing
     if settings.workers > 1:
         _configure_logging(settings)  # the supervisor's; each worker prepares its own process
         return _serve_workers(settings, overrides)

@@ -118,6 +118,11 @@ class ServiceSettings(BaseSettings):
     cpu_mem_arena: bool = False
     """ONNX Runtime's CPU memory arena. Off by default: it kept ~250 MiB more per
     EfficientNet-Lite0 version after a batch of 32, for no measurable speed (docs/benchmarks.md)."""
+    huge_pages: bool = True
+    """`roost serve` starts itself again with glibc's `glibc.malloc.hugetlb=1` when the kernel
+    gives transparent huge pages only on request (`madvise`), so model weights and activations
+    sit on 2 MiB pages: 1-5 % more images per second on the CPU, up to ~10 % more resident
+    memory (service/huge_pages.py, docs/benchmarks.md). GLIBC_TUNABLES naming it wins."""
     intra_op_spinning: bool = True
     """Let ONNX Runtime's pool threads spin between the operators of a run on the CPU, and only
     then: they stop when the last concurrent run returns (`session.force_spinning_stop`), so
