@@ -56,9 +56,11 @@ def restart_with_huge_pages() -> None:
     anything; return otherwise. Call it first thing in a command's entry point: nothing that
     was done before it survives."""
     environ = environment_with_huge_pages(os.environ, thp_mode(), platform.libc_ver()[0])
-    if environ is None:
-        return
-    log.debug("starting again with %s=1", TUNABLE)
+    if environ is None or not sys.executable or not sys.orig_argv:
+        return  # nothing to gain, or an embedded interpreter with no command to start again
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, environ)
+    try:
+        os.execve(sys.executable, sys.orig_argv, environ)
+    except OSError as exc:  # serve on 4 KiB pages rather than not at all
+        log.warning("could not start again with %s=1 (%s); serving without it", TUNABLE, exc)

@@ -81,3 +81,19 @@ def test_real_server_runs_under_the_tunable_where_the_kernel_asks(
         huge_pages == "true" and thp_mode() == "madvise" and platform.libc_ver()[0] == "glibc"
     )
     assert (f"{TUNABLE}=1" in tunables.split(":")) is expected
+
+
+def test_a_failed_restart_serves_on_without_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import service.huge_pages as huge_pages
+
+    def refuse(path: str, argv: list[str], env: dict[str, str]) -> None:
+        raise PermissionError("exec refused")
+
+    monkeypatch.setattr(huge_pages, "thp_mode", lambda: "madvise")
+    monkeypatch.setattr(huge_pages.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(huge_pages.os, "execve", refuse)
+    huge_pages.restart_with_huge_pages()  # returns: the server goes on without huge pages
+    assert "exec refused" in caplog.text
