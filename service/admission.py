@@ -24,8 +24,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from service.errors import InvalidParameter, ServiceError
+from service.errors import DeadlineExceeded, InvalidParameter, ServiceError
 from service.metrics import UNKNOWN_MODEL
+from service.policy import Outcome
 from service.registry import Route, ServedVersion, VersionSelector
 from service.state import ServiceState
 
@@ -75,14 +76,17 @@ async def admitted(
     timed: bool = True,
     before_admission: Callable[[], None] | None = None,
     status_of: Callable[[ServiceError], int] = status_code,
+    deadline_is_clients: bool = False,
 ) -> AsyncIterator[Admitted]:
     """Route, lease and admit a request; count its outcome when the block ends.
 
     `version_of(name)` reads the request's version (number or label) once the model name is
     resolved (it may refuse a malformed request: that is counted too); a request naming none
-    gets the traffic split's draw, sticky per `route_key`. The answer's status and time also
-    feed the model's rollback rule. `timed=False` leaves a request whose time says nothing
-    about serving latency (an explanation: hundreds of images) out of
+    gets the traffic split's draw, sticky per `route_key`. The rollback rule is fed answers
+    (with their time) and the version's own failures (`ServiceError.model_fault`), never what a
+    client caused: input errors, refusals, a vanished client, or a 504 at a deadline the client
+    set shorter than the server's (`deadline_is_clients`). `timed=False` leaves a request whose
+    time says nothing about serving latency (an explanation: hundreds of images) out of
     `roost_request_duration_seconds` and of the rollback window; it is still counted.
     `before_admission` refuses what no reader could handle (the media type) before admission.
     Raises what the registry and the batcher raise (404, 503) and whatever the block raises.
@@ -90,6 +94,7 @@ async def admitted(
     started = time.perf_counter()
     registry, metrics = state.registry, state.metrics
     model_label, version_label, code = UNKNOWN_MODEL, "", "200"
+    outcome: Outcome | None = "answered"
     route: Route | None = None
     try:
         name = model or registry.default_model()
@@ -106,17 +111,19 @@ async def admitted(
             yield Admitted(route, deadline, body_bytes.inc)
     except ServiceError as exc:
         code = str(status_of(exc))
+        clients_deadline = deadline_is_clients and isinstance(exc, DeadlineExceeded)
+        outcome = "failed" if exc.model_fault and not clients_deadline else None
         raise
     except asyncio.CancelledError:
-        code = "499"  # the client went away
+        code, outcome = "499", None  # the client went away
         raise
     except Exception:
-        code = "500"
+        code, outcome = "500", None  # a bug of the server's, logged where it is answered
         raise
     finally:
         seconds = time.perf_counter() - started
         metrics.requests.labels(model_label, version_label, code).inc()
         if model_label != UNKNOWN_MODEL and timed:
             metrics.request_seconds.labels(model_label).observe(seconds)
-        if route is not None and timed:
-            route.policy.observe_answer(route.served.version, code, seconds)
+        if route is not None and timed and outcome is not None:
+            route.policy.observe_answer(route.served.version, outcome, seconds)

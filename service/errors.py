@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 class ServiceError(Exception):
     status_code = 500
     code = "internal_error"
+    model_fault = False
+    """The serving version failed the request (its session raised, or it missed the server's
+    deadline): what a rollback rule counts. Input errors, refusals, a client's own short deadline
+    and the server's own bugs are never the version's fault."""
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -67,7 +71,7 @@ class NotReady(ServiceError):
 
 
 class InferenceFailed(ServiceError):
-    status_code, code = 503, "inference_failed"
+    status_code, code, model_fault = 503, "inference_failed", True
 
 
 class ClientClosedRequest(ServiceError):
@@ -76,8 +80,15 @@ class ClientClosedRequest(ServiceError):
     status_code, code = 499, "client_closed_request"
 
 
+class RequestTimeout(ServiceError):
+    """The request's body did not arrive by its deadline; the connection is closed after the
+    answer."""
+
+    status_code, code = 408, "request_timeout"
+
+
 class DeadlineExceeded(ServiceError):
-    status_code, code = 504, "deadline_exceeded"
+    status_code, code, model_fault = 504, "deadline_exceeded", True
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:

@@ -269,6 +269,7 @@ class InferenceServicer:
         settings = state.settings
         timeout_s = settings.request_timeout_s
         client_s = context.time_remaining()  # the client's own deadline, if it set one
+        deadline_is_clients = client_s is not None and client_s < timeout_s
         if client_s is not None:
             timeout_s = min(timeout_s, max(0.0, client_s))
         deadline = time.monotonic() + timeout_s
@@ -283,7 +284,12 @@ class InferenceServicer:
         error: ServiceError
         try:
             async with admitted(
-                state, request.model_name, version_of, deadline, status_of=oip.protocol_status
+                state,
+                request.model_name,
+                version_of,
+                deadline,
+                status_of=oip.protocol_status,
+                deadline_is_clients=deadline_is_clients,
             ) as admission:
                 served = admission.served
                 # The message is already read, but count it as /v1 counts bodies: once admitted.

@@ -26,7 +26,7 @@ from service.errors import (
 from service.gpu_decode import PILLOW, image_decoder
 from service.postprocess import Scores, top_k
 from service.registry import Route, ServedVersion
-from service.result_cache import cache_key
+from service.result_cache import InputKind, cache_key, model_identity
 from service.schemas import ClassifyResponse, ImageResult
 from service.state import ServiceState
 
@@ -79,7 +79,7 @@ async def score_uploads(
     async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[Scores]:
         return await _score_encoded(state, served, [uploads[i] for i in todo], deadline)
 
-    return await _score(state, route, [u.data for u in uploads], score, deadline)
+    return await _score(state, route, "image", [u.data for u in uploads], score, deadline)
 
 
 async def score_arrays(
@@ -98,7 +98,9 @@ async def score_arrays(
             raise InvalidParameter("decoded images do not fit the shadow version's input size")
         return await score_decoded(state, served, list(images[todo]), deadline)
 
-    return await _score(state, route, [image.tobytes() for image in images], score, deadline)
+    return await _score(
+        state, route, "pixels", [image.tobytes() for image in images], score, deadline
+    )
 
 
 ScoreSome = Callable[[ServedVersion, float, list[int]], Awaitable[list[Scores]]]
@@ -106,12 +108,22 @@ ScoreSome = Callable[[ServedVersion, float, list[int]], Awaitable[list[Scores]]]
 
 
 async def _score(
-    state: ServiceState, route: Route, data: list[bytes], score: ScoreSome, deadline: float
+    state: ServiceState,
+    route: Route,
+    kind: InputKind,
+    data: list[bytes],
+    score: ScoreSome,
+    deadline: float,
 ) -> list[Scores]:
     """The model's policy around scoring: the result cache, then counting answers (top-1,
-    confidence, drift), then a shadow copy when the route drew one."""
+    confidence, drift), then a shadow copy when the route drew one. `data`: each input's bytes,
+    of the `kind` the cache keys them by."""
     served, policy = route.served, route.policy
-    keys = [cache_key(served.version, d) for d in data] if policy.cache is not None else []
+    keys = []
+    if policy.cache is not None:
+        card = served.artifacts.card
+        model = model_identity(card.sha256, card.image_size, card.resize)
+        keys = [cache_key(served.version, model, kind, d) for d in data]
     found: list[Scores | None] = [policy.cached(key) for key in keys] or [None] * len(data)
     todo = [i for i, scores in enumerate(found) if scores is None]
     if todo:

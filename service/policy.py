@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from prometheus_client import Counter, Histogram
 
@@ -27,6 +28,9 @@ from service.result_cache import CacheKey, ResultCache
 from service.traffic import RollbackMonitor, pick_label, sticky_point
 
 log = logging.getLogger(__name__)
+
+Outcome = Literal["answered", "failed"]
+"""What the rollback rule counts of a request: an answer, or a failure of the version's own."""
 
 MIN_DRIFT_ANSWERS = 100
 """Answers the drift window needs (or all of a smaller window) before its PSI is reported."""
@@ -109,11 +113,12 @@ class ModelPolicy:
 
     # --- rollback ---------------------------------------------------------------------------
 
-    def observe_answer(self, version: int, code: str, seconds: float) -> None:
-        """An answer of `version` to a client (4xx and 499 are the client's, not counted)."""
-        if self._watched(version) and (code.startswith("2") or code.startswith("5")):
+    def observe_answer(self, version: int, outcome: Outcome, seconds: float) -> None:
+        """An answer of `version`, or a failure that is the version's own (service/admission.py
+        decides which: what a client caused is never passed here)."""
+        if self._watched(version):
             assert self._monitor is not None
-            self._judged(self._monitor.observe_answer(code.startswith("5"), seconds))
+            self._judged(self._monitor.observe_answer(outcome == "failed", seconds))
 
     def observe_comparison(self, version: int, agreed: bool) -> None:
         if self._watched(version):

@@ -1,25 +1,45 @@
 """Answers already computed, by image: an LRU bounded in bytes.
 
-Keyed by (version, SHA-256 of the image's bytes): the same bytes on the same version give the
-same probabilities, so a hit returns exactly what the session returned (kept read-only), and
-top-k is applied afterwards as for a computed answer.
+A key holds everything that shapes the probabilities: the version number, the loaded model's
+identity (model.onnx's SHA-256 with the card's input size and resize rule, so files replaced in
+place under the same number never meet the old answers), the kind of input (encoded image
+bytes are decoded and resized; raw pixels are not, so the same bytes mean different pictures)
+and the SHA-256 of the input's bytes. A hit returns exactly what the session returned (kept
+read-only); top-k is applied afterwards as for a computed answer.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 ENTRY_OVERHEAD_BYTES = 200
 """Charged per entry on top of the probabilities: key, digest and bookkeeping, roughly."""
 
-CacheKey = tuple[int, bytes]
+InputKind = Literal["image", "pixels"]
+"""`image`: encoded bytes (JPEG, PNG, ...) the server decodes; `pixels`: decoded uint8 images."""
 
 
-def cache_key(version: int, data: bytes) -> CacheKey:
-    return version, hashlib.sha256(data).digest()
+class CacheKey(NamedTuple):
+    version: int
+    model: str
+    """The loaded model's identity: `model_identity(...)`."""
+    kind: InputKind
+    digest: bytes
+    """SHA-256 of the input's bytes."""
+
+
+def model_identity(sha256: str, image_size: tuple[int, int], resize: str) -> str:
+    """What makes two loads of a version answer alike: the weights and how inputs are made."""
+    height, width = image_size
+    return f"{sha256.lower()}:{height}x{width}:{resize}"
+
+
+def cache_key(version: int, model: str, kind: InputKind, data: bytes) -> CacheKey:
+    return CacheKey(version, model, kind, hashlib.sha256(data).digest())
 
 
 class ResultCache:
@@ -53,7 +73,7 @@ class ResultCache:
             self.bytes -= self._size(evicted)
 
     def forget_version(self, version: int) -> None:
-        for key in [k for k in self._entries if k[0] == version]:
+        for key in [k for k in self._entries if k.version == version]:
             self.bytes -= self._size(self._entries.pop(key))
 
     @staticmethod

@@ -8,7 +8,7 @@ import pytest
 from roost.contract.card import PredictionProfile
 from service.drift import MAX_CLASS_BINS, DriftWindow, psi
 from service.model_config import ModelConfigFile, RollbackConfig
-from service.result_cache import ENTRY_OVERHEAD_BYTES, ResultCache, cache_key
+from service.result_cache import ENTRY_OVERHEAD_BYTES, ResultCache, cache_key, model_identity
 from service.traffic import RollbackMonitor, pick_label, sticky_point
 
 
@@ -97,7 +97,7 @@ def test_cache_is_an_lru_bounded_in_bytes_returning_what_was_stored() -> None:
     probs = [np.full(10, i, dtype=np.float32) for i in range(4)]
     entry = probs[0].nbytes + ENTRY_OVERHEAD_BYTES
     cache = ResultCache(max_bytes=3 * entry)
-    keys = [cache_key(1, bytes([i])) for i in range(4)]
+    keys = [cache_key(1, "m", "image", bytes([i])) for i in range(4)]
     for key, p in zip(keys[:3], probs, strict=False):
         cache.put(key, p)
     assert cache.get(keys[0]) is not None  # now the most recently used
@@ -105,9 +105,22 @@ def test_cache_is_an_lru_bounded_in_bytes_returning_what_was_stored() -> None:
     assert cache.get(keys[1]) is None and len(cache) == 3 and cache.bytes == 3 * entry
     got = cache.get(keys[3])
     assert got is not None and np.array_equal(got, probs[3]) and not got.flags.writeable
-    assert cache_key(2, bytes([3])) != keys[3]  # another version is another answer
+    assert cache_key(2, "m", "image", bytes([3])) != keys[3]  # another version, another answer
     cache.forget_version(1)
     assert len(cache) == 0 and cache.bytes == 0
+
+
+def test_cache_key_holds_everything_that_shapes_the_answer() -> None:
+    """The same bytes as an encoded image and as raw pixels are different pictures, and a
+    version's files replaced in place are another model (issue #25, findings 9 and 10)."""
+    data = bytes(range(48))
+    model = model_identity("ab" * 32, (4, 4), "stretch")
+    key = cache_key(1, model, "image", data)
+    assert cache_key(1, model, "pixels", data) != key
+    assert cache_key(1, model_identity("cd" * 32, (4, 4), "stretch"), "image", data) != key
+    assert cache_key(1, model_identity("ab" * 32, (4, 4), "center_crop"), "image", data) != key
+    assert cache_key(1, model_identity("ab" * 32, (8, 8), "stretch"), "image", data) != key
+    assert cache_key(1, model_identity("AB" * 32, (4, 4), "stretch"), "image", data) == key
 
 
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_the_shift() -> None:
