@@ -17,6 +17,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--gpu", action="store_true", help="also run the tests marked gpu (they need a CUDA GPU)"
     )
+    parser.addoption(
+        "--update-docs",
+        action="store_true",
+        help="write the reliability report into docs/reliability.md (otherwise it goes to "
+        "pytest's temporary directory, so a test run leaves the tree as it was)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -75,10 +81,12 @@ class ReliabilityReport:
         lines = [
             "# Reliability: what was tried and what happened",
             "",
-            "Written by the test suite (`tests/service/test_reliability_*.py`): every row is a test that",
-            "passed; a run updates the rows of the tests it ran. Regenerate with",
+            "Written by the test suite (`tests/service/test_reliability_*.py`,",
+            "`tests/service/test_hardening_*.py`): every row is a test that passed; a run with",
+            "`--update-docs` updates the rows of the tests it ran. Regenerate with",
             "`.venv/bin/python -m pytest tests/service/test_reliability_input.py "
-            "tests/service/test_reliability_faults.py`.",
+            "tests/service/test_reliability_faults.py tests/service/test_hardening_*.py "
+            "--update-docs`.",
             "",
             "| area | what was tried | inputs | result |",
             "|---|---|---|---|",
@@ -89,9 +97,18 @@ class ReliabilityReport:
 
 
 @pytest.fixture(scope="session")
-def reliability() -> Iterator[ReliabilityReport]:
+def reliability(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ReliabilityReport]:
+    """The report's rows; written into docs/reliability.md only with --update-docs."""
     report = ReliabilityReport()
     yield report
-    if report.rows:
-        previous = RELIABILITY_DOC.read_text() if RELIABILITY_DOC.exists() else ""
-        RELIABILITY_DOC.write_text(report.markdown(previous))
+    if not report.rows:
+        return
+    previous = RELIABILITY_DOC.read_text() if RELIABILITY_DOC.exists() else ""
+    target = (
+        RELIABILITY_DOC
+        if pytestconfig.getoption("--update-docs")
+        else tmp_path_factory.getbasetemp() / "reliability.md"
+    )
+    target.write_text(report.markdown(previous))
