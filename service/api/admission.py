@@ -10,6 +10,9 @@ count) with what only HTTP has:
 - the request deadline starts when the request arrives (`ROOST_REQUEST_TIMEOUT_S`);
 - the body is read once, capped at `max_upload_bytes` (413), and counted in
   `roost_request_body_bytes_total`; a client that goes away meanwhile is a 499, logged at info.
+  Around the app (service/lingering.py) the body must have arrived by a deadline taken from
+  the same setting a moment earlier (408 past it), and counts against the server's budget of
+  body bytes in flight (503 before reading when it does not fit).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from service.admission import Admitted, admitted, status_code
-from service.api.uploads import limited_stream
+from service.api.uploads import limited_stream, read_all
 from service.errors import ClientClosedRequest, ServiceError
 from service.registry import VersionSelector
 from service.state import ServiceState
@@ -79,4 +82,4 @@ async def read_body(
     request: Request, limit: int, count_bytes: Callable[[int], None] = _uncounted
 ) -> bytes:
     """The whole request body, streamed in and refused (413) once past `limit` bytes."""
-    return b"".join([chunk async for chunk in limited_stream(request, limit, count_bytes)])
+    return await read_all(limited_stream(request, limit, count_bytes))
