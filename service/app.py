@@ -18,7 +18,7 @@ from service.api import admin, classify, explain, health, models, v2
 from service.cpu_gate import CpuGate
 from service.cpus import usable_cores
 from service.errors import install_error_handlers
-from service.lingering import LingeringBodyMiddleware
+from service.lingering import RequestBodyMiddleware
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import ServiceSettings
@@ -89,9 +89,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(
-        LingeringBodyMiddleware,
-        max_bytes=settings.lingering_max_bytes,
-        max_seconds=settings.lingering_max_s,
+        RequestBodyMiddleware,
+        budget_bytes=settings.inflight_body_budget,
+        max_body_bytes=settings.max_upload_bytes,
+        read_seconds=settings.request_timeout_s,
+        lingering_max_bytes=settings.lingering_max_bytes,
+        lingering_max_s=settings.lingering_max_s,
     )
     if settings.cors_origins:
         app.add_middleware(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.cpus import usable_cores
@@ -53,7 +53,21 @@ class ServiceSettings(BaseSettings):
     lingering_max_bytes: int = Field(256 * 1024 * 1024, ge=0)
     """Most body bytes read and discarded so a refused client can read its error (0: none)."""
     lingering_max_s: float = Field(10.0, ge=0.0)
-    """Most seconds spent reading and discarding a refused request's body."""
+    """Most seconds spent reading and discarding a refused request's body (never past the
+    request's deadline)."""
+    max_inflight_body_bytes: int = Field(0, ge=0)
+    """Request body bytes this server process holds at once, server-wide: a request whose
+    declared body (at most `max_upload_bytes`) does not fit is refused with 503 before any of
+    it is read, and a body without a declared length is refused when its bytes stop fitting;
+    0 = auto: 8 x `max_upload_bytes`. At least `max_upload_bytes`, so any allowed body fits
+    an idle server."""
+    idle_timeout_s: float = Field(5.0, gt=0.0)
+    """Seconds a connection may wait for a request's first byte (a new connection, or a
+    kept-alive one between requests) before the server closes it."""
+    header_timeout_s: float = Field(10.0, gt=0.0)
+    """Seconds a client may take from a request's first byte to the end of its headers before
+    the server closes the connection. The body then has until the request's deadline
+    (`request_timeout_s`), or gets 408."""
     cpu_decode: Literal["inference", "pool"] = "inference"
     """Where uploads for a version on the CPU are decoded: "inference", on the inference thread
     that runs the image's batch (one hand-off fewer; batches fill from the queue of requests),
@@ -141,6 +155,20 @@ class ServiceSettings(BaseSettings):
     access_log: bool = True
     """One log line per HTTP request (uvicorn's access log); false leaves it out (/metrics still
     counts every request). Its CPU cost was within this machine's noise (docs/benchmarks.md)."""
+
+    @model_validator(mode="after")
+    def _budget_fits_an_upload(self) -> ServiceSettings:
+        if 0 < self.max_inflight_body_bytes < self.max_upload_bytes:
+            raise ValueError(
+                f"max_inflight_body_bytes ({self.max_inflight_body_bytes}) must be 0 (auto) or "
+                f"at least max_upload_bytes ({self.max_upload_bytes})"
+            )
+        return self
+
+    @property
+    def inflight_body_budget(self) -> int:
+        """`max_inflight_body_bytes`, its auto value resolved."""
+        return self.max_inflight_body_bytes or 8 * self.max_upload_bytes
 
     @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod
