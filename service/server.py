@@ -13,14 +13,16 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from service.huge_pages import restart_with_huge_pages
-from service.settings import ServiceSettings
-
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from service.settings import ServiceSettings
+
 log = logging.getLogger(__name__)
 
+
+# Imports wait for the command to run: `roost --help` stays light, and `serve` catches SIGTERM
+# before the heavy ones.
 
 _OPTIONS = ("host", "port", "model_repo", "workers")
 """The settings the command line may give (`--model-repo` is `model_repo`)."""
@@ -40,22 +42,34 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM or Ctrl-C; command-line options win over ROOST_* variables."""
+    """Serve until SIGTERM or Ctrl-C; command-line options win over ROOST_* variables.
+
+    SIGTERM at any time from here on exits 0: before uvicorn runs, at once; once it runs, after
+    uvicorn has drained the in-flight requests.
+    """
+    # NOTE: uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
+    # handler that was installed before it; the default one would end the process as "killed"
+    # (exit -15) although the shutdown was clean. Ours makes a drained shutdown exit 0, and
+    # ends a process that has not started serving yet the same way.
+    signal.signal(signal.SIGTERM, _exit_after_drain)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked across the exec below
     import uvicorn
 
     from service.app import create_app
+    from service.huge_pages import restart_with_huge_pages
+    from service.settings import ServiceSettings
 
     overrides = {k: v for k, v in vars(args).items() if k in _OPTIONS and v is not None}
     settings = ServiceSettings(**overrides)
     if settings.huge_pages:
+        # The signal mask and pending signals survive exec: a SIGTERM that arrives while the
+        # process starts again waits until the new `serve` has installed its handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         restart_with_huge_pages()  # returns where starting again would change nothing
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     if settings.workers > 1:
         _configure_logging(settings)  # the supervisor's; each worker prepares its own process
         return _serve_workers(settings, overrides)
-    # NOTE: uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
-    # handler that was installed before it; the default one would end the process as "killed"
-    # (exit -15) although the shutdown was clean. Ours makes a drained shutdown exit 0.
-    signal.signal(signal.SIGTERM, _exit_after_drain)
     prepare_server_process(settings)
     uvicorn.run(create_app(settings), **_uvicorn_options(settings))
     return 0
@@ -93,6 +107,8 @@ def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> i
 
 
 def _uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
+    from service.lingering import MAX_HEADER_BYTES, http_protocol
+
     return {
         "host": settings.host,
         "port": settings.port,
@@ -100,6 +116,10 @@ def _uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
         "access_log": settings.access_log,
         # in-flight requests end by their deadline at the latest
         "timeout_graceful_shutdown": int(settings.request_timeout_s) + 5,
+        # a connection waits for a request's first byte, then for its headers, that long at most
+        "http": http_protocol(settings.idle_timeout_s, settings.header_timeout_s),
+        "timeout_keep_alive": settings.idle_timeout_s,
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
     }
 
 
@@ -118,6 +138,7 @@ def worker_app() -> FastAPI:
     """The app of one worker process (ROOST_WORKERS), in a process prepared as `serve`
     prepares a single one."""
     from service.app import create_app
+    from service.settings import ServiceSettings
 
     settings = ServiceSettings()
     prepare_server_process(settings)
