@@ -28,7 +28,7 @@ from typing import Any, NoReturn, TypeVar
 from service import oip
 from service.admission import admitted, version_selector
 from service.errors import InvalidParameter, ServiceError
-from service.grpc_codec import add_outputs, input_tensor, requested_outputs
+from service.grpc_codec import add_outputs, read_request, scan_request
 from service.registry import ServedVersion, VersionSelector
 from service.security import Unauthorized, key_matches
 from service.state import ServiceState
@@ -141,7 +141,7 @@ async def start_grpc_server(state: ServiceState, version: str) -> GrpcServer:
         {},
     )
     servicer = servicer_class(state, service_pb2, grpc.StatusCode, version)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    _add_servicer(server, servicer, grpc, service_pb2)
     target = _target(settings.host, settings.grpc_port)
     try:
         port = server.add_insecure_port(target)
@@ -168,6 +168,33 @@ def _import_grpc() -> tuple[Any, Any, Any]:
             f"({type(exc).__name__}: {exc})"
         ) from exc
     return grpc, service_pb2, service_pb2_grpc
+
+
+def _add_servicer(server: Any, servicer: Any, grpc: Any, service_pb2: Any) -> None:
+    """Serve every RPC of `inference.GRPCInferenceService` on `servicer`, as the generated
+    `add_GRPCInferenceServiceServicer_to_server` does, except that ModelInfer receives its
+    request still serialized: gRPC would parse it on the event loop, whatever it holds, where
+    `InferenceServicer.ModelInfer` first checks what it holds (`grpc_codec`)."""
+    service = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        streaming = (method.client_streaming, method.server_streaming)
+        make_handler = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[streaming]
+        request_class = getattr(service_pb2, method.input_type.name)
+        response_class = getattr(service_pb2, method.output_type.name)
+        handlers[method.name] = make_handler(
+            getattr(servicer, method.name),
+            request_deserializer=None if method.name == "ModelInfer" else request_class.FromString,
+            response_serializer=response_class.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
 
 
 def _target(host: str, port: int) -> str:
@@ -260,9 +287,11 @@ class InferenceServicer:
 
     # --- inference ---------------------------------------------------------------------------
 
-    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def ModelInfer(self, request: bytes, context: Any) -> Any:  # noqa: N802
+        """`request`: the serialized ModelInferRequest (see `_add_servicer`)."""
         try:
             self._authorize(context)  # before anything is counted, as /v1's key check
+            scan = scan_request(request)  # what to route by, without parsing the message
         except ServiceError as exc:
             await self._abort(context, exc)
         state = self._state
@@ -276,7 +305,7 @@ class InferenceServicer:
 
         def version_of(name: str) -> VersionSelector:
             _check_name(name)
-            return version_selector(request.model_version)
+            return version_selector(scan.model_version)
 
         # Counted in /v1's roost_requests_total with an HTTP-equivalent status as the code label
         # (the status the same request gets over REST: 200, 400, 404, 413, 503, 504, 499, 500),
@@ -285,7 +314,7 @@ class InferenceServicer:
         try:
             async with admitted(
                 state,
-                request.model_name,
+                scan.model_name,
                 version_of,
                 deadline,
                 status_of=oip.protocol_status,
@@ -293,14 +322,18 @@ class InferenceServicer:
             ) as admission:
                 served = admission.served
                 # The message is already read, but count it as /v1 counts bodies: once admitted.
-                admission.count_body_bytes(request.ByteSize())
-                tensor = input_tensor(request, settings.max_files_per_request)
-                outputs = requested_outputs(request)
-                scores = await oip.infer(state, admission.route, tensor, deadline)
+                admission.count_body_bytes(len(request))
+                limits = oip.input_limits(served, settings)
+                args = (request, scan, limits, self._pb.ModelInferRequest)
+                if scan.parses_on_loop:
+                    read = read_request(*args)
+                else:  # large, or many typed values: on the decode pool, while the loop serves
+                    read = await oip.off_loop(state, deadline, read_request, *args)
+                scores = await oip.infer(state, admission.route, read.tensor, deadline)
                 response = self._pb.ModelInferResponse(
-                    model_name=served.name, model_version=str(served.version), id=request.id
+                    model_name=served.name, model_version=str(served.version), id=read.id
                 )
-                add_outputs(response, scores, outputs, served.artifacts.labels)
+                add_outputs(response, scores, read.outputs, served.artifacts.labels)
                 return response
         except ServiceError as exc:
             error = exc

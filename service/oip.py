@@ -13,10 +13,12 @@ It has one output, `PROBABILITIES`, `FP32 [N, C]`; asked with the classification
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from service.errors import InvalidParameter, PayloadTooLarge, ServiceError
 from service.inference import Upload, score_arrays, score_uploads
 from service.postprocess import Scores
 from service.registry import Route, ServedVersion
+from service.settings import ServiceSettings
 from service.state import ServiceState
 
 ENCODED_INPUT = "IMAGE"
@@ -37,6 +40,36 @@ INPUT_DATATYPES = {ENCODED_INPUT: "BYTES", DECODED_INPUT: "UINT8"}
 SHARED_MEMORY = "shared_memory_region"
 """The parameter of Triton's shared-memory extension, which Roost does not offer."""
 _LENGTH = struct.Struct("<I")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one request may carry to a version, known before any of its data is read: every
+    input's shape is checked against these first, so the data that follows is measured against
+    a count no larger than the biggest request the version takes."""
+
+    max_images: int
+    """N of `IMAGE [N]` and `PIXELS [N, H, W, 3]`: ROOST_MAX_FILES_PER_REQUEST."""
+    image_size: tuple[int, int]
+    """(H, W) of `PIXELS`: the version's input size."""
+
+
+def input_limits(served: ServedVersion, settings: ServiceSettings) -> InputLimits:
+    return InputLimits(settings.max_files_per_request, served.artifacts.card.image_size)
+
+
+async def off_loop(
+    state: ServiceState, deadline: float, work: Callable[..., _T], *args: object
+) -> _T:
+    """`work(*args)` on the decode pool, taking its turn in the CPU gate by the request's
+    `deadline` as an image decode does: for reading a request body whose parse can take more
+    than a fraction of a millisecond, which on the event loop would hold up every other request
+    (and the health probes) meanwhile."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        state.decode_pool, state.cpu_gate.call, 1, deadline, work, *args
+    )
 
 
 @dataclass(frozen=True)
@@ -65,14 +98,17 @@ def check_one_input(names: list[str]) -> None:
 
 
 def check_input(
-    name: str, datatype: str, shape: list[int], parameters: Collection[str], max_images: int
+    name: str, datatype: str, shape: list[int], parameters: Collection[str], limits: InputLimits
 ) -> int:
-    """Refuse an input no Roost model takes, before its data is read; returns its element count.
+    """Refuse an input this version does not take, before its data is read; returns its
+    element count, at most `limits.max_images` images' worth: the data must then hold exactly
+    that many elements.
 
     Raises:
         InvalidParameter: an unknown name, the wrong datatype or rank, a negative dimension,
-            data in shared memory.
-        PayloadTooLarge: more than `max_images` images (the /v1 limit on files per request).
+            pixels not at the version's size, data in shared memory.
+        PayloadTooLarge: more than `limits.max_images` images (the /v1 limit on files per
+            request).
     """
     what = f"input {name!r}"
     if SHARED_MEMORY in parameters:
@@ -89,10 +125,16 @@ def check_input(
         raise InvalidParameter(f"{what}: shape {shape} has a negative dimension")
     if expected == "BYTES" and len(shape) != 1:
         raise InvalidParameter(f"{what} is BYTES [N], one image file per element, not {shape}")
-    if expected == "UINT8" and len(shape) != 4:
-        raise InvalidParameter(f"{what} is UINT8 [N, H, W, 3], not shape {shape}")
-    if shape[0] > max_images:
-        raise PayloadTooLarge(f"too many images ({shape[0]}); at most {max_images} per request")
+    height, width = limits.image_size
+    if expected == "UINT8" and (len(shape) != 4 or shape[1:] != [height, width, 3]):
+        raise InvalidParameter(
+            f"{what} is UINT8 [N, H, W, 3], for this model [N, {height}, {width}, 3], "
+            f"not shape {shape}"
+        )
+    if shape[0] > limits.max_images:
+        raise PayloadTooLarge(
+            f"too many images ({shape[0]}); at most {limits.max_images} per request"
+        )
     return math.prod(shape)
 
 

@@ -369,10 +369,14 @@ async def _infer(
         request, state, name, version, status_of=oip.protocol_status
     ) as admitted:
         body = await read_body(request, settings.max_upload_bytes, admitted.count_body_bytes)
-        encoding = request.headers.get("content-encoding")
-        body = v2_codec.decompress(body, encoding, settings.max_upload_bytes)
-        parsed = v2_codec.parse_request(body, header_length, settings.max_files_per_request)
         served = admitted.served
+        encoding = request.headers.get("content-encoding")
+        limits = oip.input_limits(served, settings)
+        args = (body, encoding, header_length, limits, settings.max_upload_bytes)
+        if v2_codec.parses_on_loop(body, encoding, header_length):
+            parsed = v2_codec.parse_request(*args)
+        else:  # large or compressed: on the decode pool, while the loop serves the others
+            parsed = await oip.off_loop(state, admitted.deadline, v2_codec.parse_request, *args)
         scores = await oip.infer(state, admitted.route, parsed.tensor, admitted.deadline)
         encoded = v2_codec.encode_response(
             parsed, served.name, served.version, scores, served.artifacts.labels

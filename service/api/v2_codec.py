@@ -18,8 +18,22 @@ output `parameters.binary_data` (default: the request's `parameters.binary_data_
 binary data after the JSON. No `outputs` in the request returns every output.
 
 A body may come compressed (`Content-Encoding: gzip` or `deflate`, as Triton takes it and
-tritonclient's `request_compression_algorithm` sends it); it is refused past the byte limit
-once decompressed as it is when sent plain.
+tritonclient's `request_compression_algorithm` sends it; a gzip body may be several gzip members
+one after the other, as gzip allows). It is inflated as it is read, the JSON and then the binary
+data its input declares, so no more than those is held; and refused past the byte limit once
+decompressed, as it is when sent plain (a refused body is inflated to its end to tell, a chunk
+at a time, kept nowhere).
+
+A request costs what its shape declares, whatever its body holds. Each input's shape is checked
+against the version
+(`oip.check_input`: N at most the images per request, pixels at the model's H x W) before its
+data is looked at, and the data must then hold exactly the shape's element count. JSON `data`
+arrays of numbers or of plain strings (base64) are cut out of the text before the JSON is
+parsed, counted without being built (C-speed byte counts), and built only once their count is
+the shape's; what is left of the JSON may hold at most `MAX_JSON_VALUES` values. Binary data is
+sized by the shape before it is inflated or sliced. A body whose parse could take more than a
+fraction of a millisecond (compressed, or more than `PARSE_ON_LOOP_JSON_BYTES` of JSON, or
+`PARSE_ON_LOOP_BODY_BYTES` in all) is parsed off the event loop (`parses_on_loop`).
 """
 
 from __future__ import annotations
@@ -27,6 +41,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import secrets
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,37 +53,120 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from roost.contract.labels import Label
 from service import oip
-from service.errors import BadRequest, PayloadTooLarge
+from service.errors import BadRequest, PayloadTooLarge, ServiceError
 from service.postprocess import Scores
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_SIZE = "binary_data_size"
 BASE64 = "base64"
 
+PARSE_ON_LOOP_JSON_BYTES = 16 * 1024
+"""JSON up to this long parses in well under a millisecond: on the event loop."""
+PARSE_ON_LOOP_BODY_BYTES = 1024 * 1024
+"""Binary data up to this long is copied in well under a millisecond: on the event loop."""
+MAX_JSON_VALUES = 4096
+"""Values (counted as commas and opening brackets) a request's JSON may hold besides its
+inputs' `data` arrays: names, shapes, parameters and outputs need a few dozen."""
+MAX_GZIP_MEMBERS = 1024
+"""gzip members one body may hold; each costs a fresh inflater, so their number is bounded."""
+_DRAIN_CHUNK_BYTES = 64 * 1024
 
-def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
-    """The body as sent before its Content-Encoding (gzip or deflate, as tritonclient can send).
 
-    Raises:
-        BadRequest: an unknown encoding, or data that does not decompress.
-        PayloadTooLarge: more than `limit` bytes once decompressed.
-    """
+def parses_on_loop(body: bytes, content_encoding: str | None, header_length: int | None) -> bool:
+    """Whether `parse_request` on `body` is short enough for the event loop: plain, with little
+    JSON to parse and little binary data to copy."""
+    if _encoding(content_encoding) != "identity":
+        return False
+    json_length = len(body) if header_length is None else header_length
+    return json_length <= PARSE_ON_LOOP_JSON_BYTES and len(body) <= PARSE_ON_LOOP_BODY_BYTES
+
+
+def _encoding(content_encoding: str | None) -> str:
     encoding = (content_encoding or "identity").strip().lower()
-    if encoding == "identity":
-        return body
-    if encoding not in ("gzip", "deflate"):
+    if encoding not in ("identity", "gzip", "deflate"):
         raise BadRequest(f"Content-Encoding {encoding!r} is not supported: send gzip or deflate")
-    # gzip: a gzip header; deflate: the zlib format (RFC 9110), which tritonclient sends.
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error:
-        raise BadRequest(f"the body is not valid {encoding} data") from None
-    if len(data) > limit:
-        raise PayloadTooLarge(f"the body is over the {limit} byte limit once decompressed")
-    if not inflater.eof:
-        raise BadRequest(f"the body is not valid {encoding} data (it ends too soon)")
-    return data
+    return encoding
+
+
+class _PlainBody:
+    """A body sent without Content-Encoding, read in order."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._at = 0
+
+    def read(self, size: int) -> bytes | memoryview:
+        """The next `size` bytes, fewer only at the end; a view where a copy is not needed."""
+        if self._at == 0 and size >= len(self._body):
+            self._at = len(self._body)
+            return self._body
+        part = memoryview(self._body)[self._at : self._at + size]
+        self._at += len(part)
+        return part
+
+
+class _InflatedBody:
+    """A gzip (every member) or deflate body, inflated only as far as it is read, and refused
+    once more than `limit` bytes come out of it."""
+
+    def __init__(self, body: bytes, encoding: str, limit: int) -> None:
+        self._encoding = encoding
+        # gzip: a gzip header; deflate: the zlib format (RFC 9110), which tritonclient sends.
+        self._wbits = 31 if encoding == "gzip" else 15
+        self._inflater = zlib.decompressobj(wbits=self._wbits)
+        self._pending = body
+        """Input not yet inflated (the inflater's unconsumed tail, or a next member)."""
+        self._members = 1
+        self._limit = limit
+        self._out = 0
+        self._ended = False
+
+    def read(self, size: int) -> bytes:
+        """The next `size` bytes once inflated, fewer only at the end of the body.
+
+        Raises:
+            BadRequest: data that does not inflate, ends inside a stream, or has anything but
+                a further gzip member after a stream's end.
+            PayloadTooLarge: more than `limit` bytes inflated in all.
+        """
+        parts: list[bytes] = []
+        while size > 0 and not self._ended:
+            try:
+                chunk = self._inflater.decompress(self._pending, size)
+            except zlib.error:
+                raise BadRequest(f"the body is not valid {self._encoding} data") from None
+            self._pending = self._inflater.unconsumed_tail
+            self._out += len(chunk)
+            if self._out > self._limit:
+                raise PayloadTooLarge(
+                    f"the body is over the {self._limit} byte limit once decompressed"
+                )
+            parts.append(chunk)
+            size -= len(chunk)
+            if self._inflater.eof:
+                self._next_member()
+            elif not chunk and not self._pending:
+                raise BadRequest(f"the body is not valid {self._encoding} data (it ends too soon)")
+        return b"".join(parts)
+
+    def drain(self) -> None:
+        """Inflate the rest of the body, keeping none of it: only to see whether it is over the
+        limit (PayloadTooLarge) or not valid data (BadRequest)."""
+        while not self._ended:
+            self.read(_DRAIN_CHUNK_BYTES)
+
+    def _next_member(self) -> None:
+        rest = self._inflater.unused_data
+        if not rest:
+            self._ended = True
+            return
+        if self._encoding != "gzip":
+            raise BadRequest("the body has data after the end of its deflate stream")
+        self._members += 1
+        if self._members > MAX_GZIP_MEMBERS:
+            raise BadRequest(f"the body has more than {MAX_GZIP_MEMBERS} gzip members")
+        self._inflater = zlib.decompressobj(wbits=self._wbits)
+        self._pending = rest
 
 
 # --- the JSON request, as parsed (unknown fields and parameters are ignored) -----------------
@@ -116,47 +215,96 @@ class ParsedRequest:
     outputs: list[WantedOutput]
 
 
-def parse_request(body: bytes, header_length: int | None, max_images: int) -> ParsedRequest:
+def parse_request(
+    body: bytes,
+    content_encoding: str | None,
+    header_length: int | None,
+    limits: oip.InputLimits,
+    max_body_bytes: int,
+) -> ParsedRequest:
     """The infer request in `body`; `header_length` is the Inference-Header-Content-Length.
 
     Raises:
-        BadRequest: anything the protocol or this model does not accept.
-        PayloadTooLarge: more than `max_images` images (the /v1 limit on files per request).
+        BadRequest: anything the protocol or this version does not accept.
+        PayloadTooLarge: more than `limits.max_images` images, or a body over `max_body_bytes`
+            once decompressed.
     """
-    if header_length is not None and header_length > len(body):
+    encoding = _encoding(content_encoding)
+    if encoding == "identity":
+        return _parse(_PlainBody(body), header_length, limits, max_body_bytes)
+    inflated = _InflatedBody(body, encoding, max_body_bytes)
+    try:
+        return _parse(inflated, header_length, limits, max_body_bytes)
+    except ServiceError:
+        inflated.drain()  # a body over the limit once decompressed is a 413 first, as if plain
+        raise
+
+
+def _parse(
+    reader: _PlainBody | _InflatedBody,
+    header_length: int | None,
+    limits: oip.InputLimits,
+    max_body_bytes: int,
+) -> ParsedRequest:
+    whole_body = header_length is None
+    header = reader.read(max_body_bytes + 1 if header_length is None else header_length)
+    if header_length is not None and len(header) < header_length:
         raise BadRequest(
-            f"{HEADER_LENGTH} is {header_length} but the body has only {len(body)} bytes"
+            f"{HEADER_LENGTH} is {header_length} but the body has only {len(header)} bytes"
         )
-    split = len(body) if header_length is None else header_length
-    request = _parse_json(body if header_length is None else body[:split], header_length is None)
-    binary = memoryview(body)[split:]
+    request, arrays = _parse_json(bytes(header), whole_body)
     oip.check_one_input([i.name for i in request.inputs])
     (given,) = request.inputs
     size = _binary_size(given)
-    declared = size or 0
-    if declared != len(binary):
-        if header_length is None and declared:
-            raise BadRequest(
-                f"input {given.name!r} has {BINARY_SIZE} {declared}: binary tensor data needs "
-                f"the {HEADER_LENGTH} header, the length of the JSON before it"
-            )
+    if whole_body and size:
         raise BadRequest(
-            f"the body has {len(binary)} bytes after the JSON, but input {given.name!r} has "
-            f"{BINARY_SIZE} {declared}"
+            f"input {given.name!r} has {BINARY_SIZE} {size}: binary tensor data needs "
+            f"the {HEADER_LENGTH} header, the length of the JSON before it"
+        )
+    count = oip.check_input(given.name, given.datatype, given.shape, given.parameters or {}, limits)
+    has_data = "data" in given.model_fields_set
+    if has_data == (size is not None):
+        raise BadRequest(
+            f"input {given.name!r} must have either 'data' or parameters.{BINARY_SIZE} (binary "
+            f"tensor data), {'not both' if has_data else 'and has neither'}"
+        )
+    if given.datatype == "UINT8" and size is not None and size != count:
+        raise BadRequest(
+            f"input {given.name!r}: shape {given.shape} is {count} UINT8 values but "
+            f"{BINARY_SIZE} is {size}"
+        )
+    binary = reader.read(size or 0)
+    if len(binary) != (size or 0) or reader.read(1):
+        after = f"{len(binary)}" if len(binary) != (size or 0) else f"more than {size or 0}"
+        raise BadRequest(
+            f"the body has {after} bytes after the JSON, but input {given.name!r} has "
+            f"{BINARY_SIZE} {size or 0}"
         )
     base64_default = (request.parameters or {}).get("content_type") == BASE64
-    tensor = _input_tensor(given, size, binary, base64_default, max_images)
+    if size is not None:
+        tensor = _binary_tensor(given, count, binary)
+    else:
+        tensor = _json_tensor(given, count, arrays, base64_default)
     return ParsedRequest(request.id, tensor, _wanted_outputs(request))
 
 
-def _parse_json(header: bytes, whole_body: bool) -> InferenceRequest:
+def _parse_json(header: bytes, whole_body: bool) -> tuple[InferenceRequest, _DataArrays]:
+    """The request, its `data` arrays cut out first (`_DataArrays`), so that parsing it costs
+    at most `MAX_JSON_VALUES` values whatever the arrays hold."""
+    hint = f" (binary tensor data after the JSON needs the {HEADER_LENGTH} header)"
+    arrays = _DataArrays.cut(header)
+    if arrays.values > MAX_JSON_VALUES:
+        raise BadRequest(
+            f"invalid inference request: more than {MAX_JSON_VALUES} JSON values besides the "
+            f"inputs' data arrays of numbers or base64 strings{hint if whole_body else ''}"
+        )
     try:
-        return InferenceRequest.model_validate_json(header)
+        return InferenceRequest.model_validate_json(arrays.text), arrays
     except ValidationError as exc:
-        hint = ""
-        if whole_body and any(e["type"] == "json_invalid" for e in exc.errors()):
-            hint = f" (binary tensor data after the JSON needs the {HEADER_LENGTH} header)"
-        raise BadRequest(f"invalid inference request: {describe(exc)}{hint}") from None
+        invalid = whole_body and any(e["type"] == "json_invalid" for e in exc.errors())
+        raise BadRequest(
+            f"invalid inference request: {describe(exc)}{hint if invalid else ''}"
+        ) from None
 
 
 def describe(exc: ValidationError) -> str:
@@ -165,6 +313,77 @@ def describe(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{where}: {err['msg']}" if where else err["msg"])
     return "; ".join(parts)
+
+
+# A `"data"` key and its array, when the array is numbers (flat or nested) or flat with neither
+# brackets nor backslashes inside (base64 strings). Only a JSON object key is a string followed
+# by a colon, and an array in this form ends at the last `]` the pattern reaches: a number array
+# is followed by `,` or `}`, and `[^\[\]\\]` stops at the array's own `]`.
+_DATA_ARRAY = re.compile(rb'"data"\s*:\s*(\[[\s\[\],0-9eE.+\-]*\]|\[[^\[\]\\]*\])')
+_NUMBER_BYTES = bytes(ord("1") if chr(b) in "0123456789eE.+-" else ord("0") for b in range(256))
+"""A `bytes.translate` table: "1" for the bytes numbers are written with, "0" for the others."""
+
+
+@dataclass(frozen=True)
+class _DataArrays:
+    """A request's JSON with each `data` array replaced by a placeholder string (a per-request
+    random token, which no client can forge), and where those arrays were in the original."""
+
+    original: bytes
+    text: bytes
+    """The JSON with the placeholders, to parse."""
+    spans: list[tuple[int, int]]
+    token: str
+    values: int
+    """Commas and opening brackets in `text`: at least the values it holds, less one."""
+
+    @classmethod
+    def cut(cls, original: bytes) -> _DataArrays:
+        token = secrets.token_hex(8)
+        pieces: list[bytes] = []
+        spans: list[tuple[int, int]] = []
+        at = 0
+        for match in _DATA_ARRAY.finditer(original):
+            start, end = match.span(1)
+            quotes = original.count(b'"', start, end)
+            opened, closed = original.count(b"[", start, end), original.count(b"]", start, end)
+            if opened != closed or quotes % 2:
+                continue  # not the whole array (a `]` in a string): parsed as it is, bounded
+            if len(spans) == MAX_JSON_VALUES:
+                break  # the rest stays in the text, where it counts against MAX_JSON_VALUES
+            pieces += [original[at:start], f'"{token}:{len(spans)}"'.encode()]
+            spans.append((start, end))
+            at = end
+        text = b"".join([*pieces, original[at:]]) if spans else original
+        values = text.count(b",") + text.count(b"[") + text.count(b"{")
+        return cls(original, text, spans, token, values)
+
+    def span_of(self, data: Any) -> tuple[int, int] | None:
+        """Where the array that `data`'s placeholder stands for is; None: `data` is no
+        placeholder (the array was parsed in place)."""
+        if not isinstance(data, str) or not data.startswith(f"{self.token}:"):
+            return None
+        return self.spans[int(data.partition(":")[2])]
+
+    def count(self, span: tuple[int, int]) -> int:
+        """The elements of the array at `span`, without building it: its strings (pairs of
+        quotes), or else its numbers (runs of the bytes numbers are written with)."""
+        start, end = span
+        quotes = self.original.count(b'"', start, end)
+        if quotes:
+            return quotes // 2
+        return self.original.translate(_NUMBER_BYTES).count(b"01", start, end)
+
+    def lists(self, span: tuple[int, int]) -> int:
+        """The lists of the array at `span`, itself included."""
+        return self.original.count(b"[", *span)
+
+    def load(self, span: tuple[int, int], what: str) -> Any:
+        start, end = span
+        try:
+            return json.loads(self.original[start:end])
+        except (ValueError, RecursionError):
+            raise BadRequest(f"{what}: 'data' is not valid JSON") from None
 
 
 def _binary_size(given: RequestInput) -> int | None:
@@ -176,36 +395,45 @@ def _binary_size(given: RequestInput) -> int | None:
     return size
 
 
-def _input_tensor(
-    given: RequestInput,
-    binary_size: int | None,
-    binary: memoryview,
-    base64_default: bool,
-    max_images: int,
+def _binary_tensor(
+    given: RequestInput, count: int, binary: bytes | memoryview
 ) -> oip.InputTensor:
     what = f"input {given.name!r}"
-    shape = given.shape
-    count = oip.check_input(given.name, given.datatype, shape, given.parameters or {}, max_images)
-    expected = given.datatype
-    has_data = "data" in given.model_fields_set
-    if has_data == (binary_size is not None):
-        raise BadRequest(
-            f"{what} must have either 'data' or parameters.{BINARY_SIZE} (binary tensor data), "
-            f"{'not both' if has_data else 'and has neither'}"
-        )
     data: list[bytes] | np.ndarray
-    if expected == "BYTES":
-        if binary_size is not None:
-            data = oip.unpack_bytes(binary, count, what)
-        else:
-            encoding = (given.parameters or {}).get("content_type")
-            data = _json_bytes(given.data, count, what, encoding == BASE64 or base64_default)
+    if given.datatype == "BYTES":
+        data = oip.unpack_bytes(binary, count, what)
     else:
-        if binary_size is not None:
-            data = oip.unpack_uint8(binary, shape, what)
-        else:
-            data = _json_uint8(given.data, shape, count, what)
-    return oip.InputTensor(given.name, expected, shape, data)
+        data = oip.unpack_uint8(binary, given.shape, what)
+    return oip.InputTensor(given.name, given.datatype, given.shape, data)
+
+
+def _json_tensor(
+    given: RequestInput, count: int, arrays: _DataArrays, base64_default: bool
+) -> oip.InputTensor:
+    """The input's JSON `data`, counted against the shape before it is built."""
+    what = f"input {given.name!r}"
+    value = given.data
+    span = arrays.span_of(value)
+    if span is not None:
+        found = arrays.count(span)
+        # A regular array of `count` elements nests at most one list per element, plus the
+        # outermost: more lists than that would cost far more to build than the elements.
+        if found != count or arrays.lists(span) > count + 1:
+            raise BadRequest(_count_mismatch(given.datatype, what, count, found))
+        value = arrays.load(span, what)
+    data: list[bytes] | np.ndarray
+    if given.datatype == "BYTES":
+        encoding = (given.parameters or {}).get("content_type")
+        data = _json_bytes(value, count, what, encoding == BASE64 or base64_default)
+    else:
+        data = _json_uint8(value, given.shape, count, what)
+    return oip.InputTensor(given.name, given.datatype, given.shape, data)
+
+
+def _count_mismatch(datatype: str, what: str, count: int, found: int) -> str:
+    if datatype == "UINT8":
+        return f"{what}: 'data' must be a regular array of the shape's {count} numbers, not {found}"
+    return f"{what}: the shape says {count} elements, 'data' has {found}"
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -224,7 +452,7 @@ def _flatten(data: Any) -> list[Any]:
 def _json_bytes(data: Any, count: int, what: str, is_base64: bool) -> list[bytes]:
     elements = _flatten(data)
     if len(elements) != count:
-        raise BadRequest(f"{what}: the shape says {count} elements, 'data' has {len(elements)}")
+        raise BadRequest(_count_mismatch("BYTES", what, count, len(elements)))
     if not all(isinstance(e, str) for e in elements):
         raise BadRequest(f"{what}: BYTES elements in JSON are strings")
     if not is_base64:
@@ -248,7 +476,7 @@ def _json_uint8(data: Any, shape: list[int], count: int, what: str) -> np.ndarra
     if array.dtype.kind not in "iu":
         raise BadRequest(f"{what}: UINT8 data must be integers 0..255")
     if array.size != count:
-        raise BadRequest(f"{what}: the shape says {count} elements, 'data' has {array.size}")
+        raise BadRequest(_count_mismatch("UINT8", what, count, array.size))
     if array.size and (array.min() < 0 or array.max() > 255):
         raise BadRequest(f"{what}: UINT8 data must be integers 0..255")
     return array.astype(np.uint8).reshape(shape)
