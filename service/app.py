@@ -18,7 +18,7 @@ from service.api import admin, classify, explain, health, models, v2
 from service.cpu_gate import CpuGate
 from service.cpus import usable_cores
 from service.errors import install_error_handlers
-from service.lingering import RequestBodyMiddleware
+from service.lingering import BodyBudget, RequestBodyMiddleware
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import ServiceSettings
@@ -33,6 +33,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
+    body_budget = BodyBudget(settings.inflight_body_budget)  # request bodies held, server-wide
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,7 +91,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(
         RequestBodyMiddleware,
-        budget_bytes=settings.inflight_body_budget,
+        budget=body_budget,
         max_body_bytes=settings.max_upload_bytes,
         read_seconds=settings.request_timeout_s,
         lingering_max_bytes=settings.lingering_max_bytes,

@@ -43,6 +43,29 @@ MAX_HEADER_BYTES = 64 * 1024
 """Most bytes of a request line and headers; a larger head is answered 400 and closed."""
 
 
+class BodyBudget:
+    """The request body bytes one server process holds at once (`held`, at most `limit`)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if size and self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+    def refusal(self) -> Overloaded:
+        return Overloaded(
+            f"the server holds {self.held} bytes of request bodies, its budget is "
+            f"{self.limit}; retry shortly"
+        )
+
+
 class RequestBodyMiddleware:
     """Every HTTP request's body: counted against the budget, read by the deadline, drained
     before an early answer (the module's "per request")."""
@@ -51,21 +74,19 @@ class RequestBodyMiddleware:
         self,
         app: ASGIApp,
         *,
-        budget_bytes: int,
+        budget: BodyBudget,
         max_body_bytes: int,
         read_seconds: float,
         lingering_max_bytes: int,
         lingering_max_s: float,
     ) -> None:
         self.app = app
-        self.budget_bytes = budget_bytes
+        self.budget = budget
         self.max_body_bytes = max_body_bytes
         """No route reads more of a body (413 past it): the most one declared body holds."""
         self.read_seconds = read_seconds
         self.lingering_max_bytes = lingering_max_bytes
         self.lingering_max_s = lingering_max_s
-        self.inflight_bytes = 0
-        """Body bytes held by the requests in progress (declared, or received when undeclared)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,15 +97,9 @@ class RequestBodyMiddleware:
             if body.reserve(min(body.declared or 0, self.max_body_bytes)):
                 await self.app(scope, body.receive, body.send)
             else:
-                await body.refuse(self.over_budget())
+                await body.refuse(self.budget.refusal())
         finally:
-            self.inflight_bytes -= body.held
-
-    def over_budget(self) -> Overloaded:
-        return Overloaded(
-            f"the server holds {self.inflight_bytes} bytes of request bodies, its budget is "
-            f"{self.budget_bytes}; retry shortly"
-        )
+            self.budget.give_back(body.held)
 
 
 class _RequestBody:
@@ -104,12 +119,11 @@ class _RequestBody:
         """Whether the app has had the whole body (or there is none)."""
         self.timed_out = False
         self.held = 0
-        """Bytes of this request counted in `bounds.inflight_bytes`."""
+        """Bytes of this request counted in the budget: declared, or received when undeclared."""
 
     def reserve(self, size: int) -> bool:
-        if size and self.bounds.inflight_bytes + size > self.bounds.budget_bytes:
+        if not self.bounds.budget.take(size):
             return False
-        self.bounds.inflight_bytes += size
         self.held += size
         return True
 
@@ -129,7 +143,7 @@ class _RequestBody:
             return message
         self.done = not message.get("more_body", False)
         if self.declared is None and not self.reserve(len(message.get("body", b""))):
-            raise self.bounds.over_budget()
+            raise self.bounds.budget.refusal()
         return message
 
     async def send(self, message: Message) -> None:

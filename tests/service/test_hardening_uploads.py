@@ -28,7 +28,7 @@ from modelkit import publish, solid_png
 from PIL import Image
 
 from service.errors import RequestTimeout
-from service.lingering import RequestBodyMiddleware
+from service.lingering import BodyBudget, RequestBodyMiddleware
 
 MiB = 1024 * 1024
 
@@ -179,7 +179,7 @@ def reading_app(started: asyncio.Event | None = None, release: asyncio.Event | N
 def middleware(app: Any, budget: int = 100, read_seconds: float = 30.0) -> RequestBodyMiddleware:
     return RequestBodyMiddleware(
         app,
-        budget_bytes=budget,
+        budget=BodyBudget(budget),
         max_body_bytes=80,
         read_seconds=read_seconds,
         lingering_max_bytes=1000,
@@ -193,7 +193,7 @@ async def test_a_body_that_does_not_fit_the_budget_is_refused_before_it_is_read(
     holder = FakeConnection([b"x" * 80], {"content-length": "80"})
     holding = asyncio.create_task(bounds(holder.scope, holder.receive, holder.send))
     await started.wait()
-    assert bounds.inflight_bytes == 80
+    assert bounds.budget.held == 80
 
     waiting = FakeConnection([b"y" * 30], {"content-length": "30", "expect": "100-continue"})
     await bounds(waiting.scope, waiting.receive, waiting.send)
@@ -203,10 +203,10 @@ async def test_a_body_that_does_not_fit_the_budget_is_refused_before_it_is_read(
 
     release.set()
     await holding
-    assert holder.status == 200 and bounds.inflight_bytes == 0
+    assert holder.status == 200 and bounds.budget.held == 0
     retry = FakeConnection([b"y" * 30], {"content-length": "30"})
     await bounds(retry.scope, retry.receive, retry.send)
-    assert retry.status == 200 and bounds.inflight_bytes == 0
+    assert retry.status == 200 and bounds.budget.held == 0
 
 
 async def test_an_undeclared_body_is_refused_when_its_chunks_stop_fitting() -> None:
@@ -230,7 +230,7 @@ async def test_an_undeclared_body_is_refused_when_its_chunks_stop_fitting() -> N
     assert chunked.status == 503
     release.set()
     await holding
-    assert bounds.inflight_bytes == 0
+    assert bounds.budget.held == 0
 
 
 async def test_a_stalled_body_times_out_and_its_connection_closes() -> None:
@@ -250,7 +250,7 @@ async def test_a_stalled_body_times_out_and_its_connection_closes() -> None:
     await bounds(stalled.scope, stalled.receive, stalled.send)
     assert outcome and stalled.status == 408
     assert stalled.headers[b"connection"] == b"close"  # no lingering read for a stalled client
-    assert bounds.inflight_bytes == 0
+    assert bounds.budget.held == 0
 
 
 # --- real servers -----------------------------------------------------------------------------
