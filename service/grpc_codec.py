@@ -189,6 +189,8 @@ def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, 
 
 def _varint(data: bytes, at: int, end: int) -> tuple[int, int]:
     """The varint at `data[at]` and where it ends."""
+    if at < end and data[at] < 0x80:  # one byte: most keys and lengths
+        return data[at], at + 1
     value = shift = 0
     while at < end and shift < 64:
         byte = data[at]
