@@ -14,9 +14,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from roost.contract.images import max_decode_bytes
 from service.api import admin, classify, explain, health, models, v2
 from service.cpu_gate import CpuGate
 from service.cpus import usable_cores
+from service.decode_memory import DecodeMemory
 from service.errors import install_error_handlers
 from service.lingering import BodyBudget, RequestBodyMiddleware
 from service.metrics import ServiceMetrics
@@ -38,9 +40,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics = ServiceMetrics()
-        cpu_gate = CpuGate(settings.cpu_gate_threads or usable_cores() + 1)
+        gate_threads = settings.cpu_gate_threads or usable_cores() + 1
+        cpu_gate = CpuGate(gate_threads)
+        decode_memory = DecodeMemory(
+            settings.max_decode_bytes or _auto_decode_bytes(settings, gate_threads)
+        )
         registry = ModelRegistry(settings, metrics, cpu_gate)
         metrics.ready.set_function(lambda: float(registry.readiness()[0]))
+        metrics.body_bytes_in_flight.set_function(lambda: float(body_budget.held))
+        metrics.decode_bytes_in_use.set_function(lambda: float(decode_memory.held))
         decode_pool = ThreadPoolExecutor(
             settings.decode_threads,
             thread_name_prefix="roost-decode",
@@ -49,7 +57,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         )
         shadows = ShadowRunner(metrics, settings.request_timeout_s)
         app.state.roost = state = ServiceState(
-            settings, metrics, registry, decode_pool, shadows, cpu_gate
+            settings, metrics, registry, decode_pool, shadows, cpu_gate, decode_memory
         )
         app.state.grpc = None
         if settings.workers > 1:
@@ -145,3 +153,10 @@ async def _reload(registry: ModelRegistry) -> None:
         await registry.reload()
     except Exception:  # a scan error must not kill polling; the next round retries
         log.exception("model repository reload failed")
+
+
+def _auto_decode_bytes(settings: ServiceSettings, gate_threads: int) -> int:
+    """ROOST_MAX_DECODE_BYTES=0: the costliest image allowed, once per thread that may decode
+    at once (the CPU gate's), and at least twice."""
+    worst = max_decode_bytes(settings.max_image_pixels, (512, 512), settings.max_upload_bytes)
+    return max(2, gate_threads) * worst

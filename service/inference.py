@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roost.contract.errors import ImageTooLargeError, InvalidImageError
+from roost.contract.images import decode_bytes_bound
 from service.batcher import Decode
 from service.errors import (
     DeadlineExceeded,
@@ -207,9 +208,11 @@ def _decode_call(
 ) -> Decode:
     """The decode of one upload, for whichever thread runs it (decode pool or inference).
 
-    It takes its turn in the CPU gate by the request's `deadline` (monotonic), after the work
+    It holds what its image's header says the decode can cost in the server's decode memory,
+    then takes its turn in the CPU gate by the request's `deadline` (monotonic), after the work
     of requests that arrived before it (service/cpu_gate.py), and raises InvalidImage (415) or
-    PayloadTooLarge (413) for an image it cannot take.
+    PayloadTooLarge (413) for an image it cannot take, Overloaded (503) when the decode memory
+    stays full until the deadline.
     """
     card = served.artifacts.card
     settings = state.settings
@@ -220,15 +223,19 @@ def _decode_call(
     def decode() -> np.ndarray:
         started = time.perf_counter()
         try:
-            image = state.cpu_gate.call(
-                1,
-                deadline,
-                decoder.decode,
-                upload.data,
-                card.image_size,
-                card.resize,
-                settings.max_image_pixels,
-            )
+            # The header says what the decode can cost; it holds that much of the server's
+            # decode memory (service/decode_memory.py) before its turn in the CPU gate.
+            need = decode_bytes_bound(upload.data, card.image_size)
+            with state.decode_memory.hold(need, deadline):
+                image = state.cpu_gate.call(
+                    1,
+                    deadline,
+                    decoder.decode,
+                    upload.data,
+                    card.image_size,
+                    card.resize,
+                    settings.max_image_pixels,
+                )
         except (InvalidImageError, ImageTooLargeError) as exc:
             kind: type[ServiceError] = (
                 PayloadTooLarge if isinstance(exc, ImageTooLargeError) else InvalidImage

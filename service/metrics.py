@@ -162,6 +162,16 @@ class ServiceMetrics:
             "1 while /readyz answers 200: every model has a version serving.",
             registry=self._live,
         )
+        self.body_bytes_in_flight = CallbackGauge(
+            "roost_request_body_inflight_bytes",
+            "Request body bytes this process holds now (ROOST_MAX_INFLIGHT_BODY_BYTES caps it).",
+            registry=self._live,
+        )
+        self.decode_bytes_in_use = CallbackGauge(
+            "roost_decode_memory_bytes",
+            "Bytes the image decodes running now may hold (ROOST_MAX_DECODE_BYTES caps it).",
+            registry=self._live,
+        )
         # roost_gpu_* only when NVML sees a GPU
         self.gpu_present = register_gpu_collector(self._live)
         self.models_loaded = Gauge(

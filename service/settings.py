@@ -61,6 +61,12 @@ class ServiceSettings(BaseSettings):
     it is read, and a body without a declared length is refused when its bytes stop fitting;
     0 = auto: 8 x `max_upload_bytes`. At least `max_upload_bytes`, so any allowed body fits
     an idle server."""
+    max_decode_bytes: int = Field(0, ge=0)
+    """Bytes that image decodes hold at once, server-wide: each decode holds what its image's
+    header says it can cost (docs/api.md, "Decode memory") before it starts, and waits for room
+    until its deadline (then 503); an image that alone needs more is refused with 413. 0 = auto:
+    what the worst image allowed (`max_image_pixels`, `max_upload_bytes`, a 512 x 512 input)
+    can cost, times the CPU gate's threads (at least 2)."""
     idle_timeout_s: float = Field(5.0, gt=0.0)
     """Seconds a connection may wait for a request's first byte (a new connection, or a
     kept-alive one between requests) before the server closes it."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from service.cpu_gate import CpuGate
+from service.decode_memory import DecodeMemory
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import ServiceSettings
@@ -23,6 +24,8 @@ class ServiceState:
     shadows: ShadowRunner
     cpu_gate: CpuGate
     """Decode and CPU inference take turns in it, oldest request first (service/cpu_gate.py)."""
+    decode_memory: DecodeMemory
+    """Bytes that decodes hold at once, server-wide (service/decode_memory.py)."""
 
 
 def state_of(request: Request) -> ServiceState:
