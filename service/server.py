@@ -146,13 +146,14 @@ def worker_app() -> FastAPI:
 
 
 def prepare_server_process(settings: ServiceSettings) -> None:
-    """What a process that serves sets for itself, before the app starts any thread: logging
-    and glibc's arena cap. `create_app` alone leaves the process as it found it (tests, and
-    anyone who embeds the app)."""
-    from service.malloc import limit_malloc_arenas
+    """What a process that serves sets for itself, before the app starts any thread: logging,
+    glibc's arena cap and its mmap threshold (service/malloc.py). `create_app` alone leaves the
+    process as it found it (tests, and anyone who embeds the app)."""
+    from service.malloc import fix_mmap_threshold, limit_malloc_arenas
 
     _configure_logging(settings)
     limit_malloc_arenas()
+    fix_mmap_threshold()
 
 
 def _configure_logging(settings: ServiceSettings) -> None:
