@@ -15,23 +15,25 @@ from roost.contract.images import decode_bytes_bound
 from service.decode_memory import DecodeMemory
 from service.errors import Overloaded, PayloadTooLarge
 
-LATER = time.monotonic() + 60.0
+
+def later() -> float:
+    return time.monotonic() + 60.0
 
 
 def test_an_image_over_the_whole_budget_is_refused_before_it_waits() -> None:
     memory = DecodeMemory(100)
     with pytest.raises(PayloadTooLarge, match="at most 100 bytes"):
-        with memory.hold(101, LATER):
+        with memory.hold(101, later()):
             pass
     assert memory.held == 0
 
 
 def test_decodes_that_fit_together_run_together_and_give_their_bytes_back() -> None:
     memory = DecodeMemory(100)
-    with memory.hold(60, LATER), memory.hold(40, LATER):
+    with memory.hold(60, later()), memory.hold(40, later()):
         assert memory.held == 100
     assert memory.held == 0
-    with pytest.raises(RuntimeError), memory.hold(70, LATER):
+    with pytest.raises(RuntimeError), memory.hold(70, later()):
         raise RuntimeError("a failed decode")
     assert memory.held == 0
 
@@ -41,13 +43,13 @@ def test_a_decode_that_does_not_fit_waits_for_room() -> None:
     first_in, second_in, release = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:
-        with memory.hold(80, LATER):
+        with memory.hold(80, later()):
             first_in.set()
             release.wait(10)
 
     def second() -> None:
         first_in.wait(10)
-        with memory.hold(50, LATER):
+        with memory.hold(50, later()):
             second_in.set()
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
@@ -63,7 +65,7 @@ def test_a_decode_that_does_not_fit_waits_for_room() -> None:
 
 def test_no_room_before_the_deadline_is_overloaded_not_the_models_fault() -> None:
     memory = DecodeMemory(100)
-    with memory.hold(80, LATER):
+    with memory.hold(80, later()):
         with pytest.raises(Overloaded) as refused:
             with memory.hold(50, time.monotonic() + 0.01):
                 pass
