@@ -12,7 +12,10 @@ import numpy as np
 
 from roost.contract.card import ModelCard, read_card
 from roost.contract.errors import ContractError
+from roost.contract.files import read_regular_file
 from roost.contract.labels import Label, read_labels
+from roost.contract.layout import MODEL_FILE
+from roost.contract.onnx_io import MAX_MODEL_BYTES
 from service.cpu_gate import CpuGate
 from service.gpu_decode import image_decoder
 from service.model_config import ModelConfig
@@ -41,11 +44,15 @@ def load_version(
 
     `cpu_gate`: the server's, so the version's CPU runs take their turn with everything else.
     """
+    if files.error is not None:
+        raise ContractError(files.error)
     card = read_card(files.path)
     labels = read_labels(files.path)
-    if not files.onnx_path.is_file():
-        raise ContractError("model.onnx is missing")
-    model_bytes = files.onnx_path.read_bytes()  # read once: hashed, then loaded
+    try:
+        # Read once: hashed, then loaded.
+        model_bytes = read_regular_file(files.onnx_path, MAX_MODEL_BYTES)
+    except FileNotFoundError:
+        raise ContractError(f"{MODEL_FILE} is missing") from None
     digest = hashlib.sha256(model_bytes).hexdigest()
     if digest.lower() != card.sha256.lower():
         raise ContractError(
@@ -81,14 +88,23 @@ def _check_references(
     so a model whose answers change under GPU decoding is refused here, not served.
     """
     decoder = image_decoder(settings)
+    folder = files.path.resolve()
     for ref in card.references:
-        path = (files.path / ref.file).resolve()
-        if files.path.resolve() not in path.parents or not path.is_file():
-            raise ContractError(f"reference image {ref.file!r} is missing")
         try:
-            image = decoder.decode(
-                path.read_bytes(), card.image_size, card.resize, settings.max_image_pixels
+            path = (folder / ref.file).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise ContractError(f"reference image {ref.file!r}: {exc}") from None
+        if folder not in path.parents:
+            raise ContractError(f"reference image {ref.file!r} is outside the version folder")
+        try:
+            # Bounded as an upload is: a reference is decoded as a request's image is.
+            content = read_regular_file(
+                folder / ref.file, settings.max_upload_bytes, f"reference {ref.file!r}"
             )
+        except FileNotFoundError:
+            raise ContractError(f"reference image {ref.file!r} is missing") from None
+        try:
+            image = decoder.decode(content, card.image_size, card.resize, settings.max_image_pixels)
         except ContractError as exc:
             raise ContractError(f"reference image {ref.file!r}: {exc}") from None
         top1 = int(np.argmax(classifier.run(image[np.newaxis])[0]))

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from roost.contract.errors import ContractError
+from roost.contract.files import read_regular_file
 from roost.contract.labels import read_labels
 from roost.contract.layout import CARD_FILE, validation_summary
 
@@ -98,13 +99,19 @@ class ModelCard(BaseModel):
         return dict(self.model_extra or {})
 
 
+MAX_CARD_BYTES = 16 * 1024 * 1024
+"""Most bytes of a `card.json`: its largest part, a prediction profile, holds a count per class."""
+
+
 def read_card(folder: Path) -> ModelCard:
     try:
-        raw: Any = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
-        return ModelCard.model_validate(raw)
+        content = read_regular_file(folder / CARD_FILE, MAX_CARD_BYTES)
     except FileNotFoundError:
         raise ContractError(f"{CARD_FILE} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    try:
+        raw: Any = json.loads(content.decode("utf-8"))
+        return ModelCard.model_validate(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ContractError(f"{CARD_FILE} is not valid JSON: {exc}") from None
     except ValidationError as exc:
         raise ContractError(f"{CARD_FILE} is invalid: {validation_summary(exc)}") from None

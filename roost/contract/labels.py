@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roost.contract.errors import ContractError
+from roost.contract.files import read_regular_file
 from roost.contract.layout import LABELS_FILE
 
 
@@ -15,11 +16,17 @@ class Label:
     url: str | None = None
 
 
+MAX_LABELS_BYTES = 16 * 1024 * 1024
+"""Most bytes of a `labels.txt`: room for a million classes with short names."""
+
+
 def read_labels(folder: Path) -> list[Label]:
     try:
-        lines = (folder / LABELS_FILE).read_text(encoding="utf-8").splitlines()
+        content = read_regular_file(folder / LABELS_FILE, MAX_LABELS_BYTES)
     except FileNotFoundError:
         raise ContractError(f"{LABELS_FILE} is missing") from None
+    try:
+        lines = content.decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise ContractError(f"{LABELS_FILE} is not UTF-8") from None
     while lines and not lines[-1].strip():

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from roost.contract.errors import ContractError
+from roost.contract.files import read_regular_file
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 VERSION_FOLDER = re.compile(r"[1-9][0-9]{0,8}")
@@ -27,6 +28,9 @@ LABELS_FILE = "labels.txt"
 CARD_FILE = "card.json"
 CONFIG_FILE = "config.json"
 REPOSITORY_FILE = "repository.json"
+
+MAX_SETTINGS_FILE_BYTES = 1024 * 1024
+"""Most bytes of `repository.json` and of a model's `config.json`: a few keys each."""
 
 
 def is_model_name(name: str) -> bool:
@@ -66,11 +70,14 @@ class RepositoryConfig(BaseModel):
 
 
 def read_repository_config(root: Path) -> RepositoryConfig:
-    path = root / REPOSITORY_FILE
-    if not path.is_file():
+    """The repository's settings; the defaults when it has no `repository.json`. Raises
+    ContractError when one is there but is not a small regular file of valid JSON."""
+    try:
+        content = read_regular_file(root / REPOSITORY_FILE, MAX_SETTINGS_FILE_BYTES)
+    except FileNotFoundError:
         return RepositoryConfig()
     try:
-        return RepositoryConfig.model_validate_json(path.read_bytes())
+        return RepositoryConfig.model_validate_json(content)
     except ValidationError as exc:
         raise ContractError(f"{REPOSITORY_FILE} is invalid: {validation_summary(exc)}") from None
 

@@ -18,6 +18,9 @@ MAX_IR_VERSION = 10
 """Newest ONNX IR version the server's ONNX Runtime (>= 1.20) reads."""
 MAX_OPSET = 21
 """Newest default-domain opset the server's ONNX Runtime reads."""
+MAX_MODEL_BYTES = 2**31 - 1
+"""Largest model.onnx: one protobuf message, which protobuf parses only below 2 GiB (the
+contract's models keep their weights inside the file, never as external data)."""
 
 Dim = int | str | None
 """A fixed size, a symbolic name, or unknown."""
