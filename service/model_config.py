@@ -116,6 +116,13 @@ class ModelPolicyConfig(BaseModel):
             raise ValueError(f"shadow.label {self.shadow.label!r} is not in version_labels")
         if self.rollback and self.rollback.label not in self.traffic:
             raise ValueError(f"rollback.label {self.rollback.label!r} is not in traffic")
+        weighted = {label for label, weight in self.traffic.items() if weight > 0}
+        if self.rollback and weighted == {self.rollback.label}:
+            # Rolled back, it would leave requests that name no version nowhere to go.
+            raise ValueError(
+                f"rollback.label {self.rollback.label!r} is the only label with traffic; "
+                "a rollback needs another label with a weight above 0 to send traffic to"
+            )
         return self
 
 

@@ -14,18 +14,16 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from roost.contract.errors import ContractError
-from roost.contract.layout import read_repository_config
 from service.batcher import BatcherConfig, BatchObserver, DynamicBatcher
 from service.cpu_gate import CpuGate
 from service.errors import ModelNotFound, NotReady, VersionNotFound
 from service.loading import VersionArtifacts, load_version
 from service.metrics import ServiceMetrics
 from service.model_config import ModelConfig, ModelPolicyConfig, select_versions
-from service.model_repository import ModelFiles, VersionFiles, scan_repository
+from service.model_repository import ModelFiles, RepositoryFiles, VersionFiles, scan
 from service.policy import ModelPolicy
 from service.postprocess import Scores, ranked
 from service.settings import ServiceSettings
@@ -73,10 +71,12 @@ class VersionRecord:
 
     state: VersionState
     reason: str | None = None
+    """Why it failed; for a version serving, why its files on disk are not what serves."""
     load_key: tuple[object, ...] | None = None
-    """The files' fingerprint and config it was (or failed to be) loaded with."""
+    """The files' fingerprint and config it was (or failed to be) loaded with last."""
     serving: ServedVersion | None = None
-    """Takes this number's traffic; kept while a replacement loads (state "loading")."""
+    """Takes this number's traffic; kept while a replacement loads (state "loading"), and
+    after a replacement failed to load (state "ready" again, the failure in `reason`)."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,13 @@ class Route:
 @dataclass
 class ModelEntry:
     name: str
-    policy: ModelPolicy
-    """Replaced when config.json's policy keys change."""
+    policy: ModelPolicy | None = None
+    """The traffic policy in force: config.json's policy keys, replaced when they change and
+    every version they name serves; None until the first such policy, and nothing is routed
+    to the model before it."""
+    policy_error: str | None = None
+    """Why config.json's policy keys are not the policy in force (a version they name does
+    not serve); cleared when they take effect."""
     config: ModelConfig | None = None
     config_error: str | None = None
     versions: dict[int, VersionRecord] = field(default_factory=dict)
@@ -143,6 +148,8 @@ class ModelRegistry:
         per `route_key`), else the latest; plus, for a split request, maybe a shadow copy."""
         entry = self._entry(name)
         policy = entry.policy
+        if policy is None:
+            raise NotReady(self._not_serving(entry))
         if selector is not None:
             return Route(self.get(name, selector), policy)
         serving = set(entry.served)
@@ -159,6 +166,8 @@ class ModelRegistry:
 
     def get(self, name: str, version: VersionSelector = None) -> ServedVersion:
         entry = self._entry(name)
+        if entry.policy is None:
+            raise NotReady(self._not_serving(entry))
         if isinstance(version, str):
             labelled = entry.policy.config.version_labels
             if version not in labelled:
@@ -167,7 +176,7 @@ class ModelRegistry:
         if version is None:
             served = entry.latest()
             if served is None:
-                raise NotReady(f"model {name!r} has no version ready{self._why(entry)}")
+                raise NotReady(self._not_serving(entry))
             return served
         record = entry.versions.get(version)
         if record is not None and record.serving is not None:
@@ -182,18 +191,26 @@ class ModelRegistry:
         return dict(self._models)
 
     def readiness(self) -> tuple[bool, list[str]]:
-        """Ready when the first load is done and every model has a version serving."""
+        """Ready when the first load is done and every model serves: it has a version serving
+        and a traffic policy in force, and every version that policy names is serving."""
         reasons = []
         if not self.initial_load_done:
             reasons.append("the model repository is still loading")
         elif not self._models:
             reasons.append(f"no models found in {self._settings.model_repo.name!r}")
         for entry in self._models.values():
-            if not entry.served:
-                reasons.append(f"model {entry.name!r} has no version ready{self._why(entry)}")
+            if not entry.served or entry.policy is None:
+                reasons.append(self._not_serving(entry))
             loading = [v for v, r in entry.versions.items() if r.state == "loading"]
             if loading and not entry.served:
                 reasons.append(f"model {entry.name!r} is loading versions {loading}")
+            labels = {} if entry.policy is None else entry.policy.config.version_labels
+            for label, version in labels.items():
+                if version not in entry.served:
+                    reasons.append(
+                        f"model {entry.name!r}: label {label!r} names version {version}, "
+                        f"which {self._state_of(entry, version)}"
+                    )
         return not reasons, reasons
 
     # --- loading (one reload at a time) ------------------------------------------------------
@@ -201,27 +218,27 @@ class ModelRegistry:
     async def reload(self) -> None:
         """Bring what is served in line with the repository on disk."""
         async with self._lock:
-            root = self._settings.model_repo
-            found = await asyncio.to_thread(scan_repository, root)
-            self._repository_default = self._read_repository_default(root)
+            repository = await asyncio.to_thread(scan, self._settings.model_repo)
+            self._repository_default = self._repository_default_of(repository)
+            found = repository.models
             for files in found.values():
                 await self._sync_model(files)
             for name in set(self._models) - set(found):
                 entry = self._models[name]
                 for version in list(entry.served):
                     self._retire(entry, version)
-                entry.policy.close()
+                if entry.policy is not None:
+                    entry.policy.close()
                 del self._models[name]
             self.initial_load_done = True
             self._metrics.models_loaded.set(sum(1 for e in self._models.values() if e.served))
 
-    def _read_repository_default(self, root: Path) -> str | None:
-        try:
-            return read_repository_config(root).default_model
-        except ContractError as exc:
-            if self._repository_default is not None or not self.initial_load_done:
-                log.error("%s; requests must name their model", exc)
-            return None
+    def _repository_default_of(self, repository: RepositoryFiles) -> str | None:
+        if repository.settings_error is None:
+            return repository.settings.default_model
+        if self._repository_default is not None or not self.initial_load_done:
+            log.error("%s; requests must name their model", repository.settings_error)
+        return None
 
     async def close(self) -> None:
         async with self._lock:
@@ -231,10 +248,11 @@ class ModelRegistry:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def _sync_model(self, files: ModelFiles) -> None:
+        """Load what the model's config wants, then put its policy in force, then unload what
+        neither wants: a version stops serving only once what replaces it serves."""
         entry = self._models.get(files.name)
         if entry is None:
-            policy = ModelPolicy(files.name, ModelPolicyConfig(), self._metrics)
-            entry = self._models[files.name] = ModelEntry(files.name, policy)
+            entry = self._models[files.name] = ModelEntry(files.name)
         if files.config is None:
             if entry.config_error != files.config_error:
                 log.error(
@@ -246,11 +264,9 @@ class ModelRegistry:
         entry.config_error = None
         config = ModelConfig.resolve(files.config, self._settings)
         entry.config = config
-        policy_config = files.config.policy()
-        if entry.policy.config != policy_config:
-            entry.policy.close()
-            entry.policy = ModelPolicy(files.name, policy_config, self._metrics)
-        labelled = set(policy_config.version_labels.values())
+        proposed = files.config.policy()
+        # Both the policy in force and the one proposed: the first serves until the second can.
+        labelled = set(proposed.version_labels.values()) | self._labelled(entry)
 
         def key(v: int) -> tuple[object, ...]:
             return (files.versions[v].fingerprint, config)
@@ -259,24 +275,90 @@ class ModelRegistry:
             record = entry.versions.get(v)
             return record is not None and record.state == "failed" and record.load_key == key(v)
 
+        def to_load(v: int) -> bool:
+            """Not serving, or serving other files or config than these, not yet tried."""
+            record = entry.versions.get(v)
+            if record is None or record.serving is None:
+                return True
+            return key(v) not in (record.serving.load_key, record.load_key)
+
+        self._note_serving_files(entry, files, key)
         candidates = {v for v in files.versions if not failed_as_is(v)}
         while True:
             # Labelled versions serve whatever the version policy says.
             wanted = select_versions(config.version_policy, candidates) | (labelled & candidates)
-            stale = [
-                v for v in wanted if v not in entry.served or entry.served[v].load_key != key(v)
-            ]
+            stale = [v for v in wanted if to_load(v)]
             if not stale:
                 break
             for version in sorted(stale, reverse=True):
-                if not await self._load(entry, files.versions[version], config, key(version)):
+                loaded = await self._load(entry, files.versions[version], config, key(version))
+                if not loaded and version not in entry.served:
                     candidates.discard(version)
+        self._put_in_force(entry, proposed)
+        keep = (
+            select_versions(config.version_policy, candidates)
+            | (set(proposed.version_labels.values()) & candidates)
+            | self._labelled(entry)
+        )
+        if not keep & set(entry.served):
+            # What the policy wants failed to load: what serves and is still on disk stays.
+            keep |= set(entry.served) & set(files.versions)
         for version in list(entry.served):
-            if version not in wanted:
+            if version not in keep:
                 self._retire(entry, version)
         for version, record in list(entry.versions.items()):
             if version not in files.versions and record.serving is None:
                 del entry.versions[version]
+
+    @staticmethod
+    def _labelled(entry: ModelEntry) -> set[int]:
+        """The versions the policy in force names: they serve as long as it is in force."""
+        return set() if entry.policy is None else set(entry.policy.config.version_labels.values())
+
+    @staticmethod
+    def _note_serving_files(
+        entry: ModelEntry, files: ModelFiles, key: Callable[[int], tuple[object, ...]]
+    ) -> None:
+        """Say, for each version serving, whether the files on disk are still the ones it
+        serves: the folder may be gone (a labelled version of the policy in force serves on)
+        or its files back as they were after a failed replacement."""
+        for version, record in entry.versions.items():
+            if record.serving is None or record.state != "ready":
+                continue
+            if version not in files.versions:
+                record.reason = (
+                    "its folder is gone; it serves while the traffic policy in force names it"
+                )
+            elif record.serving.load_key == key(version):
+                record.load_key, record.reason = key(version), None
+
+    def _put_in_force(self, entry: ModelEntry, proposed: ModelPolicyConfig) -> None:
+        """Make config.json's policy keys the policy in force once every version they name
+        serves; until then the policy in force stays, and the wait is an error of the model."""
+        if entry.policy is not None and entry.policy.config == proposed:
+            entry.policy_error = None
+            return
+        missing = [
+            f"{label!r} names version {version}, which {self._state_of(entry, version)}"
+            for label, version in proposed.version_labels.items()
+            if version not in entry.served
+        ]
+        if missing:
+            error = (
+                "the traffic policy of config.json is refused (version_labels "
+                f"{'; '.join(missing)}); "
+                + ("the previous policy serves" if entry.policy else "the model serves nothing")
+            )
+            if entry.policy_error != error:
+                log.error("model %s: %s", entry.name, error)
+                self._metrics.load_failures.labels(entry.name).inc()
+            entry.policy_error = error
+            return
+        if entry.policy is not None:
+            entry.policy.close()
+            log.info("model %s: a new traffic policy is in force", entry.name)
+        entry.policy = ModelPolicy(entry.name, proposed, self._metrics)
+        entry.policy_error = None
 
     async def _load(
         self, entry: ModelEntry, files: VersionFiles, config: ModelConfig, key: tuple[object, ...]
@@ -291,9 +373,22 @@ class ModelRegistry:
             )
         except Exception as exc:  # a broken model must never stop the server
             reason = str(exc) if isinstance(exc, ContractError) else f"{type(exc).__name__}: {exc}"
-            log.error("model %s version %d failed to load: %s", name, version, reason)
-            record.state, record.reason = "failed", reason
             self._metrics.load_failures.labels(name).inc()
+            if record.serving is None:
+                log.error("model %s version %d failed to load: %s", name, version, reason)
+                record.state, record.reason = "failed", reason
+                return False
+            # Its files changed in place and the new ones are not a complete, valid version
+            # (a copy under way, say): the session loaded before keeps serving.
+            log.error(
+                "model %s version %d failed to load again: %s; the version loaded before "
+                "serves on until its files load",
+                name,
+                version,
+                reason,
+            )
+            record.state = "ready"
+            record.reason = f"its files on disk do not load ({reason}); those loaded before serve"
             return False
 
         def on_batcher_failure(reason: str) -> None:
@@ -343,7 +438,8 @@ class ModelRegistry:
 
     def _forget_gauges(self, entry: ModelEntry, version: int) -> None:
         name = entry.name
-        entry.policy.forget_version(version)
+        if entry.policy is not None:
+            entry.policy.forget_version(version)
         for gauge in (
             self._metrics.version_ready,
             self._metrics.queue_depth,
@@ -399,11 +495,27 @@ class ModelRegistry:
             BatchObserver(on_batch, on_queue_wait, m.queue_depth.labels(*labels).set, on_failure),
         )
 
+    @classmethod
+    def _not_serving(cls, entry: ModelEntry) -> str:
+        """Why a request naming `entry` and no version finds nothing to answer it."""
+        if entry.served and entry.policy is None:
+            return f"model {entry.name!r} has no traffic policy in force{cls._why(entry)}"
+        return f"model {entry.name!r} has no version ready{cls._why(entry)}"
+
+    @staticmethod
+    def _state_of(entry: ModelEntry, version: int) -> str:
+        """What became of a version that does not serve, as the end of a sentence."""
+        record = entry.versions.get(version)
+        if record is None:
+            return "is not in the repository"
+        if record.state == "failed":
+            return f"failed: {record.reason}"
+        return f"is {record.state}"
+
     @staticmethod
     def _why(entry: ModelEntry) -> str:
-        if entry.config_error:
-            return f" ({entry.config_error})"
-        failed = [
+        errors = [e for e in (entry.config_error, entry.policy_error) if e]
+        errors += [
             f"v{v}: {r.reason}" for v, r in sorted(entry.versions.items()) if r.state == "failed"
         ]
-        return f" ({'; '.join(failed)})" if failed else ""
+        return f" ({'; '.join(errors)})" if errors else ""

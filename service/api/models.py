@@ -24,10 +24,9 @@ router = APIRouter(tags=["models"], dependencies=[Depends(require_classify_key)]
 
 def summarize(entry: ModelEntry) -> ModelSummary:
     versions = [
-        # A version serving while its replacement loads shows as ready.
-        VersionInfo(version=v, state="ready")
-        if r.serving is not None
-        else VersionInfo(version=v, state=r.state, reason=r.reason)
+        # A version serving while its replacement loads, or after the replacement failed
+        # (the reason says so), shows as ready.
+        VersionInfo(version=v, state="ready" if r.serving is not None else r.state, reason=r.reason)
         for v, r in sorted(entry.versions.items())
     ]
     latest = entry.latest()
@@ -35,7 +34,7 @@ def summarize(entry: ModelEntry) -> ModelSummary:
         name=entry.name,
         default_version=latest.version if latest else None,
         versions=versions,
-        error=entry.config_error,
+        error=entry.config_error or entry.policy_error,
     )
 
 
@@ -64,6 +63,7 @@ async def model_detail(
     )  # NotReady when nothing serves: details come from a loaded card
     artifacts = served.artifacts
     policy = entry.policy
+    assert policy is not None  # `get` answers only while a policy is in force
     routing = Routing(
         version_labels=policy.config.version_labels,
         traffic=policy.weights(),
