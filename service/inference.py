@@ -38,18 +38,12 @@ class Upload:
     data: bytes
 
 
-async def classify(
-    state: ServiceState,
-    route: Route,
-    uploads: list[Upload],
-    k: int | None,
-    deadline: float,
+def classify_response(
+    route: Route, uploads: list[Upload], scores: list[Scores], k: int
 ) -> ClassifyResponse:
-    """Classify `uploads` on `route.served` by `deadline` (monotonic); the caller holds a lease."""
+    """The /v1 answer: each upload's top `k` predictions (`k` from `resolve_top_k`)."""
     served = route.served
     labels = served.artifacts.labels
-    k = resolve_top_k(served, k)
-    scores = await score_uploads(state, route, uploads, deadline)
     return ClassifyResponse(
         model=served.name,
         version=served.version,

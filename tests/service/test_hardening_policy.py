@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from onnx import numpy_helper
 from servers import sample
 from tritonclient.utils import InferenceServerException
 
+from service.api import classify as classify_api
 from service.gpu_decode import PillowDecoder
 from service.runtime import OnnxClassifier
 
@@ -58,8 +60,7 @@ async def test_server_errors_caused_by_a_clients_input_never_roll_a_canary_back(
     await roost.wait_ready()
     path = "/v1/models/colours/versions/canary/classify"
     codes = [
-        (await roost.client.post(path, content=crafted, headers=PNG)).status_code
-        for _ in range(25)
+        (await roost.client.post(path, content=crafted, headers=PNG)).status_code for _ in range(25)
     ]
     assert codes == [500] * 25
     assert (await roost.client.post(path, content=RED, headers=PNG)).status_code == 200
@@ -216,4 +217,38 @@ async def test_files_replaced_in_place_are_never_answered_from_the_old_models_ca
         "a cached version's files replaced in place, then reloaded",
         1,
         "answers come from the new model, not the cache of the old",
+    )
+
+
+async def test_a_large_answer_is_built_off_the_event_loop(
+    repo: Path, start_app: Any, monkeypatch: pytest.MonkeyPatch, reliability: Any
+) -> None:
+    """64 tiny images with top_k = 1,000 classes ask for 64,000 predictions: 0.2 s of work
+    for a 10 KB request. Built on the event loop, it stalled every other request."""
+    classes = [f"class {i}" for i in range(1000)]
+    publish(repo, "many", 1, model=colour_model(num_classes=1000), labels=classes, references=[])
+    built_on: list[str] = []
+    build = classify_api.classify_response
+
+    def recorded(*args: Any) -> Any:
+        built_on.append(threading.current_thread().name)
+        return build(*args)
+
+    monkeypatch.setattr(classify_api, "classify_response", recorded)
+    roost = await start_app(repo)
+    await roost.wait_ready()
+    files = [("file", (f"{i}.png", RED, "image/png")) for i in range(64)]
+    large = await roost.client.post("/v1/classify?model=many&top_k=1000", files=files)
+    small = await roost.client.post("/v1/classify?model=many&top_k=3", files=files[:2])
+    assert large.status_code == 200 and small.status_code == 200, (large.text, small.text)
+    loop_thread = threading.current_thread().name  # the in-process app runs on this loop
+    assert built_on[0] != loop_thread and built_on[1] == loop_thread
+    answers = large.json()["results"]
+    assert len(answers) == 64 and all(len(a["predictions"]) == 1000 for a in answers)
+    assert answers[0]["predictions"][:3] == small.json()["results"][0]["predictions"]
+    reliability.add(
+        "hostile input",
+        "64 tiny images with top_k = 1,000 (64,000 predictions from a 10 KB request)",
+        1,
+        "the answer is built and serialized on a decode thread, not the event loop",
     )
