@@ -265,7 +265,7 @@ async def test_policy_changes_apply_on_reload_without_reloading_sessions(
 async def test_explanations_do_not_count_toward_a_latency_rollback(
     repo: Path, start_app: Any
 ) -> None:
-    config = {**LABELS, "traffic": {"stable": 0, "canary": 1},
+    config = {**LABELS, "traffic": {"stable": 1, "canary": 1},
               "rollback": {"label": "canary", "min_requests": 1, "max_error_ratio": None,
                            "max_p95_latency_ms": 0.001}}  # fmt: skip
     publish(repo, "colours", 1, config=config)
@@ -277,6 +277,7 @@ async def test_explanations_do_not_count_toward_a_latency_rollback(
     assert r.status_code == 200, r.text
     detail = (await roost.client.get("/v1/models/colours")).json()
     assert detail["routing"]["rolled_back"] == {}
-    await classify(roost)  # any classify is slower than 1 us: this one trips the rule
+    # any classify is slower than 1 us: this one trips the rule
+    await classify(roost, query="&version=canary")
     detail = (await roost.client.get("/v1/models/colours")).json()
     assert "p95 latency" in detail["routing"]["rolled_back"]["canary"]
