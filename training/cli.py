@@ -17,7 +17,7 @@ from typing import Any
 from roost.contract.card import RESIZE_MODES
 from training.backbones import SPECS
 from training.config import FLIPS, OPTIMIZERS, PIPELINES, TrainConfig
-from training.precision import CALIBRATION_METHODS
+from training.release.quantize import CALIBRATION_METHODS
 
 
 class _Help(argparse.HelpFormatter):
@@ -437,7 +437,8 @@ def _add_export(subparsers: Any) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from roost.contract.errors import ContractError
-    from training.export import ExportError, ExportOptions, export_run
+    from training.release.errors import ReleaseError
+    from training.release.from_run import ExportOptions, export_run
 
     run = args.run
     if args.imagenet and args.precision != "fp32":
@@ -474,7 +475,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         options.calibration_method = args.calibration_method
     try:
         export_run(run, options)
-    except (ExportError, ContractError) as exc:
+    except (ReleaseError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -534,13 +535,13 @@ def _add_quantize(subparsers: Any) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from roost.contract.errors import ContractError
-    from training.precision import (
-        DEFAULT_CALIBRATION,
+    from training.release.errors import ReleaseError
+    from training.release.from_version import (
         ModelNotFoundError,
-        PrecisionError,
         QuantizeOptions,
         quantize_published,
     )
+    from training.release.quantize import DEFAULT_CALIBRATION
 
     name, version = args.model
     options = QuantizeOptions(
@@ -560,7 +561,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     except ModelNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (PrecisionError, ContractError) as exc:
+    except (ReleaseError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if outcome.published is None:

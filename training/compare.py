@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from training.evaluate import load_run_model
+from training.release import convert
+
 COLUMNS = (
     "rank",
     "run",
@@ -33,20 +36,16 @@ def _onnx_path(run: Path, scratch: Path) -> Path:
     path = run / "model.onnx"
     if path.is_file():
         return path
-    from training import onnx_tools
-    from training.evaluate import load_run_model
-    from training.model import inference_model
+    from training.model import inference_model  # Keras
 
     target = scratch / f"{run.name}.onnx"
-    onnx_tools.keras_to_onnx(inference_model(load_run_model(run)), target)
+    convert.keras_to_onnx(inference_model(load_run_model(run)), target)
     return target
 
 
 def onnx_latency_ms(path: Path, repeats: int = 50, warmup: int = 5) -> float:
     """Median wall time of one single-image ``session.run`` on the CPU, in milliseconds."""
-    from training import onnx_tools
-
-    sess = onnx_tools.session(path)
+    sess = convert.session(path)
     shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
     image = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     name = sess.get_inputs()[0].name

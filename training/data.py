@@ -66,15 +66,19 @@ class DataSplits:
         return cls(list(data["class_names"]), splits, bool(data.get("presplit", False)))
 
 
+def images_under(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (nested folders too), sorted."""
+    return sorted(
+        p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
 def _class_files(folder: Path) -> dict[str, list[Path]]:
     """Class name -> sorted image files, for a class-per-folder directory (nested folders count)."""
-    classes = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(
-            p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        classes[sub.name] = files
-    return classes
+    return {
+        sub.name: images_under(sub)
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    }
 
 
 def _split_folder(root: Path, split: str) -> Path | None:
@@ -174,14 +178,23 @@ def find_splits(
     return DataSplits(class_names, splits, presplit)
 
 
+def decode(data: bytes, size: tuple[int, int], resize: ResizeMode = "stretch") -> np.ndarray:
+    """An encoded image as the server decodes a request: ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        ContractError: not an image the server would decode.
+    """
+    return decode_image(data, size, resize, _MAX_PIXELS)
+
+
 def load_image(path: Path, size: tuple[int, int], resize: ResizeMode = "stretch") -> np.ndarray:
-    """One image as the server sees it: ``(H, W, 3)`` uint8 RGB.
+    """One image file as the server sees it (:func:`decode`).
 
     Raises:
         ContractError: the file is not an image the server would decode.
         OSError: the file cannot be read.
     """
-    return decode_image(Path(path).read_bytes(), size, resize, _MAX_PIXELS)
+    return decode(Path(path).read_bytes(), size, resize)
 
 
 @dataclass

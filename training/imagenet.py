@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from roost.contract.card import ResizeMode
 from training.config import TrainConfig
-from training.data import load_image, save_json
+from training.data import save_json
+from training.release.photos import REFERENCE_PHOTOS, decode_photos, skimage_photos
 
 IMAGE_SIZE = (224, 224)
 # skimage.data photo -> ImageNet classes its top-1 must be one of.
@@ -24,19 +24,6 @@ EXPECTED = {
     "chelsea": {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"},
     "coffee": {"espresso"},
 }
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
-
-
-def write_photos(folder: Path) -> list[Path]:
-    from skimage import data
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in PHOTOS:
-        path = folder / f"{name}.png"
-        Image.fromarray(getattr(data, name)()[..., :3]).save(path)
-        paths.append(path)
-    return paths
 
 
 def make_imagenet_run(out: Path, resize: ResizeMode = "center_crop") -> Path:
@@ -56,8 +43,14 @@ def make_imagenet_run(out: Path, resize: ResizeMode = "center_crop") -> Path:
     inputs = keras.Input((*IMAGE_SIZE, 3), dtype="uint8", name="image")
     model = keras.Model(inputs, classifier(ToFloat(name="to_float")(inputs)), name="imagenet_lite0")
 
-    paths = write_photos(out / "photos")
-    images = np.stack([load_image(p, IMAGE_SIZE, resize) for p in paths])
+    photos = skimage_photos(REFERENCE_PHOTOS)
+    if len(photos) != len(REFERENCE_PHOTOS):
+        raise RuntimeError(f"scikit-image lacks some of the photos {REFERENCE_PHOTOS}")
+    (out / "photos").mkdir(parents=True, exist_ok=True)
+    paths = [out / "photos" / f"{photo.name}.png" for photo in photos]
+    for path, photo in zip(paths, photos, strict=True):
+        path.write_bytes(photo.data)
+    images, _ = decode_photos(photos, IMAGE_SIZE, resize, None)
     probs = np.asarray(model.predict(images, verbose=0))
     top1 = probs.argmax(axis=1)
     checks = {}

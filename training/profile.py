@@ -13,13 +13,24 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from roost.contract.card import PredictionProfile, read_card, set_prediction_profile
-from roost.contract.errors import ContractError
+from roost.contract.card import (
+    PredictionProfile,
+    profile_predictions,
+    read_card,
+    set_prediction_profile,
+)
 from roost.contract.labels import read_labels
 from roost.contract.layout import MODEL_FILE, version_folders
-from training.data import IMAGE_SUFFIXES
+from training.data import find_splits, images_under
+from training.release.convert import run, session
+from training.release.photos import (
+    Photo,
+    check_photos_source,
+    decode_photos,
+    offline_photos,
+    split_photos,
+)
+from training.release.quantize import DEFAULT_CALIBRATION_IMAGES
 
 
 class ProfileError(RuntimeError):
@@ -56,9 +67,7 @@ def image_files(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            found += images_under(path)
         elif path.is_file():
             found.append(path)
         else:
@@ -68,44 +77,28 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 def split_files(data: Path, ratios: tuple[float, float, float], seed: int) -> list[Path]:
     """The test split ``roost train`` makes of ``data`` with these ``--split`` and ``--seed``."""
-    from training.data import find_splits
-
     return find_splits(data, ratios, seed).splits["test"].files
 
 
 def gate_photos(check: int, seed: int) -> HeldOut:
     """The check photos ``roost quantize`` gates int8 on (same counts and seed: the same set)."""
-    from training.precision import (
-        DEFAULT_CALIBRATION_IMAGES,
-        check_photos_source,
-        offline_photos,
-        split_photos,
-    )
-
     _, photos = split_photos(offline_photos(), DEFAULT_CALIBRATION_IMAGES, check, seed)
     return HeldOut([p.data for p in photos], check_photos_source(photos, seed))
 
 
 def profile_version(folder: Path, held_out: HeldOut, batch_size: int = 32) -> PredictionProfile:
     """Run the version's model.onnx over the images and write the profile into its card."""
-    from roost.contract.card import profile_predictions
-    from roost.contract.images import decode_image
-    from training.onnx_tools import run, session
-
     card = read_card(folder)
     model = (folder / MODEL_FILE).read_bytes()
     if hashlib.sha256(model).hexdigest() != card.sha256.lower():
         raise ProfileError(f"{folder}/{MODEL_FILE} does not match its card's sha256")
     size = (int(card.image_size[0]), int(card.image_size[1]))
-    images = []
-    for data in held_out.data:
-        try:
-            images.append(decode_image(data, size, card.resize, 1 << 28))
-        except ContractError:
-            continue  # not an image the server would accept either
-    if not images:
+    # An image the server would refuse is left out, as the server would leave it out.
+    photos = [Photo("held-out", "", "", data) for data in held_out.data]
+    images, _ = decode_photos(photos, size, card.resize, None)
+    if not len(images):
         raise ProfileError("none of the images could be decoded")
-    probs = run(session(folder / MODEL_FILE), np.stack(images), batch_size)
+    probs = run(session(folder / MODEL_FILE), images, batch_size)
     if probs.shape[1] != len(read_labels(folder)):
         raise ProfileError("the model's outputs and labels.txt disagree")
     profile = profile_predictions(probs, held_out.source)

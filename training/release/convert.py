@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from roost.contract.onnx_io import MAX_IR_VERSION, TensorSpec, check_format, check_model_io
+from training.progress import progress
 
 OPSET = 17
 # Initializers smaller than this stay float32: they do not matter for size, and some of them
@@ -36,13 +37,23 @@ def keras_to_onnx(model: Any, path: Path, opset: int = OPSET) -> Any:
         _weights_as_inputs(model, graph, opset)
         _fold(graph, folded)
         proto = onnx.load(str(folded))  # reads in the weights it left outside
-    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
-    # ONNX Runtime declares every domain it knows; keep the ones the graph uses.
-    used = {""} | {node.domain for node in proto.graph.node}
+    onnx.save(tidy(proto), str(path))
+    return proto
+
+
+def tidy(proto: Any) -> Any:
+    """``proto`` with its IR version within the contract's limit and no opset imports of domains
+    no node uses (ONNX Runtime's optimisers declare every domain they know); the default domain
+    stays. Changes ``proto`` and returns it."""
+    if proto.ir_version > MAX_IR_VERSION:
+        proto.ir_version = MAX_IR_VERSION
+    declared = {opset.domain for opset in proto.opset_import}
+    # "ai.onnx" names the default domain too; kept only where "" is not declared.
+    default = {""} if "" in declared else {"", "ai.onnx"}
+    used = default | {node.domain for node in proto.graph.node}
     kept = [opset for opset in proto.opset_import if opset.domain in used]
     del proto.opset_import[:]
     proto.opset_import.extend(kept)
-    onnx.save(proto, str(path))
     return proto
 
 
@@ -194,16 +205,23 @@ def run(sess: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return run_each([sess], images, batch_size)[0]
 
 
-def run_each(sessions: list[Any], images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
+def run_each(
+    sessions: list[Any], images: np.ndarray, batch_size: int = 32, desc: str | None = None
+) -> list[np.ndarray]:
     """Each session's probabilities for uint8 ``images``, reading every batch of them once (a
-    ``pipeline.FileImages`` split is decoded once for all the sessions)."""
+    ``pipeline.FileImages`` split is decoded once for all the sessions); a progress bar named
+    ``desc`` when one is given."""
     names = [sess.get_inputs()[0].name for sess in sessions]
     outs: list[list[np.ndarray]] = [[] for _ in sessions]
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in starts if desc is None else progress(starts, len(starts), desc):
         batch = images[start : start + batch_size]
         for sess, name, out in zip(sessions, names, outs, strict=True):
             out.append(sess.run(None, {name: batch})[0])
-    return [np.concatenate(out).astype(np.float32) for out in outs]
+    return [
+        np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+        for out in outs
+    ]
 
 
 def onnx_bytes(proto: Any) -> bytes:
