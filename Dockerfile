@@ -24,7 +24,7 @@ COPY --from=wheel /wheels /wheels
 # The grpc extra (~30 MB) so that ROOST_GRPC_PORT serves the Open Inference Protocol over gRPC.
 RUN python -m venv /opt/roost \
     && /opt/roost/bin/pip install --no-cache-dir "$(ls /wheels/roost-*.whl)[grpc]" \
-    && /opt/roost/bin/python -c "import onnxruntime, service.app, roost.cli, service.grpc_server, tritonclient.grpc.service_pb2_grpc"
+    && /opt/roost/bin/python -c "import onnxruntime, service.app, roost.cli, service.protocols.oip.grpc_server, tritonclient.grpc.service_pb2_grpc"
 
 # ---- gpu-base: the CUDA runtime with a Python interpreter -----------------------------------
 FROM ${CUDA_IMAGE} AS gpu-base

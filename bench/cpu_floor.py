@@ -52,7 +52,8 @@ def per_item_cpu_ms(work: Callable[[], int], threads: int) -> float:
 
 
 def one_thread_session(model: Path) -> ort.InferenceSession:
-    """As the server's CPU slots build theirs (service/runtime.py): one thread, no spinning."""
+    """As the server's CPU slots build theirs (service/runtime/classifier.py): one thread, no
+    spinning."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

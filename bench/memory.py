@@ -78,7 +78,7 @@ def measure(
     from roost.contract.card import read_card
     from roost.contract.labels import read_labels
     from service.malloc import limit_malloc_arenas
-    from service.runtime import OnnxClassifier
+    from service.runtime.classifier import OnnxClassifier
     from service.settings import ServiceSettings
 
     limit_malloc_arenas()  # as the server does before its threads start

@@ -15,22 +15,23 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from roost.contract.images import max_decode_bytes
-from service.api import admin, classify, explain, health, models, v2
-from service.cpu_gate import CpuGate
 from service.cpus import usable_cores
-from service.decode_memory import DecodeMemory
 from service.errors import install_error_handlers
-from service.lingering import BodyBudget, RequestBodyMiddleware
-from service.metrics import ServiceMetrics
-from service.registry import ModelRegistry
+from service.observability.metrics import ServiceMetrics
+from service.protocols.http import admin, classify, explain, health, models
+from service.protocols.http.lingering import BodyBudget, RequestBodyMiddleware
+from service.protocols.oip import rest
+from service.repository.registry import ModelRegistry
+from service.runtime.cpu_gate import CpuGate
+from service.serving.decode_memory import DecodeMemory
+from service.serving.shadow import ShadowRunner
+from service.serving.state import ServiceState
 from service.settings import ServiceSettings
-from service.shadow import ShadowRunner
-from service.state import ServiceState
 from service.thread_priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent / "protocols" / "http" / "static"
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -73,7 +74,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         grpc_server = None
         try:
             if settings.grpc_port is not None:
-                from service.grpc_server import start_grpc_server  # grpc is an optional extra
+                from service.protocols.oip.grpc_server import (
+                    start_grpc_server,  # grpc is an optional extra
+                )
 
                 # On this loop, sharing `state`; app.state.grpc.port is the port bound (for 0).
                 grpc_server = await start_grpc_server(state, app.version)
@@ -118,7 +121,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(health.router)
-    app.include_router(v2.router)
+    app.include_router(rest.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

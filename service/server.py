@@ -107,7 +107,7 @@ def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> i
 
 
 def _uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
-    from service.lingering import MAX_HEADER_BYTES, http_protocol
+    from service.protocols.http.lingering import MAX_HEADER_BYTES, http_protocol
 
     return {
         "host": settings.host,

@@ -38,7 +38,7 @@ class ServiceSettings(BaseSettings):
     instances: int = Field(0, ge=0, le=64)
     """Batches a model version runs at once; 0 = auto: `cuda_instances` on CUDA, two per core
     (at most 8) on the CPU. On the CPU, one-thread slots share one session (and its weights),
-    plus one wide session for a batch that runs alone (service/runtime.py)."""
+    plus one wide session for a batch that runs alone (service/runtime/classifier.py)."""
     default_top_k: int = Field(5, ge=1)
 
     request_timeout_s: float = Field(30.0, gt=0.0)
@@ -85,7 +85,7 @@ class ServiceSettings(BaseSettings):
     """Threads of decoding and CPU inference that run at once, server-wide; 0 = auto: one per
     usable core (service/cpus.py) plus one (for a thread that waits for the GIL while holding
     its place). Waiting work starts oldest request first (earliest deadline;
-    service/cpu_gate.py). A value of at least decode threads + instances x session threads turns
+    runtime/cpu_gate.py). A value of at least decode threads + instances x session threads turns
     the order off."""
     decode_niceness: int = Field(0, ge=0, le=19)
     """Added to the decode threads' nice value (Linux); 0 = equal priority. The CPU gate already
@@ -97,7 +97,7 @@ class ServiceSettings(BaseSettings):
     also set up their shared metrics) sharing the port, each with its own sessions, decode
     threads and event loop: one Python process decodes at most about 2,000 images/s however
     many cores it has (docs/benchmarks.md, third GPU session). With more than one, each loads
-    every model before it takes connections, /metrics sums over them (service/metrics.py), and
+    every model before it takes connections, /metrics sums over them (observability/metrics.py), and
     gRPC's port is shared too. On this 2-core machine two were not faster than one."""
     grpc_port: int | None = Field(None, ge=0, le=65535)
     """Also serve the Open Inference Protocol over gRPC on this port (needs the grpc extra)."""

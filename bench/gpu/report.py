@@ -60,11 +60,11 @@ TARGETS = {
     "e2e_gpu_decode_images_per_s": 10_000.0,
 }
 GPU_TESTS = [
-    "tests/service/test_runtime_io_binding.py",
-    "tests/service/test_gpu_decode.py",
-    "tests/service/test_gpu_metrics.py",
-    "tests/service/test_registry.py",
-    "tests/service/test_batcher.py",
+    "tests/service/runtime/test_runtime_io_binding.py",
+    "tests/service/runtime/decode/test_gpu_decode.py",
+    "tests/service/observability/test_gpu_metrics.py",
+    "tests/service/repository/test_registry.py",
+    "tests/service/runtime/test_batcher.py",
 ]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -215,7 +215,7 @@ def save(report: dict[str, Any], out: Path) -> None:
 
 
 def environment() -> dict[str, Any]:
-    from service.runtime import CudaRuntime
+    from service.runtime.classifier import CudaRuntime
 
     env: dict[str, Any] = {
         "cpu_cores": os.cpu_count(),
@@ -379,7 +379,7 @@ def _gpu_decode_parts(
     sets: dict[str, list[bytes]], size: tuple[int, int], resize: Any, seconds: float
 ) -> dict[str, dict[str, float]] | None:
     """The GPU decoder's two parts alone, per set, where it opens (else None)."""
-    from service.gpu_decode import GpuDecoder, image_decoder
+    from service.runtime.decode.gpu_decode import GpuDecoder, image_decoder
     from service.settings import ServiceSettings
 
     decoder = image_decoder(ServiceSettings(gpu_decode=True))
@@ -397,7 +397,7 @@ def gpu_decode_part_rates(
     """Images/s of a `GpuDecoder`'s parts, one thread: its batch decode (nvImageCodec) called
     with 16 and with 64 images at a time, then its resize of one decoded image at a time (the
     ONNX Runtime graph, as each decode thread runs it). Which part bounds the GPU path?"""
-    from service.gpu_decode import draft_scale, jpeg_info
+    from service.runtime.decode.gpu_decode import draft_scale, jpeg_info
 
     rates: dict[str, float] = {}
     for batch in (16, 64):
@@ -434,7 +434,7 @@ def _one_process_decode_rates(
     """Images/s decoded by one thread per core in this one process, as a server's decode pool
     decodes: with Pillow, and with the GPU decoder where it opens (else None). Against
     `decode_per_core` x cores (separate processes) it shows what one interpreter can reach."""
-    from service.gpu_decode import PILLOW, image_decoder
+    from service.runtime.decode.gpu_decode import PILLOW, image_decoder
     from service.settings import ServiceSettings
 
     gpu = image_decoder(ServiceSettings(gpu_decode=True))
@@ -469,7 +469,7 @@ def stage(
     then at the largest batch size again while Pillow decodes `photos` on one thread per core
     in the same process, as the server's decode pool does (`contended`): if the inference
     rate falls far while the cores stay mostly idle, the threads are queueing for the GIL."""
-    from service.runtime import OnnxClassifier
+    from service.runtime.classifier import OnnxClassifier
     from service.settings import ServiceSettings
 
     settings = ServiceSettings(max_batch_size=max(batch_sizes))

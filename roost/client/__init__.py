@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from roost.client.defaults import DEFAULT_URL
 
 __all__ = [
     "DEFAULT_URL",

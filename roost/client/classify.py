@@ -22,7 +22,7 @@ from typing import TextIO
 import httpx
 from tqdm import tqdm
 
-from roost.client.command import IMAGE_SUFFIXES
+from roost.client.defaults import IMAGE_SUFFIXES
 from roost.client.http import (
     AsyncRoostClient,
     Classification,

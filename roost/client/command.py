@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from roost.client import DEFAULT_URL
+from roost.client.defaults import DEFAULT_URL, IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 DEFAULT_CONCURRENCY = 4
 
 

@@ -26,7 +26,7 @@ from typing import Any, Self
 
 import httpx
 
-from roost.client import DEFAULT_URL
+from roost.client.defaults import DEFAULT_URL
 
 DEFAULT_TIMEOUT_S = 60.0
 

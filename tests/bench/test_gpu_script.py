@@ -25,7 +25,7 @@ from bench.gpu.report import (
     synthetic_sets,
     v2_requests,
 )
-from service.gpu_decode import DeviceResizer, GpuDecoder
+from service.runtime.decode.gpu_decode import DeviceResizer, GpuDecoder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_gpu_script_dry_run_writes_both_reports(tmp_path: Path) -> None:
             "--server-workers",
             "1,2",
             "--tests-select",
-            "tests/service/test_runtime_io_binding.py::test_io_binding_defaults_on_with_cuda_and_off_on_cpu",
+            "tests/service/runtime/test_runtime_io_binding.py::test_io_binding_defaults_on_with_cuda_and_off_on_cpu",
         ],
         capture_output=True,
         text=True,

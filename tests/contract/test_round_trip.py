@@ -11,9 +11,9 @@ from modelkit import COLOUR_LABELS, colour_model
 from roost.contract.errors import ContractError
 from roost.contract.layout import MAX_VERSION
 from roost.contract.publish import Reference, Release, publish
-from service.loading import load_version
 from service.model_config import ModelConfig, ModelConfigFile
-from service.model_repository import scan_repository
+from service.repository.loading import load_version
+from service.repository.scan import scan_repository
 from service.settings import ServiceSettings
 
 

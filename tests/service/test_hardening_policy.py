@@ -22,9 +22,9 @@ from onnx import numpy_helper
 from servers import sample
 from tritonclient.utils import InferenceServerException
 
-from service.api import classify as classify_api
-from service.gpu_decode import PillowDecoder
-from service.runtime import OnnxClassifier
+from service.protocols.http import classify as classify_api
+from service.runtime.classifier import OnnxClassifier
+from service.runtime.decode.gpu_decode import PillowDecoder
 
 PNG = {"content-type": "image/png"}
 RED, BLUE = solid_png((250, 10, 10)), solid_png((10, 10, 250))

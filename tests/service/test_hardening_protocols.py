@@ -37,8 +37,8 @@ from servers import RoostServer, free_port
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service import oip
 from service.errors import InvalidParameter, PayloadTooLarge
+from service.protocols.oip import core as oip
 
 HEADER = "Inference-Header-Content-Length"
 INFER = "/v2/models/colours/infer"
@@ -125,9 +125,7 @@ def binary_body(name: str, datatype: str, shape: list[int], raw: bytes) -> dict[
 @pytest.fixture
 async def roost(repo: Path, start_app: Any) -> Any:
     publish(repo, "colours", 1)
-    app = await start_app(
-        repo, grpc_port=0, max_upload_bytes=LIMIT, max_files_per_request=4
-    )
+    app = await start_app(repo, grpc_port=0, max_upload_bytes=LIMIT, max_files_per_request=4)
     await app.wait_ready()
     return app
 
@@ -352,15 +350,15 @@ COMPRESSED: dict[str, tuple[Callable[[], tuple[bytes, dict[str, str]]], int, str
 async def test_compressed_bodies_are_bounded(roost: Any, case: str, reliability: Any) -> None:
     build, status, words = COMPRESSED[case]
     content, headers = build()
-    r, peak = await python_peak(
-        lambda: roost.client.post(INFER, content=content, headers=headers)
-    )
+    r, peak = await python_peak(lambda: roost.client.post(INFER, content=content, headers=headers))
     assert r.status_code == status, r.text
     assert words in r.json()["error"], r.text
     # Inflated only as far as needed: the JSON, or the declared binary, then 64 KiB at a time.
     assert peak < 2 * LIMIT + 4 * 2**20, (case, peak)
     reliability.add(
-        "hostile input, v2", f"compressed body: {case} ({len(content)} bytes sent)", 1,
+        "hostile input, v2",
+        f"compressed body: {case} ({len(content)} bytes sent)",
+        1,
         f"{status}, peak Python memory {peak / 2**20:.0f} MiB",
     )
 

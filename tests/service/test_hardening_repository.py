@@ -30,7 +30,7 @@ import pytest
 from modelkit import colour_model, publish, solid_png
 from servers import RoostServer, sample
 
-import service.registry as registry_module
+import service.repository.registry as registry_module
 from roost.contract.card import MAX_CARD_BYTES
 from roost.contract.errors import ContractError
 from roost.contract.files import read_regular_file
@@ -38,9 +38,9 @@ from roost.contract.labels import MAX_LABELS_BYTES
 from roost.contract.layout import MAX_SETTINGS_FILE_BYTES
 from roost.contract.onnx_io import MAX_MODEL_BYTES
 from service.errors import ModelNotFound, NotReady
-from service.metrics import ServiceMetrics
 from service.model_config import ModelConfigFile
-from service.registry import ModelRegistry
+from service.observability.metrics import ServiceMetrics
+from service.repository.registry import ModelRegistry
 from service.settings import ServiceSettings
 
 HANG_GUARD_S = 60.0

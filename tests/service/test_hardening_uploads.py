@@ -28,7 +28,7 @@ from modelkit import publish, solid_png
 from PIL import Image
 
 from service.errors import RequestTimeout
-from service.lingering import BodyBudget, RequestBodyMiddleware
+from service.protocols.http.lingering import BodyBudget, RequestBodyMiddleware
 
 MiB = 1024 * 1024
 

@@ -37,8 +37,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
     repo = root / "model_repo"
     publish(repo, "colours", 1)
     server = RoostServer(
-        repo, root / "server.log",
-        ROOST_MAX_UPLOAD_BYTES=str(LIMIT_BYTES), ROOST_MAX_FILES_PER_REQUEST="4",
+        repo,
+        root / "server.log",
+        ROOST_MAX_UPLOAD_BYTES=str(LIMIT_BYTES),
+        ROOST_MAX_FILES_PER_REQUEST="4",
         ROOST_MAX_IMAGE_PIXELS=str(50_000_000),
     )
     server.wait_ready()
@@ -46,8 +48,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
     server.stop()
 
 
-def post_image(server: RoostServer, data: bytes, content_type: str = "image/png",
-               path: str = "/v1/classify") -> httpx.Response:
+def post_image(
+    server: RoostServer, data: bytes, content_type: str = "image/png", path: str = "/v1/classify"
+) -> httpx.Response:
     return server.client.post(path, content=data, headers={"content-type": content_type})
 
 
@@ -85,7 +88,11 @@ REFUSED = {
     "text as image": (b"hello, I am text", "image/jpeg", 415),
     "HTML as image": (b"<!doctype html><html><body>x</body></html>", "image/png", 415),
     "JSON as image": (b'{"image": "data:..."}', "image/png", 415),
-    "SVG as image": (b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', "image/svg+xml", 415),
+    "SVG as image": (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>',
+        "image/svg+xml",
+        415,
+    ),
     "truncated JPEG": (encode(CAT, "JPEG")[:3000], "image/jpeg", 415),
     "corrupt JPEG body": (encode(CAT, "JPEG")[:600] + bytes(range(256)) * 40, "image/jpeg", 415),
     "truncated PNG": (encode(CAT, "PNG")[:1000], "image/png", 415),
@@ -140,8 +147,14 @@ def multipart(parts: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
     boundary = "roost-test-boundary"
     body = b""
     for field, filename, data in parts:
-        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-                 f"filename=\"{filename}\"\r\nContent-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+        body += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+                f'filename="{filename}"\r\nContent-Type: image/png\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -150,7 +163,9 @@ def test_multipart_oddities(server: RoostServer, reliability) -> None:  # type: 
     body, ctype = multipart([("file", f"{i}.png", png) for i in range(5)])
     r = post_image(server, body, ctype)
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
-    reliability.add("hostile input", "too many files in one request (5, limit 4)", 1, "413 payload_too_large")
+    reliability.add(
+        "hostile input", "too many files in one request (5, limit 4)", 1, "413 payload_too_large"
+    )
 
     for name in ["../../etc/passwd", "x" * 900 + ".png", "Zürich 鳥 🐦.png", 'a"b\\c.png']:
         body, ctype = multipart([("file", name, png)])
@@ -158,21 +173,39 @@ def test_multipart_oddities(server: RoostServer, reliability) -> None:  # type: 
         assert r.status_code == 200, r.text
         assert r.json()["results"][0]["filename"] == name
         assert r.json()["results"][0]["predictions"][0]["label"] == "red"
-    reliability.add("hostile input", "hostile filenames (../, 900 chars, non-ASCII, quotes)", 4, "200, name echoed as data only")
+    reliability.add(
+        "hostile input",
+        "hostile filenames (../, 900 chars, non-ASCII, quotes)",
+        4,
+        "200, name echoed as data only",
+    )
     body, ctype = multipart([("file", "x" * 20000 + ".png", png)])
     r = post_image(server, body, ctype)
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
-    reliability.add("hostile input", "20,000-character filename (multipart header over the parser's limit)", 1, "400 bad_request")
+    reliability.add(
+        "hostile input",
+        "20,000-character filename (multipart header over the parser's limit)",
+        1,
+        "400 bad_request",
+    )
 
     broken = [
         (b"--nope\r\n\r\n", "multipart/form-data"),  # no boundary parameter
         (b"garbage without boundaries", "multipart/form-data; boundary=xyz"),
-        (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\nabc", "multipart/form-data; boundary=xyz"),
+        (
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nabc',
+            "multipart/form-data; boundary=xyz",
+        ),
     ]
     for data, ctype in broken:
         r = post_image(server, data, ctype)
         assert r.status_code in (400, 415), r.text
-    reliability.add("hostile input", "malformed multipart (no boundary, garbage, unterminated part)", len(broken), "400 or 415")
+    reliability.add(
+        "hostile input",
+        "malformed multipart (no boundary, garbage, unterminated part)",
+        len(broken),
+        "400 or 415",
+    )
     assert server.client.get("/healthz").status_code == 200
 
 
@@ -198,18 +231,35 @@ def test_hostile_model_names_and_parameters(server: RoostServer, reliability) ->
         r = post_image(server, png, "image/png", path)
         assert r.status_code == status, (path, r.text)
         assert "error" in r.json()
-    reliability.add("hostile input", "hostile model names and bad top_k/version values", len(paths), "404 or 422 as documented")
+    reliability.add(
+        "hostile input",
+        "hostile model names and bad top_k/version values",
+        len(paths),
+        "404 or 422 as documented",
+    )
 
 
-@hypothesis.settings(max_examples=150, deadline=None, derandomize=True,
-                     suppress_health_check=list(hypothesis.HealthCheck))
-@hypothesis.given(data=st.one_of(
-    st.binary(max_size=4096),
-    st.builds(lambda cut, junk: encode(REDDISH, "PNG")[:cut] + junk,
-              st.integers(0, 400), st.binary(max_size=256)),
-    st.builds(lambda pos, byte: _flip(encode(REDDISH, "JPEG"), pos, byte),
-              st.integers(0, 2000), st.integers(0, 255)),
-))
+@hypothesis.settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+@hypothesis.given(
+    data=st.one_of(
+        st.binary(max_size=4096),
+        st.builds(
+            lambda cut, junk: encode(REDDISH, "PNG")[:cut] + junk,
+            st.integers(0, 400),
+            st.binary(max_size=256),
+        ),
+        st.builds(
+            lambda pos, byte: _flip(encode(REDDISH, "JPEG"), pos, byte),
+            st.integers(0, 2000),
+            st.integers(0, 255),
+        ),
+    )
+)
 def test_byte_fuzz_of_the_image_path(server: RoostServer, data: bytes) -> None:
     r = post_image(server, data, "image/jpeg")
     assert r.status_code in (200, 413, 415), (r.status_code, r.text)
@@ -217,14 +267,19 @@ def test_byte_fuzz_of_the_image_path(server: RoostServer, data: bytes) -> None:
 
 def _flip(data: bytes, pos: int, byte: int) -> bytes:
     pos %= len(data)
-    return data[:pos] + bytes([byte]) + data[pos + 1:]
+    return data[:pos] + bytes([byte]) + data[pos + 1 :]
 
 
 def test_byte_fuzz_left_the_server_healthy(server: RoostServer, reliability) -> None:  # type: ignore[no-untyped-def]
     assert server.client.get("/healthz").status_code == 200
     assert post_image(server, encode(REDDISH, "PNG")).status_code == 200
     assert server.process.poll() is None
-    reliability.add("fuzzing", "hypothesis byte fuzz of the image path (random, truncated, bit-flipped)", 150, "no 5xx, server alive")
+    reliability.add(
+        "fuzzing",
+        "hypothesis byte fuzz of the image path (random, truncated, bit-flipped)",
+        150,
+        "no 5xx, server alive",
+    )
 
 
 # The schema the server publishes at /openapi.json, built from the app without starting it.
@@ -232,8 +287,12 @@ schema = schemathesis.openapi.from_dict(create_app().openapi())
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=40, deadline=None, derandomize=True,
-                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
 def test_openapi_fuzz_never_gives_a_server_error(case, server: RoostServer) -> None:  # type: ignore[no-untyped-def]
     case.call_and_validate(base_url=server.url, checks=[not_a_server_error])
 
@@ -242,8 +301,12 @@ def test_openapi_fuzz_left_the_server_healthy(server: RoostServer, reliability) 
     operations = sum(len(methods) for methods in create_app().openapi()["paths"].values())
     assert server.client.get("/healthz").status_code == 200
     assert server.process.poll() is None
-    reliability.add("fuzzing", "schemathesis on the service's own OpenAPI schema",
-                    f"up to 40 per operation, {operations} operations", "no 5xx, server alive")
+    reliability.add(
+        "fuzzing",
+        "schemathesis on the service's own OpenAPI schema",
+        f"up to 40 per operation, {operations} operations",
+        "no 5xx, server alive",
+    )
 
 
 def _urllib_post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
@@ -260,14 +323,26 @@ def _urllib_post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
         return exc.code, json.loads(exc.read())
 
 
-def test_refusals_reach_a_client_that_sends_the_whole_body(server: RoostServer, reliability) -> None:  # type: ignore[no-untyped-def]
+def test_refusals_reach_a_client_that_sends_the_whole_body(
+    server: RoostServer, reliability
+) -> None:  # type: ignore[no-untyped-def]
     too_big = bytes(64 * 1024 * 1024)
     status, body = _urllib_post(f"{server.url}/v1/classify?model=colours", too_big)
     assert status == 413 and body["error"]["code"] == "payload_too_large"  # type: ignore[index]
-    reliability.add("hostile input", "64 MiB body sent whole by urllib (no Expect: 100-continue)", 1, "413 JSON read by the client, no reset")
+    reliability.add(
+        "hostile input",
+        "64 MiB body sent whole by urllib (no Expect: 100-continue)",
+        1,
+        "413 JSON read by the client, no reset",
+    )
     status, body = _urllib_post(f"{server.url}/v1/classify?model=nope", bytes(LIMIT_BYTES - 1))
     assert status == 404 and body["error"]["code"] == "model_not_found"  # type: ignore[index]
-    reliability.add("hostile input", "2 MiB body sent whole to an unknown model", 1, "404 JSON read by the client, no reset")
+    reliability.add(
+        "hostile input",
+        "2 MiB body sent whole to an unknown model",
+        1,
+        "404 JSON read by the client, no reset",
+    )
     assert server.client.get("/healthz").status_code == 200
 
 
@@ -281,13 +356,31 @@ def v2_post(server: RoostServer, images: list[bytes], form: str = "binary") -> h
     """`images` as the IMAGE input: binary tensor data (length-prefixed), or JSON base64."""
     if form == "binary":
         raw = b"".join(struct.pack("<I", len(im)) + im for im in images)
-        request = {"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [len(images)],
-                               "parameters": {"binary_data_size": len(raw)}}]}
+        request = {
+            "inputs": [
+                {
+                    "name": "IMAGE",
+                    "datatype": "BYTES",
+                    "shape": [len(images)],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
         header = json.dumps(request).encode()
-        return server.client.post(V2_INFER, content=header + raw, headers={V2_HEADER: str(len(header))})
-    request = {"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [len(images)],
-                           "data": [base64.b64encode(im).decode() for im in images]}],
-               "parameters": {"content_type": "base64"}}
+        return server.client.post(
+            V2_INFER, content=header + raw, headers={V2_HEADER: str(len(header))}
+        )
+    request = {
+        "inputs": [
+            {
+                "name": "IMAGE",
+                "datatype": "BYTES",
+                "shape": [len(images)],
+                "data": [base64.b64encode(im).decode() for im in images],
+            }
+        ],
+        "parameters": {"content_type": "base64"},
+    }
     return server.client.post(V2_INFER, json=request)
 
 
@@ -302,7 +395,9 @@ def test_hostile_bodies_as_v2_tensors_get_4xx(server: RoostServer, case: str, re
         assert set(r.json()) == {"error"} and isinstance(r.json()["error"], str)
         assert "Traceback" not in r.text and "/tmp" not in r.text
     assert server.client.get("/v2/health/live").status_code == 200
-    reliability.add("hostile input, v2", f"{case}, as an IMAGE tensor (binary and JSON base64)", 2, str(status))
+    reliability.add(
+        "hostile input, v2", f"{case}, as an IMAGE tensor (binary and JSON base64)", 2, str(status)
+    )
 
 
 @pytest.mark.parametrize("case", list(VALID))
@@ -325,27 +420,67 @@ def _v2_frame(header: bytes, length: int | None, tail: bytes) -> tuple[bytes, di
     return header + tail, headers
 
 
-_GOOD_HEADER = (b'{"inputs":[{"name":"IMAGE","datatype":"BYTES","shape":[1],'
-                b'"parameters":{"binary_data_size":%d}}]}')
+_GOOD_HEADER = (
+    b'{"inputs":[{"name":"IMAGE","datatype":"BYTES","shape":[1],'
+    b'"parameters":{"binary_data_size":%d}}]}'
+)
 
 
-@hypothesis.settings(max_examples=150, deadline=None, derandomize=True,
-                     suppress_health_check=list(hypothesis.HealthCheck))
-@hypothesis.given(frame=st.one_of(
-    # A valid header, then random binary data and a random declared size or header length.
-    st.builds(lambda size, tail, shift: _v2_frame(_GOOD_HEADER % size, len(_GOOD_HEADER % size) + shift, tail),
-              st.integers(0, 600), st.binary(max_size=600), st.integers(-5, 5)),
-    # Random bytes where the JSON should be, with or without a header length.
-    st.builds(_v2_frame, st.binary(max_size=400), st.one_of(st.none(), st.integers(-3, 500)), st.binary(max_size=64)),
-    # JSON of the right shape with random values.
-    st.builds(lambda value: _v2_frame(json.dumps({"inputs": [value]}).encode(), None, b""),
-              st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-                               st.sampled_from(["name", "datatype", "shape", "data", "parameters",
-                                                "binary_data_size", "content_type"]), inner, max_size=5),
-                           max_leaves=20)),
-))
-def test_byte_fuzz_of_the_v2_framing(server: RoostServer, frame: tuple[bytes, dict[str, str]]) -> None:
+@hypothesis.settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+@hypothesis.given(
+    frame=st.one_of(
+        # A valid header, then random binary data and a random declared size or header length.
+        st.builds(
+            lambda size, tail, shift: _v2_frame(
+                _GOOD_HEADER % size, len(_GOOD_HEADER % size) + shift, tail
+            ),
+            st.integers(0, 600),
+            st.binary(max_size=600),
+            st.integers(-5, 5),
+        ),
+        # Random bytes where the JSON should be, with or without a header length.
+        st.builds(
+            _v2_frame,
+            st.binary(max_size=400),
+            st.one_of(st.none(), st.integers(-3, 500)),
+            st.binary(max_size=64),
+        ),
+        # JSON of the right shape with random values.
+        st.builds(
+            lambda value: _v2_frame(json.dumps({"inputs": [value]}).encode(), None, b""),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                lambda inner: (
+                    st.lists(inner, max_size=4)
+                    | st.dictionaries(
+                        st.sampled_from(
+                            [
+                                "name",
+                                "datatype",
+                                "shape",
+                                "data",
+                                "parameters",
+                                "binary_data_size",
+                                "content_type",
+                            ]
+                        ),
+                        inner,
+                        max_size=5,
+                    )
+                ),
+                max_leaves=20,
+            ),
+        ),
+    )
+)
+def test_byte_fuzz_of_the_v2_framing(
+    server: RoostServer, frame: tuple[bytes, dict[str, str]]
+) -> None:
     body, headers = frame
     r = server.client.post(V2_INFER, content=body, headers=headers)
     assert r.status_code in (200, 400, 413), (r.status_code, r.text)
@@ -356,8 +491,12 @@ v2_infer_schema = schema.include(path_regex="^/v2/")
 
 
 @v2_infer_schema.parametrize()
-@hypothesis.settings(max_examples=150, deadline=None, derandomize=True,
-                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
 def test_openapi_fuzz_of_v2_never_gives_a_server_error(case, server: RoostServer) -> None:  # type: ignore[no-untyped-def]
     case.call_and_validate(base_url=server.url, checks=[not_a_server_error])
 
@@ -366,7 +505,18 @@ def test_v2_fuzz_left_the_server_healthy(server: RoostServer, reliability) -> No
     assert server.client.get("/v2/health/ready").status_code == 200
     assert v2_post(server, [encode(REDDISH, "PNG")]).status_code == 200
     assert server.process.poll() is None
-    operations = sum(len(m) for p, m in create_app().openapi()["paths"].items() if p.startswith("/v2"))
-    reliability.add("fuzzing", "hypothesis fuzz of the v2 body framing (header length, binary sizes, JSON values)", 150, "no 5xx, server alive")
-    reliability.add("fuzzing", "schemathesis on the /v2 operations of the OpenAPI schema",
-                    f"up to 150 per operation, {operations} operations", "no 5xx, server alive")
+    operations = sum(
+        len(m) for p, m in create_app().openapi()["paths"].items() if p.startswith("/v2")
+    )
+    reliability.add(
+        "fuzzing",
+        "hypothesis fuzz of the v2 body framing (header length, binary sizes, JSON values)",
+        150,
+        "no 5xx, server alive",
+    )
+    reliability.add(
+        "fuzzing",
+        "schemathesis on the /v2 operations of the OpenAPI schema",
+        f"up to 150 per operation, {operations} operations",
+        "no 5xx, server alive",
+    )

@@ -19,7 +19,7 @@ from modelkit import publish, solid_png
 from prometheus_client import Gauge
 from servers import RoostServer, free_port, sample
 
-from service.metrics import ServiceMetrics
+from service.observability.metrics import ServiceMetrics
 
 RED = solid_png((255, 0, 0))
 

@@ -1,0 +1,1 @@
+"""Per-model traffic policy: labels and splits, shadow, rollback, the result cache, drift."""

@@ -1,0 +1,1 @@
+"""Decoding images for a version: JPEG markers, the Pillow decoder, and GPU decoding."""
