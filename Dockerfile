@@ -60,7 +60,8 @@ ENV PATH=/opt/roost/bin:$PATH \
     ROOST_HOST=0.0.0.0 \
     ROOST_PORT=8000 \
     ROOST_MODEL_REPO=/models \
-    ROOST_USE_CUDA=true
+    ROOST_USE_CUDA=true \
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 EXPOSE 8000
 USER 10001:10001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
@@ -80,7 +81,8 @@ ENV PATH=/opt/roost/bin:$PATH \
     ROOST_HOST=0.0.0.0 \
     ROOST_PORT=8000 \
     ROOST_MODEL_REPO=/models \
-    ROOST_USE_CUDA=false
+    ROOST_USE_CUDA=false \
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 EXPOSE 8000
 USER 10001:10001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \

@@ -27,7 +27,6 @@ from service.serving.decode_memory import DecodeMemory
 from service.serving.shadow import ShadowRunner
 from service.serving.state import ServiceState
 from service.settings import ServiceSettings
-from service.thread_priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +49,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         metrics.ready.set_function(lambda: float(registry.readiness()[0]))
         metrics.body_bytes_in_flight.set_function(lambda: float(body_budget.held))
         metrics.decode_bytes_in_use.set_function(lambda: float(decode_memory.held))
-        decode_pool = ThreadPoolExecutor(
-            settings.decode_threads,
-            thread_name_prefix="roost-decode",
-            initializer=lower_thread_priority,
-            initargs=(settings.decode_niceness,),
-        )
+        decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="roost-decode")
         shadows = ShadowRunner(metrics, settings.request_timeout_s)
         app.state.roost = state = ServiceState(
             settings, metrics, registry, decode_pool, shadows, cpu_gate, decode_memory

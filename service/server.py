@@ -52,21 +52,13 @@ def serve(args: argparse.Namespace) -> int:
     # (exit -15) although the shutdown was clean. Ours makes a drained shutdown exit 0, and
     # ends a process that has not started serving yet the same way.
     signal.signal(signal.SIGTERM, _exit_after_drain)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked across the exec below
     import uvicorn
 
     from service.app import create_app
-    from service.huge_pages import restart_with_huge_pages
     from service.settings import ServiceSettings
 
     overrides = {k: v for k, v in vars(args).items() if k in _OPTIONS and v is not None}
     settings = ServiceSettings(**overrides)
-    if settings.huge_pages:
-        # The signal mask and pending signals survive exec: a SIGTERM that arrives while the
-        # process starts again waits until the new `serve` has installed its handler.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        restart_with_huge_pages()  # returns where starting again would change nothing
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     if settings.workers > 1:
         _configure_logging(settings)  # the supervisor's; each worker prepares its own process
         return _serve_workers(settings, overrides)

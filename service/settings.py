@@ -87,10 +87,6 @@ class ServiceSettings(BaseSettings):
     its place). Waiting work starts oldest request first (earliest deadline;
     runtime/cpu_gate.py). A value of at least decode threads + instances x session threads turns
     the order off."""
-    decode_niceness: int = Field(0, ge=0, le=19)
-    """Added to the decode threads' nice value (Linux); 0 = equal priority. The CPU gate already
-    runs older requests' inference before newer ones' decode; a niced decode thread holding a
-    place in the gate would be starved by any other process on the machine."""
 
     workers: int = Field(1, ge=1, le=64)
     """Server processes (uvicorn workers, started by `roost serve` / `python -m service`, which
@@ -138,11 +134,6 @@ class ServiceSettings(BaseSettings):
     cpu_mem_arena: bool = False
     """ONNX Runtime's CPU memory arena. Off by default: it kept ~250 MiB more per
     EfficientNet-Lite0 version after a batch of 32, for no measurable speed (docs/benchmarks.md)."""
-    huge_pages: bool = True
-    """`roost serve` starts itself again with glibc's `glibc.malloc.hugetlb=1` when the kernel
-    gives transparent huge pages only on request (`madvise`), so model weights and activations
-    sit on 2 MiB pages: 1-5 % more images per second on the CPU, up to ~10 % more resident
-    memory (service/huge_pages.py, docs/benchmarks.md). GLIBC_TUNABLES naming it wins."""
     intra_op_spinning: bool = True
     """Let ONNX Runtime's pool threads spin between the operators of a run on the CPU, and only
     then: they stop when the last concurrent run returns (`session.force_spinning_stop`), so
