@@ -1,12 +1,14 @@
-"""API keys: optional for classification, required for admin endpoints. CORS is in app.py.
+"""API keys for every transport: optional for classification, required for admin endpoints.
 
-Keys come in `X-API-Key: KEY` or `Authorization: Bearer KEY`. Every configured key is
-compared in constant time, so response timing says nothing about how much of a key matched.
+Keys come in `X-API-Key: KEY` or `Authorization: Bearer KEY`, as HTTP headers or as gRPC
+metadata (whose keys are lower case). Every configured key is compared in constant time, so
+response timing says nothing about how much of a key matched. CORS is in app.py.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
 from fastapi import Request
 
@@ -25,12 +27,21 @@ class Forbidden(ServiceError):
     status_code, code = 403, "forbidden"
 
 
-def presented_key(request: Request) -> str | None:
-    key = request.headers.get("x-api-key")
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents: `headers` are HTTP headers (any case) or gRPC metadata."""
+    key = headers.get("x-api-key")
     if key:
         return key
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def check_key(presented: str | None, keys: list[str]) -> None:
+    """Raise Unauthorized unless `presented` is one of `keys`."""
+    if presented is None:
+        raise Unauthorized("an API key is required (X-API-Key or Authorization: Bearer)")
+    if not key_matches(presented, keys):
+        raise Unauthorized("the API key is not valid")
 
 
 def key_matches(presented: str, keys: list[str]) -> bool:
@@ -47,19 +58,11 @@ def key_matches(presented: str, keys: list[str]) -> bool:
 async def require_classify_key(request: Request) -> None:
     keys = state_of(request).settings.api_keys
     if keys:
-        _check(request, keys)
+        check_key(presented_key(request.headers), keys)
 
 
 async def require_admin_key(request: Request) -> None:
     keys = state_of(request).settings.admin_api_keys
     if not keys:
         raise Forbidden("admin endpoints are disabled; set ROOST_ADMIN_API_KEYS to enable them")
-    _check(request, keys)
-
-
-def _check(request: Request, keys: list[str]) -> None:
-    presented = presented_key(request)
-    if presented is None:
-        raise Unauthorized("an API key is required (X-API-Key header or Authorization: Bearer)")
-    if not key_matches(presented, keys):
-        raise Unauthorized("the API key is not valid")
+    check_key(presented_key(request.headers), keys)

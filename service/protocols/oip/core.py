@@ -24,7 +24,7 @@ import numpy as np
 
 from roost.contract.labels import Label
 from service.errors import InvalidParameter, PayloadTooLarge, ServiceError
-from service.repository.registry import Route, ServedVersion
+from service.repository.registry import ModelRegistry, Route, ServedVersion, VersionState
 from service.runtime.scores import Scores
 from service.serving.inference import Upload, score_arrays, score_uploads
 from service.serving.state import ServiceState
@@ -249,3 +249,47 @@ def classification(scores: Sequence[Scores], k: int, labels: list[Label]) -> np.
         for s in scores
     ]
     return np.array(rows, dtype=np.object_)
+
+
+# --- the model repository extension ------------------------------------------------------------
+
+TRITON_STATES: dict[VersionState, str] = {
+    "ready": "READY",
+    "loading": "LOADING",
+    "failed": "UNAVAILABLE",
+    "unloading": "UNLOADING",
+}
+"""Triton's model states (its repository index) for the registry's version states."""
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One row of the repository index, as both transports answer it."""
+
+    name: str
+    version: str
+    """The version number, or "" for a model that has no version to list (its config failed)."""
+    state: str
+    reason: str
+
+
+def repository_index(registry: ModelRegistry, ready_only: bool) -> list[IndexRow]:
+    """Every model version the registry knows, in Triton's states, by name then version.
+
+    A version READY takes requests: it serves (a version serving while a replacement loads
+    stays READY) and its model has a traffic policy in force; one that serves under a policy
+    that was refused is UNAVAILABLE, with the refusal as its reason."""
+    rows = []
+    for name, entry in sorted(registry.models().items()):
+        if entry.config_error and not entry.versions:
+            rows.append(IndexRow(name, "", "UNAVAILABLE", entry.config_error))
+        for version, record in sorted(entry.versions.items()):
+            if record.serving is None:
+                row = IndexRow(name, str(version), TRITON_STATES[record.state], record.reason or "")
+            elif entry.policy is None:
+                reason = f"no traffic policy in force: {entry.policy_error or 'none loaded yet'}"
+                row = IndexRow(name, str(version), "UNAVAILABLE", reason)
+            else:
+                row = IndexRow(name, str(version), "READY", "")
+            rows.append(row)
+    return [r for r in rows if r.state == "READY"] if ready_only else rows

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from service.errors import InvalidParameter, ServiceError
-from service.protocols.auth import Unauthorized, key_matches
+from service.protocols.auth import check_key, presented_key
 from service.protocols.oip import core as oip
 from service.protocols.oip.grpc_codec import add_outputs, read_request, scan_request
 from service.repository.registry import ServedVersion, VersionSelector
@@ -67,15 +67,6 @@ _GRPC_CODES = {
     500: "INTERNAL",
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
-}
-
-
-# Triton's model states (RepositoryIndexResponse.ModelIndex.state) for the registry's.
-_TRITON_STATES = {
-    "ready": "READY",
-    "loading": "LOADING",
-    "failed": "UNAVAILABLE",
-    "unloading": "UNLOADING",
 }
 
 
@@ -265,22 +256,10 @@ class InferenceServicer:
         async def answer() -> Any:
             self._authorize(context)
             index = self._pb.RepositoryIndexResponse.ModelIndex
-            models = []
-            for name, entry in sorted(self._state.registry.models().items()):
-                if entry.config_error and not entry.versions:
-                    models.append(index(name=name, state="UNAVAILABLE", reason=entry.config_error))
-                for version, record in sorted(entry.versions.items()):
-                    state = "ready" if record.serving is not None else record.state
-                    models.append(
-                        index(
-                            name=name,
-                            version=str(version),
-                            state=_TRITON_STATES.get(state, "UNKNOWN"),
-                            reason=(record.reason or "") if record.serving is None else "",
-                        )
-                    )
-            if request.ready:
-                models = [m for m in models if m.state == "READY"]
+            rows = oip.repository_index(self._state.registry, request.ready)
+            models = [
+                index(name=r.name, version=r.version, state=r.state, reason=r.reason) for r in rows
+            ]
             return self._pb.RepositoryIndexResponse(models=models)
 
         return await self._answer(context, answer)
@@ -355,15 +334,8 @@ class InferenceServicer:
         keys = self._state.settings.api_keys
         if not keys:
             return
-        metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
-        presented = metadata.get("x-api-key")
-        scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
-        if not presented and scheme.lower() == "bearer" and token.strip():
-            presented = token.strip()
-        if not presented:
-            raise Unauthorized("an API key is required (x-api-key or authorization: Bearer)")
-        if not key_matches(str(presented), keys):
-            raise Unauthorized("the API key is not valid")
+        metadata = {m.key: str(m.value) for m in context.invocation_metadata() or ()}
+        check_key(presented_key(metadata), keys)
 
     async def _answer(self, context: Any, answer: Callable[[], Awaitable[_T]]) -> _T:
         """`answer()`, or the call aborted with the gRPC code of the ServiceError it raised."""

@@ -392,13 +392,6 @@ async def _infer(
 
 # --- the model repository extension ------------------------------------------------------------
 
-# Triton's model states (its model repository extension's index) for the registry's.
-_TRITON_STATES = {
-    "ready": "READY",
-    "loading": "LOADING",
-    "failed": "UNAVAILABLE",
-    "unloading": "UNLOADING",
-}
 _INDEX_BODY_LIMIT = 64 * 1024
 
 
@@ -440,21 +433,10 @@ async def repository_index(
         ready_only = IndexRequest.model_validate_json(body or b"{}").ready
     except ValidationError as exc:
         raise BadRequest(f"invalid index request: {rest_codec.describe(exc)}") from None
-    entries = []
-    for name, entry in sorted(state.registry.models().items()):
-        if entry.config_error and not entry.versions:
-            entries.append(IndexEntry(name=name, state="UNAVAILABLE", reason=entry.config_error))
-        for version, record in sorted(entry.versions.items()):
-            serving = record.serving is not None  # a version serving while it reloads is ready
-            entries.append(
-                IndexEntry(
-                    name=name,
-                    version=str(version),
-                    state="READY" if serving else _TRITON_STATES.get(record.state, "UNAVAILABLE"),
-                    reason="" if serving else record.reason or "",
-                )
-            )
-    return [e for e in entries if e.state == "READY"] if ready_only else entries
+    return [
+        IndexEntry(name=r.name, version=r.version or None, state=r.state, reason=r.reason)
+        for r in oip.repository_index(state.registry, ready_only)
+    ]
 
 
 @router.post(

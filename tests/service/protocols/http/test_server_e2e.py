@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from modelkit import COLOUR_LABELS, colour_model, publish, solid_png
 from PIL import Image
+from servers import sample
 from skimage import data as photos
 
 
@@ -35,19 +36,6 @@ def expected_colour(array: np.ndarray, size: tuple[int, int] = (32, 32)) -> str:
     """What the colour model must answer: the channel with the highest mean after resizing."""
     small = np.asarray(Image.fromarray(array).resize(size[::-1], Image.Resampling.BILINEAR))
     return COLOUR_LABELS[int(np.argmax(small.reshape(-1, 3).mean(axis=0)))]
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
 
 
 PHOTOS = {"chelsea": photos.chelsea(), "coffee": photos.coffee(), "astronaut": photos.astronaut()}
@@ -285,7 +273,7 @@ async def test_metrics_move_after_requests(colours_app) -> None:  # type: ignore
     after = (await c.get("/metrics")).text
 
     def delta(name: str, **labels: str) -> float:
-        return metric(after, name, **labels) - metric(before, name, **labels)
+        return sample(after, name, **labels) - sample(before, name, **labels)
 
     assert delta("roost_requests_total", model="colours", version="2", code="200") == 3
     assert delta("roost_images_total", model="colours") == 3
@@ -294,8 +282,8 @@ async def test_metrics_move_after_requests(colours_app) -> None:  # type: ignore
     assert delta("roost_inference_duration_seconds_count", model="colours") >= 1
     assert delta("roost_requests_total", model="_unknown", code="404") == 1
     assert "secret-name" not in after
-    assert metric(after, "roost_model_version_ready", model="colours", version="2") == 1
-    assert metric(after, "roost_models_loaded") == 2
+    assert sample(after, "roost_model_version_ready", model="colours", version="2") == 1
+    assert sample(after, "roost_models_loaded") == 2
 
 
 async def test_readiness_before_and_after_load(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
@@ -348,7 +336,7 @@ async def test_broken_versions_are_reported_and_skipped(repo: Path, start_app) -
     )
     assert bad.status_code == 503 and "sha256" in bad.json()["error"]["message"]
     metrics = (await server.client.get("/metrics")).text
-    assert metric(metrics, "roost_model_load_failures_total") == 4
+    assert sample(metrics, "roost_model_load_failures_total") == 4
 
 
 async def _hammer(
@@ -445,8 +433,8 @@ async def test_concurrent_requests_share_batches(repo: Path, start_app) -> None:
     codes = list(await asyncio.gather(*(one() for _ in range(32))))
     assert set(codes) == {200}
     text = (await server.client.get("/metrics")).text
-    batches = metric(text, "roost_batch_size_count", model="colours")
-    images = metric(text, "roost_batch_size_sum", model="colours")
+    batches = sample(text, "roost_batch_size_count", model="colours")
+    images = sample(text, "roost_batch_size_sum", model="colours")
     assert images == 32
     assert batches < 32, "no two requests shared a batch"
-    assert metric(text, "roost_batch_size_bucket", model="colours", le="1.0") < batches
+    assert sample(text, "roost_batch_size_bucket", model="colours", le="1.0") < batches

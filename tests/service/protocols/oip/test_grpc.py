@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import shutil
 import sys
@@ -196,6 +197,51 @@ async def test_model_metadata(aio: Any) -> None:
 async def test_repository_index(aio: Any) -> None:
     index = await aio.get_model_repository_index(as_json=True)
     assert index["models"] == [{"name": "colours", "version": "1", "state": "READY"}]
+
+
+async def test_rest_and_grpc_answer_the_same_repository_index(repo: Path, start_app: Any) -> None:
+    """One index for both transports: every state a version can be in, with the same reasons."""
+    publish(repo, "colours", 1)
+    publish(repo, "broken", 1, model=b"this is not an ONNX model")
+    publish(repo, "refused", 1)  # its policy names a version that is not there: not in force
+    (repo / "refused" / "config.json").write_text(
+        json.dumps({"version_labels": {"stable": 1, "canary": 2}, "traffic": {"stable": 100}})
+    )
+    (repo / "unreadable").mkdir()
+    (repo / "unreadable" / "config.json").write_text("{ not json")
+    app = await start_app(repo, grpc_port=0)
+    expected = {
+        ("broken", "UNAVAILABLE"),
+        ("colours", "READY"),
+        ("refused", "UNAVAILABLE"),
+        ("unreadable", "UNAVAILABLE"),
+    }
+    for _ in range(3000):  # the first load runs in the background
+        rows = (await app.client.post("/v2/repository/index")).json()
+        if {(m["name"], m["state"]) for m in rows} == expected:
+            break
+        await asyncio.sleep(0.01)
+    by_name = {m["name"]: m for m in rows}
+    assert {(m["name"], m["state"]) for m in rows} == expected
+    assert "no traffic policy in force" in by_name["refused"]["reason"]
+    assert "names version 2" in by_name["refused"]["reason"]
+    assert by_name["unreadable"]["version"] is None and by_name["unreadable"]["reason"]
+    client = grpcaio.InferenceServerClient(url(app))
+    try:
+        for ready_only in (False, True):
+            rest = await app.client.post("/v2/repository/index", json={"ready": ready_only})
+            rest_rows = [
+                (m["name"], m["version"] or "", m["state"], m["reason"]) for m in rest.json()
+            ]
+            answer = await client.get_model_repository_index(as_json=True)
+            grpc_rows = [
+                (m["name"], m.get("version", ""), m["state"], m.get("reason", ""))
+                for m in answer.get("models", [])
+                if not ready_only or m["state"] == "READY"
+            ]
+            assert rest_rows == grpc_rows
+    finally:
+        await client.close()
 
 
 async def test_rpcs_roost_does_not_serve_are_unimplemented(aio: Any) -> None:
