@@ -10,7 +10,6 @@ import weakref
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -19,12 +18,10 @@ from roost.contract.errors import ContractError
 from roost.contract.onnx_io import TensorSpec, check_model_io
 from service.cpus import usable_cores
 from service.runtime.cpu_gate import CpuGate
+from service.runtime.cuda import CPU, CUDA, CudaRuntime
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
 
 Provider = str | tuple[str, dict[str, str]]
 """What `ort.InferenceSession(providers=...)` takes: a name, or a name and its options."""
@@ -71,53 +68,6 @@ def provider_name(provider: Provider) -> str:
 def io_binding_enabled(settings: ServiceSettings, on_gpu: bool) -> bool:
     """`ROOST_IO_BINDING` when set; otherwise on with CUDA and off on the CPU."""
     return on_gpu if settings.io_binding is None else settings.io_binding
-
-
-class CudaRuntime:
-    """The few CUDA runtime calls Roost makes itself, through ctypes: pinned host memory and
-    stream synchronisation. `load()` is None without a CUDA runtime library (CPU machines)."""
-
-    _NAMES = ("libcudart.so.13", "libcudart.so.12", "libcudart.so")
-    _HOST_ALLOC_PORTABLE = 1  # cudaHostAllocPortable: pinned for every CUDA context
-
-    def __init__(self, library: Any, name: str) -> None:
-        self._lib = library
-        self.name = name
-
-    @classmethod
-    def load(cls) -> CudaRuntime | None:
-        for name in cls._NAMES:
-            try:
-                library = ctypes.CDLL(name)
-            except OSError:
-                continue
-            library.cudaHostAlloc.argtypes = [
-                ctypes.POINTER(ctypes.c_void_p),
-                ctypes.c_size_t,
-                ctypes.c_uint,
-            ]
-            library.cudaFreeHost.argtypes = [ctypes.c_void_p]
-            library.cudaStreamSynchronize.argtypes = [ctypes.c_void_p]
-            return cls(library, name)
-        return None
-
-    def host_alloc(self, nbytes: int) -> int:
-        """Page-locked host memory of `nbytes`; its address. Raises MemoryError on failure."""
-        pointer = ctypes.c_void_p()
-        status = self._lib.cudaHostAlloc(
-            ctypes.byref(pointer), ctypes.c_size_t(nbytes), self._HOST_ALLOC_PORTABLE
-        )
-        if status != 0 or not pointer.value:
-            raise MemoryError(f"cudaHostAlloc({nbytes}) failed with CUDA error {status}")
-        return int(pointer.value)
-
-    def free_host(self, address: int) -> None:
-        self._lib.cudaFreeHost(ctypes.c_void_p(address))
-
-    def synchronize(self, stream: int = 0) -> None:
-        status = self._lib.cudaStreamSynchronize(ctypes.c_void_p(stream))
-        if status != 0:
-            raise RuntimeError(f"cudaStreamSynchronize failed with CUDA error {status}")
 
 
 class PinnedBatch:
