@@ -1,5 +1,5 @@
 """Training options the classic recipes need: optimizers, deeper heads, augmentation magnitudes,
-label URLs at export, and --help that shows every default."""
+label URLs at export."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from roost.contract.labels import read_labels
-from training.__main__ import build_parser, main
+from training.__main__ import main
 from training.config import TrainConfig
 
 pytestmark = [
@@ -92,38 +92,3 @@ def test_export_label_urls(trained_run: Path, tmp_path: Path) -> None:
     urls.write_text("cofee\thttps://example.org/coffee\n")  # a typo is not silently dropped
     assert main([*args, "--label-urls", str(urls)]) == 1
     assert not (repo / "w" / "3").exists()
-
-
-def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["train", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    for shown in ("--dropout DROPOUT (default: 0.2)", "(default: adam)", "(default 0.7,0.2,0.1)"):
-        assert shown in text
-    assert "--shear SHEAR shear factor, both axes (default: 0.0)" in text
-
-
-def test_the_recorded_command_gives_the_same_settings() -> None:
-    import shlex
-
-    from training.cli import train_config
-
-    cfg = _cfg(
-        backbone="minivggnet",
-        weights="none",
-        image_size=(28, 28),
-        hidden_units=[1024, 512],
-        dropout=0.5,
-        augment=False,
-        split_ratios=(0.8, 0.2, 0.0),
-        pipeline="cache",
-        memory_budget=64 << 20,
-        optimizer="sgd",
-        momentum=0.8,
-        mixed_precision=True,
-        extra={"dataset": "Fashion MNIST"},
-    )
-    words = shlex.split(cfg.command())
-    assert words[:2] == ["roost", "train"] and "--no-augment" in words
-    again = train_config(build_parser().parse_args(words[1:]))
-    assert again.to_dict() | {"verbose": 0} == cfg.to_dict() | {"verbose": 0}

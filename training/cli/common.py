@@ -1,0 +1,66 @@
+"""What the training commands share: --help with every default, ``MODEL[:VERSION]``, and
+TensorFlow's start-up logging turned down."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+
+from roost.contract.layout import MAX_VERSION, is_model_name
+from training.release.quantize import CALIBRATION_METHODS
+
+
+class Help(argparse.HelpFormatter):
+    """Every option's default in --help, also where it has no help text; none for flags and
+    for options whose absence means "not used"."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        default = action.default
+        text = action.help or ""
+        if (
+            action.option_strings
+            and default is not None
+            and default != ""
+            and default != argparse.SUPPRESS
+            and not isinstance(default, bool)
+            and "default" not in text
+        ):
+            if isinstance(default, tuple):
+                default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+            action = copy.copy(action)
+            action.help = f"{text} (default: {str(default).replace('%', '%%')})".strip()
+        return super()._format_action(action)
+
+
+def quiet_tensorflow() -> None:
+    """TensorFlow's C++ INFO and WARNING lines (CPU features, ...) off, unless the user set
+    TF_CPP_MIN_LOG_LEVEL. Called by a command before TensorFlow loads, never at import. (The
+    two lines TensorFlow prints before its logging starts, the absl notice and oneDNN's, ignore
+    every setting.)"""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def model_ref(text: str) -> tuple[str, int | None]:
+    """``MODEL`` or ``MODEL:VERSION`` (argparse type: a bad one is a usage error, exit 2)."""
+    name, sep, version = text.partition(":")
+    if not is_model_name(name):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a model name (letters, digits, '_', '.', '-'; at most 64)"
+        )
+    if not sep:
+        return name, None
+    if not version.isdigit() or not 1 <= int(version) <= MAX_VERSION:
+        raise argparse.ArgumentTypeError(
+            f"{version!r} is not a version: MODEL:VERSION with VERSION 1..{MAX_VERSION}"
+        )
+    return name, int(version)
+
+
+def add_calibration_method(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default=None,
+        help="int8: ONNX Runtime calibration method (default: the one docs/models.md chose)",
+    )
