@@ -70,7 +70,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _val_loss(summary: dict[str, Any], run: Path) -> float | None:
-    """From the summary; for runs evaluated before it held one, the best epoch's."""
+    """From the summary; where it has none, the best epoch's."""
     if summary.get("val_loss") is not None:
         return float(summary["val_loss"])
     history_path = run / "history.json"

@@ -89,8 +89,8 @@ def _split_folder(root: Path, split: str) -> Path | None:
 
 
 def resolve_file(path: Path, run: Path) -> Path:
-    """A file named in a run folder. Runs written before paths were stored absolutely named them
-    relative to where ``roost train`` ran: try the cwd, then the run folder and its parents."""
+    """A file named in a run folder. A relative name is relative to where ``roost train`` ran,
+    which may not be here: try the cwd, then the run folder and its parents."""
     if path.is_absolute():
         return path
     run = Path(run).resolve()

@@ -1,7 +1,7 @@
 """Fixtures for the training tests: a tiny photo data set and one trained, exported run.
 
-The run is session-scoped: training, evaluating and exporting once keeps the whole training
-suite within a few minutes on two CPU cores.
+The runs are session-scoped: each is trained, evaluated and exported once, for every test that
+reads it (training is most of the suite's time).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The traps a new user hit (issue 14): each fails early and clearly, or works."""
+"""Traps a new user can hit: each fails early and clearly, or works."""
 
 from __future__ import annotations
 
