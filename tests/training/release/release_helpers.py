@@ -23,8 +23,8 @@ def _colour_photos(folder: Path, count: int = 40, seed: int = 0) -> Path:
 
 def _load_in_server(repo: Path, name: str, version: int):  # type: ignore[no-untyped-def]
     """The server's own loader: card, checksum, contract, warm-up and the reference check."""
-    from service.repository.loading import load_version
     from service.model_config import ModelConfig, ModelConfigFile
+    from service.repository.loading import load_version
     from service.repository.scan import scan_repository
     from service.settings import ServiceSettings
 

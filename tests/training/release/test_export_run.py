@@ -83,8 +83,8 @@ def test_what_export_writes_the_server_loads_even_at_the_highest_version(
     """One round trip through the shared contract: `roost export` -> the server's loader."""
     from roost.contract.errors import ContractError
     from roost.contract.layout import MAX_VERSION
-    from service.repository.loading import load_version
     from service.model_config import ModelConfig, ModelConfigFile
+    from service.repository.loading import load_version
     from service.repository.scan import scan_repository
     from service.settings import ServiceSettings
 
