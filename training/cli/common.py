@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+from pathlib import Path
+from typing import Any
 
 from roost.contract.layout import MAX_VERSION, is_model_name
 from training.release.quantize import CALIBRATION_METHODS
@@ -31,6 +33,20 @@ class Help(argparse.HelpFormatter):
             action = copy.copy(action)
             action.help = f"{text} (default: {str(default).replace('%', '%%')})".strip()
         return super()._format_action(action)
+
+
+def add_command(
+    subparsers: Any, name: str, help: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    """A command's parser, with every default in its --help."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, formatter_class=Help, help=help, description=description
+    )
+    return parser
+
+
+def add_repo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", type=Path, default=Path("model_repo"))
 
 
 def quiet_tensorflow() -> None:

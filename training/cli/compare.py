@@ -6,13 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from training.cli.common import Help, quiet_tensorflow
+from training.cli.common import add_command, quiet_tensorflow
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "compare", formatter_class=Help, help="compare runs in a markdown table"
-    )
+    p = add_command(subparsers, "compare", help="compare runs in a markdown table")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUNDIR")
     p.add_argument("--out", type=Path, default=Path("comparison.md"), help="markdown file to write")
     p.add_argument("--repeats", type=int, default=50, help="timed ONNX runs per model")

@@ -7,17 +7,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from training.cli.common import Help
+from training.cli.common import add_command
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "datasets", formatter_class=Help, help="lay out offline data sets as class folders"
-    )
+    p = add_command(subparsers, "datasets", help="lay out offline data sets as class folders")
     kinds = p.add_subparsers(dest="dataset", required=True)
-    tux = kinds.add_parser(
+    tux = add_command(
+        kinds,
         "tuxpaint",
-        formatter_class=Help,
         help="Tux Paint stamp photos (Debian tuxpaint-stamps-default)",
     )
     tux.add_argument("dest", type=Path)
@@ -29,9 +27,7 @@ def add_parser(subparsers: Any) -> None:
     )
     tux.add_argument("--seed", type=int, default=1234)
     tux.set_defaults(func=run)
-    fm = kinds.add_parser(
-        "fashion-mnist", formatter_class=Help, help="Fashion-MNIST (Debian dataset-fashion-mnist)"
-    )
+    fm = add_command(kinds, "fashion-mnist", help="Fashion-MNIST (Debian dataset-fashion-mnist)")
     fm.add_argument("dest", type=Path)
     fm.add_argument(
         "--source",

@@ -6,13 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from training.cli.common import Help, quiet_tensorflow
+from training.cli.common import add_command, quiet_tensorflow
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "evaluate", formatter_class=Help, help="re-evaluate a run's model on its test split"
-    )
+    p = add_command(subparsers, "evaluate", help="re-evaluate a run's model on its test split")
     p.add_argument("run", type=Path, metavar="RUNDIR")
     p.add_argument("--top-k", type=int, default=3)
     p.set_defaults(func=run)

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.cli.common import Help, add_calibration_method, quiet_tensorflow
+from training.cli.common import add_calibration_method, add_command, add_repo, quiet_tensorflow
 from training.config import positive
 from training.release.quantize import DEFAULT_CALIBRATION_IMAGES
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "export",
-        formatter_class=Help,
         help="export a run to ONNX and publish it as a new version",
         description="Checks ONNX against Keras (max prob diff 1e-4) and "
         "publishes atomically into REPO/NAME/<next version>.",
@@ -28,7 +28,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="RUNDIR",
         help="run folder (with --imagenet: where to write the ImageNet run)",
     )
-    p.add_argument("--repo", type=Path, default=Path("model_repo"))
+    add_repo(p)
     p.add_argument("--name", required=True, help="model name in the repository")
     p.add_argument(
         "--fp32",

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.cli.common import Help, model_ref
+from training.cli.common import add_command, add_repo, model_ref
 from training.config import parse_ratios, positive
 from training.release.quantize import DEFAULT_CHECK_IMAGES
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "profile",
-        formatter_class=Help,
         help="write a published version's prediction profile (serving's drift baseline)",
         description="Runs the version's model.onnx over held-out images decoded as the server "
         "decodes them and writes the predicted-class counts and top-1 score histogram into "
@@ -37,7 +37,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="IMAGES",
         help="files or folders (right after MODEL, before the options)",
     )
-    p.add_argument("--repo", type=Path, default=Path("model_repo"))
+    add_repo(p)
     p.add_argument(
         "--split-of",
         type=Path,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.cli.common import Help, add_calibration_method, model_ref
+from training.cli.common import add_calibration_method, add_command, add_repo, model_ref
 from training.config import positive
 from training.release.quantize import (
     DEFAULT_CALIBRATION,
@@ -18,9 +18,9 @@ from training.release.quantize import (
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "quantize",
-        formatter_class=Help,
         help="publish an int8 (or fp16) version of a published model, if it holds accuracy",
         description="Calibrates (int8) and checks the reduced-precision model on offline natural "
         "photos (scikit-image's, the Tux Paint stamp photos, the desktop wallpapers; disjoint "
@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="MODEL[:VERSION]",
         help="a published model: its latest float32 version unless :VERSION is given",
     )
-    p.add_argument("--repo", type=Path, default=Path("model_repo"))
+    add_repo(p)
     p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
     p.add_argument(
         "--calibration",

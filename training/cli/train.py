@@ -8,14 +8,14 @@ import sys
 from typing import Any
 
 from training.backbones import get_spec
-from training.cli.common import Help, quiet_tensorflow
+from training.cli.common import add_command, quiet_tensorflow
 from training.config import OPTION_GROUPS, TrainConfig, add_train_options, settings
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "train",
-        formatter_class=Help,
         help="train a classifier on class-per-folder images",
         description="Data report, transfer learning (or from scratch), "
         "evaluation on the test split; everything lands in --out.",
