@@ -155,7 +155,8 @@ def _candidate(plan: Plan) -> tuple[Any, np.ndarray, gate.GateResult, dict[str, 
 
 
 def _probs(plan: Plan) -> np.ndarray:
-    """The fp32 model's probabilities on the check images, reusing what the caller has."""
+    """The shipped (fp32) model's probabilities on the check images, reusing what the caller
+    has."""
     known = plan.known_probs
     if known is not None and len(known) == len(plan.check.images):
         return known
@@ -198,7 +199,7 @@ def release(plan: Plan) -> Outcome:
         Reference(pool[i], int(pool_probs[i].argmax()))
         for i in pick_references(pool_probs, plan.references)
     ]
-    release = Release(
+    version = Release(
         convert.onnx_bytes(shipped),
         plan.labels,
         plan.image_size,
@@ -207,7 +208,7 @@ def release(plan: Plan) -> Outcome:
         references,
         profile_predictions(probs, plan.profile_source),
     )
-    target = publish(plan.repo, plan.name, release)
+    target = publish(plan.repo, plan.name, version)
     size_mb = (target / "model.onnx").stat().st_size / 1e6
     print(f"published {target} ({size_mb:.1f} MB)", file=plan.log)
     return Outcome(result, target, details)
