@@ -23,6 +23,7 @@ from service.protocols.http.lingering import BodyBudget, RequestBodyMiddleware
 from service.protocols.oip import rest
 from service.repository.registry import ModelRegistry
 from service.runtime.cpu_gate import CpuGate
+from service.runtime.decode.choose import choose_decoder
 from service.serving.decode_memory import DecodeMemory
 from service.serving.shadow import ShadowRunner
 from service.serving.state import ServiceState
@@ -45,14 +46,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         decode_memory = DecodeMemory(
             settings.max_decode_bytes or _auto_decode_bytes(settings, gate_threads)
         )
-        registry = ModelRegistry(settings, metrics, cpu_gate)
+        decoder = await asyncio.to_thread(choose_decoder, settings)  # may open a CUDA context
+        registry = ModelRegistry(settings, metrics, cpu_gate, decoder)
         metrics.ready.set_function(lambda: float(registry.readiness()[0]))
         metrics.body_bytes_in_flight.set_function(lambda: float(body_budget.held))
         metrics.decode_bytes_in_use.set_function(lambda: float(decode_memory.held))
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="roost-decode")
         shadows = ShadowRunner(metrics, settings.request_timeout_s)
         app.state.roost = state = ServiceState(
-            settings, metrics, registry, decode_pool, shadows, cpu_gate, decode_memory
+            settings, metrics, registry, decode_pool, shadows, cpu_gate, decode_memory, decoder
         )
         app.state.grpc = None
         if settings.workers > 1:

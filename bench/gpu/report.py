@@ -61,7 +61,9 @@ TARGETS = {
 }
 GPU_TESTS = [
     "tests/service/runtime/test_runtime_io_binding.py",
-    "tests/service/runtime/decode/test_gpu_decode.py",
+    "tests/service/runtime/decode/test_gpu_decoder.py",
+    "tests/service/runtime/decode/test_device_resize.py",
+    "tests/service/runtime/decode/test_nvimagecodec.py",
     "tests/service/observability/test_gpu_metrics.py",
     "tests/service/repository/test_registry.py",
     "tests/service/runtime/test_batcher.py",
@@ -378,40 +380,46 @@ def baselines(
 def _gpu_decode_parts(
     sets: dict[str, list[bytes]], size: tuple[int, int], resize: Any, seconds: float
 ) -> dict[str, dict[str, float]] | None:
-    """The GPU decoder's two parts alone, per set, where it opens (else None)."""
-    from service.runtime.decode.gpu_decode import GpuDecoder, image_decoder
+    """The GPU decoder's two parts alone, per set, where they open (else None)."""
+    from service.runtime.decode.choose import open_gpu_parts
     from service.settings import ServiceSettings
 
-    decoder = image_decoder(ServiceSettings(gpu_decode=True))
-    if not isinstance(decoder, GpuDecoder):
+    try:
+        decode_batch, resizer = open_gpu_parts(ServiceSettings(gpu_decode=True))
+    except Exception:  # no GPU, no nvImageCodec: the server logs why
         return None
     return {
-        name: gpu_decode_part_rates(decoder, bodies, size, resize, seconds)
+        name: gpu_decode_part_rates(decode_batch, resizer, bodies, size, resize, seconds)
         for name, bodies in sets.items()
     }
 
 
 def gpu_decode_part_rates(
-    decoder: Any, bodies: list[bytes], size: tuple[int, int], resize: Any, seconds: float
+    decode_batch: Any,
+    resizer: Any,
+    bodies: list[bytes],
+    size: tuple[int, int],
+    resize: Any,
+    seconds: float,
 ) -> dict[str, float]:
-    """Images/s of a `GpuDecoder`'s parts, one thread: its batch decode (nvImageCodec) called
+    """Images/s of the GPU decoder's parts, one thread: its batch decode (nvImageCodec) called
     with 16 and with 64 images at a time, then its resize of one decoded image at a time (the
     ONNX Runtime graph, as each decode thread runs it). Which part bounds the GPU path?"""
-    from service.runtime.decode.gpu_decode import draft_scale, jpeg_info
+    from service.runtime.decode.jpeg import draft_scale, jpeg_info
 
     rates: dict[str, float] = {}
     for batch in (16, 64):
         items = [bodies[i % len(bodies)] for i in range(batch)]
         rates[f"batch_decode_{batch}"] = _calls_rate(
-            functools.partial(decoder.decode_batch, items), batch, seconds
+            functools.partial(decode_batch, items), batch, seconds
         )
-    decoded = [d for d in decoder.decode_batch(bodies) if d is not None]
+    decoded = [d for d in decode_batch(bodies) if d is not None]
     drafts = [draft_scale(info, size) if (info := jpeg_info(b)) else 1 for b in bodies]
     count = [0]
 
     def resize_next() -> None:
         i = count[0] % len(decoded)
-        decoder.resizer(decoded[i], size, resize, drafts[i])
+        resizer(decoded[i], size, resize, drafts[i])
         count[0] += 1
 
     rates["resize_one_at_a_time"] = _calls_rate(resize_next, 1, seconds) if decoded else 0.0
@@ -434,10 +442,11 @@ def _one_process_decode_rates(
     """Images/s decoded by one thread per core in this one process, as a server's decode pool
     decodes: with Pillow, and with the GPU decoder where it opens (else None). Against
     `decode_per_core` x cores (separate processes) it shows what one interpreter can reach."""
-    from service.runtime.decode.gpu_decode import PILLOW, image_decoder
+    from service.runtime.decode.choose import choose_decoder
+    from service.runtime.decode.pillow import PILLOW
     from service.settings import ServiceSettings
 
-    gpu = image_decoder(ServiceSettings(gpu_decode=True))
+    gpu = choose_decoder(ServiceSettings(gpu_decode=True))
     decoders = {"pillow": PILLOW, "gpu": None if gpu is PILLOW else gpu}
     return {
         name: None if decoder is None else _decode_rate(decoder, bodies, size, resize, seconds)

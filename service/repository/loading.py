@@ -20,7 +20,7 @@ from service.model_config import ModelConfig
 from service.repository.scan import VersionFiles
 from service.runtime.classifier import OnnxClassifier
 from service.runtime.cpu_gate import CpuGate
-from service.runtime.decode.gpu_decode import image_decoder
+from service.runtime.decode.pillow import PILLOW, ImageDecoder
 from service.settings import ServiceSettings
 
 
@@ -39,10 +39,12 @@ def load_version(
     config: ModelConfig,
     settings: ServiceSettings,
     cpu_gate: CpuGate | None = None,
+    decoder: ImageDecoder = PILLOW,
 ) -> VersionArtifacts:
     """Validate and warm one version. Raises ContractError saying what is wrong.
 
-    `cpu_gate`: the server's, so the version's CPU runs take their turn with everything else.
+    `cpu_gate`: the server's, so the version's CPU runs take their turn with everything else;
+    `decoder`: the server's, which decodes the card's reference images as requests' images.
     """
     if files.error is not None:
         raise ContractError(files.error)
@@ -67,7 +69,7 @@ def load_version(
         cpu_gate=cpu_gate,
     )
     classifier.warm_up(_warm_batch_sizes(classifier, config.max_batch_size))
-    _check_references(files, card, classifier, settings)
+    _check_references(files, card, classifier, settings, decoder)
     return VersionArtifacts(files, card, labels, classifier)
 
 
@@ -80,14 +82,17 @@ def _warm_batch_sizes(classifier: OnnxClassifier, max_batch_size: int) -> list[i
 
 
 def _check_references(
-    files: VersionFiles, card: ModelCard, classifier: OnnxClassifier, settings: ServiceSettings
+    files: VersionFiles,
+    card: ModelCard,
+    classifier: OnnxClassifier,
+    settings: ServiceSettings,
+    decoder: ImageDecoder,
 ) -> None:
     """Run the card's reference images through the full serving path; refuse on any mismatch.
 
     They are decoded by the decoder requests get (Pillow, or the GPU with ROOST_GPU_DECODE),
     so a model whose answers change under GPU decoding is refused here, not served.
     """
-    decoder = image_decoder(settings)
     folder = files.path.resolve()
     for ref in card.references:
         try:

@@ -25,6 +25,7 @@ from service.repository.loading import VersionArtifacts, load_version
 from service.repository.scan import ModelFiles, RepositoryFiles, VersionFiles, scan
 from service.runtime.batcher import BatcherConfig, BatchObserver, DynamicBatcher
 from service.runtime.cpu_gate import CpuGate
+from service.runtime.decode.pillow import PILLOW, ImageDecoder
 from service.runtime.scores import Scores, ranked
 from service.settings import ServiceSettings
 
@@ -114,12 +115,18 @@ class ModelEntry:
 
 class ModelRegistry:
     def __init__(
-        self, settings: ServiceSettings, metrics: ServiceMetrics, cpu_gate: CpuGate | None = None
+        self,
+        settings: ServiceSettings,
+        metrics: ServiceMetrics,
+        cpu_gate: CpuGate | None = None,
+        decoder: ImageDecoder = PILLOW,
     ) -> None:
-        """`cpu_gate`: the server's, handed to every version it loads (runtime/cpu_gate.py)."""
+        """`cpu_gate`: the server's, handed to every version it loads (runtime/cpu_gate.py);
+        `decoder`: the one requests use, which checks every version's reference images."""
         self._settings = settings
         self._metrics = metrics
         self._cpu_gate = cpu_gate
+        self._decoder = decoder
         self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -369,7 +376,7 @@ class ModelRegistry:
         log.info("loading %s version %d", name, version)
         try:
             artifacts = await asyncio.to_thread(
-                load_version, files, config, self._settings, self._cpu_gate
+                load_version, files, config, self._settings, self._cpu_gate, self._decoder
             )
         except Exception as exc:  # a broken model must never stop the server
             reason = str(exc) if isinstance(exc, ContractError) else f"{type(exc).__name__}: {exc}"

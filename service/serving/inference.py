@@ -26,7 +26,7 @@ from service.errors import (
 from service.policy.result_cache import InputKind, cache_key, model_identity
 from service.repository.registry import Route, ServedVersion
 from service.runtime.batcher import Decode
-from service.runtime.decode.gpu_decode import PILLOW, image_decoder
+from service.runtime.decode.pillow import PillowDecoder
 from service.runtime.scores import Scores
 from service.serving.state import ServiceState
 
@@ -139,7 +139,7 @@ def _decodes_on_inference_threads(state: ServiceState, served: ServedVersion) ->
     return (
         state.settings.cpu_decode == "inference"
         and not served.artifacts.classifier.on_gpu
-        and image_decoder(state.settings) is PILLOW
+        and isinstance(state.decoder, PillowDecoder)
     )
 
 
@@ -189,8 +189,7 @@ def _decode_call(
     """
     card = served.artifacts.card
     settings = state.settings
-    # Pillow, or baseline JPEGs on the GPU (ROOST_GPU_DECODE): service/runtime/decode/gpu_decode.py
-    decoder = image_decoder(settings)
+    decoder = state.decoder
     decode_seconds = state.metrics.decode_seconds.labels(served.name)
 
     def decode() -> np.ndarray:

@@ -10,6 +10,7 @@ from fastapi import Request
 from service.observability.metrics import ServiceMetrics
 from service.repository.registry import ModelRegistry
 from service.runtime.cpu_gate import CpuGate
+from service.runtime.decode.pillow import ImageDecoder
 from service.serving.decode_memory import DecodeMemory
 from service.serving.shadow import ShadowRunner
 from service.settings import ServiceSettings
@@ -26,6 +27,9 @@ class ServiceState:
     """Decode and CPU inference take turns in it, oldest request first (runtime/cpu_gate.py)."""
     decode_memory: DecodeMemory
     """Bytes that decodes hold at once, server-wide (service/serving/decode_memory.py)."""
+    decoder: ImageDecoder
+    """Pillow, or baseline JPEGs on the GPU (ROOST_GPU_DECODE): runtime/decode/choose.py. The
+    registry checks reference images with the same one."""
 
 
 def state_of(request: Request) -> ServiceState:

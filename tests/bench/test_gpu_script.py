@@ -25,7 +25,7 @@ from bench.gpu.report import (
     synthetic_sets,
     v2_requests,
 )
-from service.runtime.decode.gpu_decode import DeviceResizer, GpuDecoder
+from service.runtime.decode.device_resize import DeviceResizer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,8 +155,8 @@ def test_gpu_decode_parts_are_measured_on_a_stand_in() -> None:
     def pillow_batch(items: list[bytes]) -> list[np.ndarray | None]:
         return [np.asarray(Image.open(io.BytesIO(item)).convert("RGB")) for item in items]
 
-    decoder = GpuDecoder(pillow_batch, DeviceResizer(["CPUExecutionProvider"]))
+    resizer = DeviceResizer(["CPUExecutionProvider"])
     bodies = synthetic_sets(["64px"], count=3)["64px"]
-    rates = gpu_decode_part_rates(decoder, bodies, (32, 32), "center_crop", 0.05)
+    rates = gpu_decode_part_rates(pillow_batch, resizer, bodies, (32, 32), "center_crop", 0.05)
     assert set(rates) == {"batch_decode_16", "batch_decode_64", "resize_one_at_a_time"}
     assert all(rate > 0 for rate in rates.values())

@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from service.protocols.http import classify as classify_api
 from service.runtime.classifier import OnnxClassifier
-from service.runtime.decode.gpu_decode import PillowDecoder
+from service.runtime.decode.pillow import PillowDecoder
 
 PNG = {"content-type": "image/png"}
 RED, BLUE = solid_png((250, 10, 10)), solid_png((10, 10, 250))

@@ -1,1 +1,3 @@
-"""Decoding images for a version: JPEG markers, the Pillow decoder, and GPU decoding."""
+"""Decoding a request's image for a version: `choose.py` picks Pillow (`pillow.py`) or the GPU
+decoder (`gpu_decoder.py`: JPEG frame sniffing in `jpeg.py`, batches in `coalescer.py`,
+nvImageCodec in `nvimagecodec.py`, the resize on the device in `device_resize.py`)."""

@@ -22,7 +22,7 @@ from servers import sample
 from skimage import data as photos
 from starlette.types import Message, Receive, Scope, Send
 
-from service.runtime.decode.gpu_decode import PillowDecoder
+from service.runtime.decode.pillow import PillowDecoder
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
