@@ -23,10 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.harness import roost_server
 from bench.in_turns import measure_in_turns, write_report
 from bench.inputs import input_sets
 from bench.loadgen import LoadResult, Request, closed_loop
-from bench.run import Server
 
 VARIANTS = ("plain", "cached")
 
@@ -67,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in VARIANTS:
         shutil.copytree(source, repo / name / str(args.version))
     (repo / "cached" / "config.json").write_text(json.dumps({"cache": {"max_mib": 64}}))
-    server = Server(
-        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
-        {"ROOST_POLL_INTERVAL_S": "0"},
-        "/readyz",
-    )
+    server = roost_server(repo)
     runs = itertools.count()
 
     def repeats_run(variant: str, concurrency: int) -> LoadResult:

@@ -13,11 +13,11 @@ import tempfile
 from pathlib import Path
 
 from bench.grpc_load import grpc_closed_loop, infer_requests
+from bench.harness import free_port, roost_server
 from bench.in_turns import measure_in_turns, write_report
 from bench.inputs import input_sets
 from bench.loadgen import LoadResult, closed_loop
 from bench.protocols import requests_for
-from bench.run import Server, free_port
 
 PROTOCOLS = ("v1-multipart", "v2-binary", "v2-grpc")
 
@@ -37,14 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bodies = input_sets(Path(args.cache))[args.set]
     grpc_port = free_port()
-    server = Server(
-        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", args.model_repo],
-        {
-            "ROOST_POLL_INTERVAL_S": "0",
-            "ROOST_DEFAULT_MODEL": args.model,
-            "ROOST_GRPC_PORT": str(grpc_port),
-        },
-        "/readyz",
+    server = roost_server(
+        args.model_repo, {"ROOST_DEFAULT_MODEL": args.model, "ROOST_GRPC_PORT": str(grpc_port)}
     )
     multipart = requests_for("v1-multipart", bodies, args.model)
     binary = requests_for("v2", bodies, args.model)

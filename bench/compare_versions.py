@@ -16,10 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.harness import roost_server
 from bench.in_turns import measure_in_turns, write_report
 from bench.inputs import input_sets
 from bench.loadgen import Request, closed_loop
-from bench.run import Server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         source = Path(args.model_repo) / args.model / str(version)
         shutil.copytree(source, repo / args.model / str(version))
     (repo / args.model / "config.json").write_text(json.dumps({"version_policy": "all"}))
-    server = Server(
-        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
-        {"ROOST_POLL_INTERVAL_S": "0"},
-        "/readyz",
-    )
+    server = roost_server(repo)
     prepared = {
         v: [Request(f"/v1/models/{args.model}/versions/{v}/classify", b) for b in bodies]
         for v in versions

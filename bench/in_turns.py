@@ -2,7 +2,7 @@
 
 At each concurrency every variant runs once per repeat, in an order rotated per repeat, so a
 neighbour's burst on a shared machine hits them alike; each cell is the median of the repeats
-(`bench.run.median_result`) with its ratios to the first variant, measured in the same run.
+(`bench.harness.median_result`) with its ratios to the first variant, measured in the same run.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.harness import median_result
 from bench.loadgen import LoadResult
-from bench.run import median_result
 
 
 def measure_in_turns(

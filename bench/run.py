@@ -7,134 +7,30 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import onnxruntime as ort
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.baselines import cpu_limit, decode_rate_per_core, model_alone
 from bench.cpu_floor import BATCHES, model_cpu_ms, one_thread_session
+from bench.harness import (
+    Server,
+    batch_histogram,
+    cpu_ms_per_image,
+    cpu_name,
+    median_result,
+    parse_env,
+    process_cpu_seconds,
+    roost_server,
+)
 from bench.inputs import input_sets
 from bench.loadgen import LoadResult, closed_loop, open_loop
 from bench.protocols import PROTOCOLS, requests_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A server subprocess on 127.0.0.1, stopped by `stop()`."""
-
-    def __init__(self, command: list[str], env: dict[str, str], ready_path: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(
-            [a.replace("{port}", str(self.port)) for a in command],
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited; log in {self.log.name}")
-            try:
-                if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready; log in {self.log.name}")
-
-    def memory(self) -> dict[str, float]:
-        """Resident MiB now and at its peak, summed over the server's processes (workers)."""
-        totals = {"VmRSS": 0.0, "VmHWM": 0.0}
-        for pid in process_tree(self.process.pid):
-            try:
-                status = Path(f"/proc/{pid}/status").read_text().splitlines()
-            except OSError:
-                continue  # a process that ended meanwhile
-            for line in status:
-                key = line.split(":")[0]
-                if key in totals:
-                    totals[key] += int(line.split()[1]) / 1024
-        return {"rss_mib": totals["VmRSS"], "peak_rss_mib": totals["VmHWM"]}
-
-    def metrics(self) -> str:
-        return httpx.get(self.url + "/metrics", timeout=10).text
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server has used so far: all threads of its process and
-        of the processes it started (ROOST_WORKERS)."""
-        return sum(
-            _unless_ended(process_cpu_seconds, pid) for pid in process_tree(self.process.pid)
-        )
-
-    def loop_cpu_seconds(self) -> float:
-        """CPU time of the server's main threads (a thread id that is its process id): for
-        uvicorn, the event loop with HTTP parsing and every request's Python outside worker
-        threads; with workers, the sum of theirs (and the supervisor's)."""
-        return sum(
-            _unless_ended(thread_cpu_seconds, pid, pid) for pid in process_tree(self.process.pid)
-        )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (/proc/PID/task/TID/children), parents first."""
-    found, index = [pid], 0
-    while index < len(found):
-        tasks = Path(f"/proc/{found[index]}/task")
-        for task in tasks.iterdir() if tasks.is_dir() else []:
-            try:
-                found += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass  # a thread that ended meanwhile
-        index += 1
-    return found
-
-
-def _unless_ended(read: Callable[..., float], *ids: int) -> float:
-    """`read(*ids)`, or 0 for a process that ended meanwhile (its /proc files are gone)."""
-    try:
-        return read(*ids)
-    except OSError:
-        return 0.0
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, every thread's (ended ones too), summed by the kernel, from
-    /proc/PID/stat: whole clock ticks (10 ms)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu_seconds(pid: int, thread: int) -> float:
-    """CPU time one thread has run, in nanoseconds, from /proc/PID/task/TID/schedstat: a thread
-    that ran a few milliseconds reads more than 0, where /proc/.../stat counts whole ticks."""
-    on_cpu_ns = Path(f"/proc/{pid}/task/{thread}/schedstat").read_text().split()[0]
-    return int(on_cpu_ns) / 1e9
 
 
 def _spread(by_process: list[float] | None) -> str:
@@ -150,66 +46,6 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
     if not name:
         raise argparse.ArgumentTypeError(f"expected NAME:KEY=VALUE[,KEY=VALUE...], not {spec!r}")
     return f"roost:{name}", parse_env(settings)
-
-
-def parse_env(spec: str) -> dict[str, str]:
-    """`KEY=VALUE,KEY=VALUE` -> {KEY: VALUE, ...} (a value may hold '='); server settings for
-    `--variant` here and bench/gpu's `--server-env`."""
-    pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
-    if any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], not {spec!r}")
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
-def batch_histogram(before: str, after: str, model: str) -> dict[str, float]:
-    """Runs per batch-size bucket between two /metrics scrapes, plus the mean batch size."""
-
-    def parse(text: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            if family.name != "roost_batch_size":
-                continue
-            for sample in family.samples:
-                if sample.labels.get("model") != model:
-                    continue
-                key = sample.name + (f"|{sample.labels['le']}" if "le" in sample.labels else "")
-                out[key] = out.get(key, 0.0) + sample.value
-        return out
-
-    b, a = parse(before), parse(after)
-    delta = {k: a.get(k, 0.0) - b.get(k, 0.0) for k in a}
-    runs = delta.get("roost_batch_size_count", 0.0)
-    images = delta.get("roost_batch_size_sum", 0.0)
-    buckets = {k.split("|")[1]: v for k, v in delta.items() if "|" in k}
-    return {
-        "runs": runs,
-        "images": images,
-        "mean": images / runs if runs else 0.0,
-        **{f"le_{k}": v for k, v in buckets.items()},
-    }
-
-
-def cpu_ms_per_image(results: list[LoadResult], cpu_seconds: list[float]) -> float | None:
-    """The median over repeats of CPU milliseconds per image answered."""
-    per_image = [
-        cpu / (r.images_per_s * r.seconds)
-        for r, cpu in zip(results, cpu_seconds, strict=True)
-        if r.images_per_s
-    ]
-    return 1000 * statistics.median(per_image) if per_image else None
-
-
-def median_result(
-    results: list[LoadResult], cpu_seconds: list[float] | None = None
-) -> dict[str, Any]:
-    """Medians over repeats; `cpu_seconds`: the server's CPU time over each repeat, if known."""
-    keys = ["images_per_s", "p50_ms", "p95_ms", "p99_ms"]
-    out: dict[str, Any] = {k: statistics.median(getattr(r, k) for r in results) for k in keys}
-    out["cpu_ms_per_image"] = cpu_ms_per_image(results, cpu_seconds) if cpu_seconds else None
-    out["errors"] = sum(r.errors for r in results)
-    out["requests"] = sum(r.requests for r in results)
-    out["runs"] = len(results)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,22 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     report["single_image_ms"] = 1000 / report["model_alone"]["1"]
 
     servers: dict[str, list[Server]] = {}  # each server's processes (--processes)
-    bare = Server(
-        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", tempfile.mkdtemp()],
-        {"ROOST_POLL_INTERVAL_S": "0"},
-        "/healthz",
-    )
+    bare = roost_server(tempfile.mkdtemp(), ready_path="/healthz")
     time.sleep(1)
     bare_rss = bare.memory()["rss_mib"]
     bare.stop()
     processes = range(args.processes)
-    servers["roost"] = [roost_server(repo, args.model, {}) for _ in processes]
+    servers["roost"] = [roost_server(repo, {"ROOST_DEFAULT_MODEL": args.model}) for _ in processes]
     report["memory"] = {
         "bare_server_rss_mib": bare_rss,
         "roost_ready_rss_mib": servers["roost"][0].memory()["rss_mib"],
     }
     for name, env in args.variant:
-        servers[name] = [roost_server(repo, args.model, env) for _ in processes]
+        servers[name] = [
+            roost_server(repo, {"ROOST_DEFAULT_MODEL": args.model, **env}) for _ in processes
+        ]
     report["variants"] = {name: env for name, env in args.variant}
     report["processes"] = args.processes
     if args.naive:
@@ -446,16 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def roost_server(repo: Path, model: str, env: dict[str, str]) -> Server:
-    """`python -m service` on `repo` with `model` as the default and `env`'s ROOST_* settings,
-    once it is ready."""
-    return Server(
-        [sys.executable, "-m", "service", "--port", "{port}", "--model-repo", str(repo)],
-        {"ROOST_POLL_INTERVAL_S": "0", "ROOST_DEFAULT_MODEL": model, **env},
-        "/readyz",
-    )
-
-
 def baseline_server(app: str, version_dir: Path) -> Server:
     """A baseline (`bench.naive_server:app`, `bench.lean_server:app`) under uvicorn on the
     model version in `version_dir`, once it answers."""
@@ -525,16 +349,6 @@ def ratios(report: dict[str, Any], cores: int, on_gpu: bool) -> dict[str, Any]:
             key = f"{set_name}/{level}" if server == "roost" else f"{set_name}/{level}/{server}"
             out[key] = row
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

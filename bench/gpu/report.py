@@ -44,12 +44,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.baselines import decode_rate_per_core, model_alone
+from bench.harness import Server, batch_histogram, cpu_name, parse_env, sample, samples
 from bench.loadgen import LoadResult, Request, closed_loop
 from bench.protocols import v2_requests
-from bench.run import Server, batch_histogram, cpu_name, parse_env
 from roost.contract.images import decode_image
 from roost.contract.labels import read_labels
 
@@ -641,10 +640,12 @@ def http_run(
                 )
         result["levels"] = levels
         result["memory"] = server.memory()
-        result["gpu_metrics_exported"] = "roost_gpu_memory_used_bytes" in server.metrics()
+        result["gpu_metrics_exported"] = bool(
+            samples(server.metrics(), "roost_gpu_memory_used_bytes")
+        )
     finally:
         server.stop()
-        log = Path(server.log.name).read_text(errors="replace")
+        log = server.log()
         # One file for every server: the device tool brings back at most 8 files.
         with (out / "servers.log").open("a") as f:
             f.write(f"##### {label}\n{log[-20_000:]}\n")
@@ -664,7 +665,7 @@ def every_worker_ready(server: Server, workers: int, timeout_s: float = 600.0) -
     and a load generator's keep-alive connections stay with the workers that accepted them.
     So: wait until /metrics (summed over the workers) counts every one."""
     stop_at = time.monotonic() + timeout_s
-    while _total(server.metrics(), "roost_server_processes") < workers:
+    while sample(server.metrics(), "roost_server_processes") < workers:
         if time.monotonic() > stop_at:
             raise TimeoutError(f"not every one of {workers} workers was ready in {timeout_s} s")
         time.sleep(0.5)
@@ -783,22 +784,9 @@ def _closed_loop(job: tuple[str, list[Request], int, int, float]) -> dict[str, A
     return asdict(result)
 
 
-def _samples(text: str, name: str, model: str | None = None) -> list[Any]:
-    found = []
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and (model is None or sample.labels.get("model") == model):
-                found.append(sample)
-    return found
-
-
-def _total(text: str, name: str, model: str | None = None) -> float:
-    return float(sum(s.value for s in _samples(text, name, model)))
-
-
 def inference_delta(before: str, after: str, model: str) -> dict[str, float]:
     def delta(name: str) -> float:
-        return _total(after, name, model) - _total(before, name, model)
+        return sample(after, name, model=model) - sample(before, name, model=model)
 
     seconds = delta("roost_inference_duration_seconds_sum")
     batches = delta("roost_inference_duration_seconds_count")
@@ -813,7 +801,7 @@ def inference_delta(before: str, after: str, model: str) -> dict[str, float]:
 
 def gpu_memory(metrics: str) -> dict[str, float]:
     return {
-        s.labels.get("gpu", "?"): s.value for s in _samples(metrics, "roost_gpu_memory_used_bytes")
+        s.labels.get("gpu", "?"): s.value for s in samples(metrics, "roost_gpu_memory_used_bytes")
     }
 
 

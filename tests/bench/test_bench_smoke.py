@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from modelkit import colour_model, publish
 
-from bench.run import parse_variant, process_cpu_seconds, process_tree, thread_cpu_seconds
+from bench.harness import process_cpu_seconds, process_tree, thread_cpu_seconds
+from bench.run import parse_variant
 
 
 def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
