@@ -30,7 +30,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 ROOST_UID = 10001
 
 
-
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 

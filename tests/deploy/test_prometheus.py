@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from modelkit import publish, solid_png
-from servers import LoopbackProcess, RoostServer, free_port, require_program
+from servers import LoopbackProcess, RoostServer, free_port, require_program, sample, samples
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "roost.json"
@@ -29,7 +29,6 @@ MODELS = ("colour", "shade")
 RATE_WINDOW = "30s"
 # `SIGNAL <op> THRESHOLD`: the convention alerts.yml follows (its header says so).
 ALERT_FORM = re.compile(r"^(?P<signal>.*\S)\s*(?:==|!=|>=|<=|>|<)\s*-?[0-9.]+\s*$", re.DOTALL)
-
 
 
 class Prometheus(LoopbackProcess):
@@ -193,11 +192,7 @@ def send_traffic(server: RoostServer, waves: int = 4, pause_s: float = 1.5) -> d
 
 
 def served_total(server: RoostServer) -> float:
-    total = 0.0
-    for line in server.client.get("/metrics").text.splitlines():
-        if line.startswith("roost_requests_total{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return sample(server.metrics(), "roost_requests_total")
 
 
 def scraped_total(prometheus: Prometheus) -> float:
@@ -206,7 +201,7 @@ def scraped_total(prometheus: Prometheus) -> float:
 
 
 def has_gpu_series(server: RoostServer) -> bool:
-    return "roost_gpu_utilization_ratio{" in server.client.get("/metrics").text
+    return bool(samples(server.metrics(), "roost_gpu_utilization_ratio"))
 
 
 # --- the test -----------------------------------------------------------------------------
@@ -238,10 +233,9 @@ def test_dashboard_and_alert_expressions_return_data(
 
     assert prometheus.vector('up{job="roost"} == 1'), "the Roost target is not up"
     # RoostNotReady and RoostQueueSaturated are built on these two gauges.
-    exported = server.client.get("/metrics").text
+    exported = server.metrics()
     for metric in ("roost_ready", "roost_queue_capacity"):
-        found = f"\n{metric} " in exported or f"\n{metric}{{" in exported
-        assert found, f"/metrics lacks {metric}"
+        assert samples(exported, metric), f"/metrics lacks {metric}"
     gpu = has_gpu_series(server)
     queries = dashboard_queries()
     for rule in alert_rules():
