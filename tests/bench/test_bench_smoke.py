@@ -20,6 +20,7 @@ from bench.harness import process_cpu_seconds, process_tree, thread_cpu_seconds
 from bench.run import parse_variant
 
 
+@pytest.mark.slow
 def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     repo = tmp_path / "repo"
     publish(repo, "colours", 1, model=colour_model((64, 64)), size=(64, 64))
@@ -82,6 +83,7 @@ def test_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     assert report["memory"]["roost_peak_rss_mib"] >= report["memory"]["roost_ready_rss_mib"] > 0
 
 
+@pytest.mark.slow
 def test_several_processes_per_server(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     """`--processes 2`: each server twice, every process measured in every repeat, the cell a
     median over all of them, and each process's own median beside it (their spread)."""

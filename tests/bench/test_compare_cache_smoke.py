@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from modelkit import colour_model, publish
 from PIL import Image
 
@@ -25,6 +26,7 @@ def test_marked_photos_differ_in_bytes_but_not_in_pixels() -> None:
     assert not set(workload) & set(repeated_workload([photo, photo], 3, run=2))
 
 
+@pytest.mark.slow
 def test_compare_cache_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     repo = tmp_path / "repo"
     publish(repo, "colours", 1, model=colour_model((64, 64)), size=(64, 64))

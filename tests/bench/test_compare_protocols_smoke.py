@@ -6,7 +6,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from modelkit import colour_model, publish
+
+pytestmark = pytest.mark.slow
 
 
 def test_compare_protocols_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:

@@ -8,11 +8,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from modelkit import colour_model, publish
 
 from bench.cpu_floor import per_item_cpu_ms
 
 
+@pytest.mark.slow
 def test_cpu_floor_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     repo = tmp_path / "repo"
     publish(repo, "colours", 1, model=colour_model((64, 64)), size=(64, 64))

@@ -6,6 +6,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 
 def test_decode_bench_smoke_run(tmp_path: Path, run_bench: Callable[..., str]) -> None:
     out = tmp_path / "out"

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from modelkit import colour_model, publish
 from PIL import Image
 
@@ -30,6 +31,7 @@ from service.runtime.decode.device_resize import DeviceResizer
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_gpu_script_dry_run_writes_both_reports(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     publish(repo, "colours", 1, model=colour_model((32, 32)), size=(32, 32))

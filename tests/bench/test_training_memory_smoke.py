@@ -9,7 +9,7 @@ import pytest
 
 from bench import training_memory
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.slow]
 
 
 def test_every_pipeline_reads_one_epoch_and_reports_its_peak(tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ def run_cli(*argv: str) -> int:
     return int(args.func(args))
 
 
+@pytest.mark.slow
 def test_client_lists_models_and_classifies_paths_and_bytes(server, tmp_path: Path) -> None:
     chelsea = save_photo(photos.chelsea(), tmp_path / "chelsea.jpg")
     with RoostClient(server.url) as roost:
@@ -75,6 +76,7 @@ def test_client_lists_models_and_classifies_paths_and_bytes(server, tmp_path: Pa
     assert (blue.top.label, blue.top.url, blue.top.index) == ("blue", None, 2)
 
 
+@pytest.mark.slow
 def test_client_raises_roost_error_with_status_and_code(server) -> None:
     with RoostClient(server.url) as roost:
         with pytest.raises(RoostError) as not_image:
@@ -90,6 +92,7 @@ def test_client_raises_roost_error_with_status_and_code(server) -> None:
     assert "owls" in unknown.value.message
 
 
+@pytest.mark.slow
 def test_async_client_classifies_concurrently(server) -> None:
     colours = {"red": (240, 20, 20), "green": (20, 240, 20), "blue": (20, 20, 240)}
 
@@ -106,6 +109,7 @@ def test_async_client_classifies_concurrently(server) -> None:
     assert asyncio.run(main()) == BIRDS * 4
 
 
+@pytest.mark.slow
 def test_cli_writes_csv_and_a_bad_file_fails_alone(server, photo_tree: Path, capsys) -> None:
     out = photo_tree.parent / "predictions.csv"
     code = run_cli(
@@ -138,6 +142,7 @@ def test_cli_writes_csv_and_a_bad_file_fails_alone(server, photo_tree: Path, cap
     assert "3 of 4 images classified" in stderr and "1 failed" in stderr
 
 
+@pytest.mark.slow
 def test_cli_prints_a_table_for_files_and_folders(server, photo_tree: Path, capsys) -> None:
     blue = photo_tree.parent / "blue.png"
     blue.write_bytes(solid_png((10, 10, 250)))
@@ -153,6 +158,7 @@ def test_cli_prints_a_table_for_files_and_folders(server, photo_tree: Path, caps
     assert all(" birds  2 " in line and "Northern cardinal" in line for line in lines[2:])
 
 
+@pytest.mark.slow
 def test_cli_csv_to_stdout_with_the_model_default(server, tmp_path: Path, capsys) -> None:
     image = save_photo(photos.rocket(), tmp_path / "rocket.jpg")
     assert run_cli(str(image), "--url", server.url, "--model", "colours", "--csv", "-") == 0
@@ -161,6 +167,7 @@ def test_cli_csv_to_stdout_with_the_model_default(server, tmp_path: Path, capsys
     assert rows[1][:4] == [str(image), "colours", "1", "blue"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setup", "message"),
     [

@@ -47,16 +47,19 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 # --- Prometheus -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_promtool_checks_the_compose_prometheus_config() -> None:
     result = promtool("check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_promtool_checks_the_alert_rules() -> None:
     result = promtool("check", "rules", "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_every_alert() -> None:
     result = promtool("test", "rules", "alerts.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -64,6 +67,7 @@ def test_promtool_unit_tests_every_alert() -> None:
     assert tested == set(alerts_by_name()), "every alert needs a firing and a quiet unit test"
 
 
+@pytest.mark.slow
 def test_kubernetes_scrape_config_keeps_the_labels_the_adapter_needs() -> None:
     config = load_yaml(PROMETHEUS_DIR / "prometheus-k8s.yml")
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "roost"]

@@ -22,6 +22,8 @@ import yaml
 from modelkit import publish, solid_png
 from servers import LoopbackProcess, RoostServer, free_port, require_program, sample, samples
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "roost.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

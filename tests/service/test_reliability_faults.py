@@ -15,10 +15,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from modelkit import colour_model, failing_model, publish, solid_png
 from PIL import Image
 from servers import ADMIN_KEY, RoostServer, sample
 from skimage import data as photos
+
+pytestmark = pytest.mark.slow
 
 CAT_PNG = (lambda b: (Image.fromarray(photos.chelsea()).save(b, "PNG"), b.getvalue())[1])(
     io.BytesIO()

@@ -22,6 +22,8 @@ from skimage import data as photos
 
 from service.app import create_app
 
+pytestmark = pytest.mark.slow
+
 LIMIT_BYTES = 2 * 1024 * 1024
 
 

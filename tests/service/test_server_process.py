@@ -97,6 +97,7 @@ _FREED_BLOCKS_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the mmap threshold is glibc's")
 def test_prepared_process_gives_large_freed_blocks_back() -> None:
     def run(mode: str) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from service.observability.metrics import ServiceMetrics
 RED = solid_png((255, 0, 0))
 
 
+@pytest.mark.slow
 def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     publish(repo, "colours", 1)
@@ -109,6 +110,7 @@ def resident_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arguments", "env", "message"),
     [
@@ -131,6 +133,7 @@ def test_workers_refuse_what_they_cannot_share(
     assert message in done.stderr
 
 
+@pytest.mark.slow
 def test_a_grpc_port_in_use_is_refused_before_the_workers_start(tmp_path: Path) -> None:
     """The workers share their gRPC port (SO_REUSEPORT), which would also share it with
     another program already listening there: the supervisor checks first."""

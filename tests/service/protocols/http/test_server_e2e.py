@@ -95,6 +95,7 @@ async def test_classifies_real_photos(colours_app, fmt: str) -> None:  # type: i
         check_photo_result(r, name, array, fmt)
 
 
+@pytest.mark.slow
 def test_real_server_classifies_real_photos(colours_server) -> None:  # type: ignore[no-untyped-def]
     """The end-to-end smoke: the same checks against `python -m service` over a socket."""
     for name, array in PHOTOS.items():
@@ -107,6 +108,7 @@ def test_real_server_classifies_real_photos(colours_server) -> None:  # type: ig
     )
 
 
+@pytest.mark.slow
 def test_access_log_can_be_left_out(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
     publish_colours(repo)
     server = start_server(repo, ROOST_ACCESS_LOG="false")

@@ -16,6 +16,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from servers import require_program
 from skimage import data as photos
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
