@@ -600,6 +600,7 @@ async def test_a_port_in_use_fails_startup(repo: Path, roost: Any) -> None:
             pass
 
 
+@pytest.mark.slow
 def test_python_m_service_serves_grpc(repo: Path, start_server: Any) -> None:
     """The real command line: ROOST_GRPC_PORT from the environment, the port in the log."""
     publish(repo, "colours", 1)

@@ -28,6 +28,8 @@ from servers import RoostServer
 from skimage import data as photos
 from tritonclient.utils import InferenceServerException
 
+pytestmark = pytest.mark.slow  # a real server in a subprocess (RoostServer)
+
 REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
