@@ -7,8 +7,8 @@ share caches and memory bandwidth as under load) and in thread CPU time (so a ne
 on a shared machine changes little): the model on one-thread ONNX Runtime sessions (the server's
 CPU slots) at batch 1, 2 and 4, the decode with the contract's `decode_image` on an input set.
 The cheapest model batch plus the decode is the floor of a server's CPU per image; what a
-server spends above it is its own (HTTP, event loop, hand-offs). docs/benchmarks.md (issue #12,
-goal 1) reads goal 1 against it.
+server spends above it is its own (HTTP, event loop, hand-offs). docs/benchmarks.md compares
+Roost with it.
 """
 
 from __future__ import annotations

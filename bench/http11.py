@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 keep-alive client for the load generator.
 
-httpx costs about 1 ms of CPU per request; on a 2-core machine that shares its cores with the
-server under test, the yardstick would then tax what it measures. This client does the least
+httpx costs about 1 ms of CPU per request; on a machine with few cores, shared with the server
+under test, the yardstick would then tax what it measures. This client does the least
 HTTP/1.1 that a POST with a known-length body and a Content-Length response needs.
 """
 

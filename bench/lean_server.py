@@ -10,7 +10,7 @@ batch (batch 2 is the model's cheapest per image here). One hand-off to the work
 no admission, deadlines, metrics, batching policy or priorities. A request that fails to
 decode fails its whole batch (500): a measuring instrument, not a server to deploy.
 
-docs/benchmarks.md (issue #12, goal 1) measures it beside Roost and the naive server: what it
+docs/benchmarks.md measures it beside Roost and the naive server: what it
 reaches is the ceiling goal 1 can be held to, and Roost's distance to it is what Roost's
 features cost.
 """

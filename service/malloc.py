@@ -4,7 +4,7 @@ threshold above which blocks are mapped on their own (and given back to the syst
 glibc gives each thread that allocates concurrently an arena of its own and rarely returns
 their memory. With decode threads, session threads and large request bodies, that kept
 ~950 MiB resident after a camera-photo load test where two arenas kept ~680 MiB, at the same
-throughput (docs/benchmarks.md).
+throughput (docs/benchmarks-journal.md).
 
 glibc maps blocks over a threshold on their own, but raises that threshold to the size of each
 mapped block freed (up to 32 MiB): after the first large request body, the next ones come from

@@ -32,7 +32,7 @@ class ServiceSettings(BaseSettings):
     """On the CPU's one-thread slots, batches hold at most this many images (and at most
     `max_batch_size`): there a batch costs about the sum of its images (the model's cheapest
     per image at 2), so a larger one saves only the event loop's per-batch work and makes its
-    first images wait for its last (docs/benchmarks.md)."""
+    first images wait for its last (docs/benchmarks-journal.md)."""
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(512, ge=1)
     instances: int = Field(0, ge=0, le=64)
@@ -77,7 +77,7 @@ class ServiceSettings(BaseSettings):
     cpu_decode: Literal["inference", "pool"] = "inference"
     """Where uploads for a version on the CPU are decoded: "inference", on the inference thread
     that runs the image's batch (one hand-off fewer; batches fill from the queue of requests),
-    or "pool", on the decode threads before queueing, as on a GPU (docs/benchmarks.md)."""
+    or "pool", on the decode threads before queueing, as on a GPU (docs/benchmarks-journal.md)."""
     decode_threads: int = Field(default_factory=usable_cores, ge=1)
     """Threads that decode uploads on a GPU, with ROOST_CPU_DECODE=pool and for explanations;
     default: the cores this process may use (service/cpus.py)."""
@@ -92,9 +92,9 @@ class ServiceSettings(BaseSettings):
     """Server processes (uvicorn workers, started by `roost serve` / `python -m service`, which
     also set up their shared metrics) sharing the port, each with its own sessions, decode
     threads and event loop: one Python process decodes at most about 2,000 images/s however
-    many cores it has (docs/benchmarks.md, third GPU session). With more than one, each loads
-    every model before it takes connections, /metrics sums over them (observability/metrics.py), and
-    gRPC's port is shared too. On this 2-core machine two were not faster than one."""
+    many cores it has (docs/benchmarks-journal.md). With more than one, each loads every model
+    before it takes connections, /metrics sums over them (observability/metrics.py), and gRPC's
+    port is shared too. On two cores, two are not faster than one (docs/operations.md)."""
     grpc_port: int | None = Field(None, ge=0, le=65535)
     """Also serve the Open Inference Protocol over gRPC on this port (needs the grpc extra)."""
 
@@ -132,14 +132,15 @@ class ServiceSettings(BaseSettings):
     """ONNX Runtime threads per session; 0 = auto: cores / instances (every core when alone)."""
     inter_op_threads: int = Field(0, ge=0)
     cpu_mem_arena: bool = False
-    """ONNX Runtime's CPU memory arena. Off by default: it kept ~250 MiB more per
-    EfficientNet-Lite0 version after a batch of 32, for no measurable speed (docs/benchmarks.md)."""
+    """ONNX Runtime's CPU memory arena. Off by default: it keeps ~250 MiB more per
+    EfficientNet-Lite0 version after a batch of 32, for no measurable speed
+    (docs/benchmarks-journal.md)."""
     intra_op_spinning: bool = True
     """Let ONNX Runtime's pool threads spin between the operators of a run on the CPU, and only
     then: they stop when the last concurrent run returns (`session.force_spinning_stop`), so
     they take no core from other work between runs. Only the wide session (a batch running
     alone) has pool threads: a lone request's p50 falls by about 0.5 ms at 512 px, for about
-    1 % under load, within the noise (docs/benchmarks.md). CUDA sessions never spin."""
+    1 % under load, within the noise (docs/benchmarks-journal.md). CUDA sessions never spin."""
 
     api_keys: CommaList = []
     """Keys accepted for classification (comma-separated); empty leaves classification open."""
@@ -151,7 +152,7 @@ class ServiceSettings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     """One log line per HTTP request (uvicorn's access log); false leaves it out (/metrics still
-    counts every request). Its CPU cost was within this machine's noise (docs/benchmarks.md)."""
+    counts every request). Its CPU cost is within measurement noise (docs/benchmarks-journal.md)."""
 
     @model_validator(mode="after")
     def _budget_fits_an_upload(self) -> ServiceSettings:

@@ -1,4 +1,4 @@
-"""The GPU proof in one run (issue 13): `bash bench/gpu/run.sh` on the GPU machine.
+"""The GPU proof in one run: `bash bench/gpu/run.sh` on the GPU machine.
 
 In order, each step written to the report as soon as it ends (a run cut short still leaves
 what it measured):

@@ -465,7 +465,7 @@ def _resize_box(image_size: tuple[int, int], size: tuple[int, int], mode: Resize
     left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
     # NOTE: resampling only the `box` the crop keeps gives the pixels of scaling the whole
     # image then cropping (within one level: float rounding of the filter positions) for
-    # a fraction of the work: a 3:2 photo loses a third of its width (docs/benchmarks.md).
+    # a fraction of the work: a 3:2 photo loses a third of its width (docs/benchmarks-journal.md).
     step_x, step_y = image_w / scaled_w, image_h / scaled_h
     return (left * step_x, top * step_y, (left + width) * step_x, (top + height) * step_y)
 

@@ -104,7 +104,8 @@ class OnnxClassifier:
 
     On the CPU it runs up to `instances` batches at once on narrow sessions (cores / instances
     threads, at least one) that do not fight over cores, and holds one wide session using every
-    core for a batch that runs alone, so a lone request gets all the cores (docs/benchmarks.md).
+    core for a batch that runs alone, so a lone request gets all the cores
+    (docs/benchmarks-journal.md).
     On the CPU, given the server's `cpu_gate`, a run waits for room in it (one thread for a
     narrow run, every core for the wide one), so the threads computing stay within the gate's
     width and waiting batches start by their most urgent request's deadline (runtime/cpu_gate.py).
@@ -116,7 +117,7 @@ class OnnxClassifier:
     such session, and the version holds its weights twice (narrow + wide) instead of
     instances + 1 times. Slots of more than one thread each keep their own session (their
     own thread pool), as do CUDA sessions (their own stream). ONNX Runtime's own sharing does
-    not reach these weights from Python (docs/benchmarks.md, "Memory: weights shared between
+    not reach these weights from Python (docs/benchmarks-journal.md, "Memory: weights shared between
     sessions").
 
     With IO binding (`io_binding_enabled`) a batch is bound as the session's input instead of
@@ -141,10 +142,9 @@ class OnnxClassifier:
         wants_gpu = provider_name(providers[0]) == CUDA
         cores = usable_cores()
         # NOTE: twice as many narrow sessions as cores keeps every core busy while a slot's
-        # thread, its ONNX Runtime call done, waits for the GIL the event loop holds. One per
-        # core spends less CPU per image but left the cores 5 % idle and was not faster in five
-        # same-run comparisons, with the pool decoding or the slots (docs/benchmarks.md, "Where
-        # a 512 px image's CPU goes" and "The CPU floor as a server").
+        # thread, its ONNX Runtime call done, waits for the GIL the event loop holds; one per
+        # core leaves cores idle and was not faster (docs/benchmarks-journal.md, "Where a
+        # 512 px image's CPU goes" and "The CPU floor as a server").
         self.instances = instances or (settings.cuda_instances if wants_gpu else min(8, 2 * cores))
         narrow_threads = settings.intra_op_threads or max(1, cores // self.instances)
         # False: one session per narrow slot, the layout before sharing (bench/memory.py).
@@ -211,7 +211,7 @@ class OnnxClassifier:
         """The largest batch worth forming: `max_batch_size`, but at most `cpu_max_batch_size`
         on one-thread CPU slots, where a batch takes as long as its images one after another
         (images per CPU-second peak at batch 2-4) and a larger one only makes its first images
-        wait for the last (docs/benchmarks.md)."""
+        wait for the last (docs/benchmarks-journal.md)."""
         if self.on_gpu or self._narrow_threads > 1:
             return max_batch_size
         return min(max_batch_size, self._cpu_max_batch_size)

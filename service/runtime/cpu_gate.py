@@ -4,12 +4,12 @@ Decoding and inference share the cores. Left to the OS scheduler, everything run
 them alike: the decode of a request that just arrived slows down the batch of requests that
 arrived long before it, four one-thread batches on two cores each get half a core, and a batch
 that started first finishes no sooner than the ones that started after it. Older requests are
-overtaken, and that is the tail at moderate load (docs/benchmarks.md, issue #12 goal 2).
+overtaken, and that is the tail at moderate load (docs/benchmarks-journal.md).
 
 One `CpuGate` per server lets at most `width` threads of that work run at once: by default one
 per core, plus one, because a thread that has finished its C work waits for the GIL (held by
 the event loop, up to its 5 ms switch interval) while still holding its place; without the
-spare, its core idles (512 px, 16 clients: 131 img/s with two places, 143 with three).
+spare, its core idles (docs/benchmarks-journal.md, "Oldest request first on the cores").
 Work that finds no room waits, and the room that finishing work gives back goes straight to
 the waiting work with the earliest deadline (a request's deadline is its arrival plus the
 request timeout, so: the oldest request first), on the finishing thread, without a trip through

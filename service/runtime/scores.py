@@ -3,7 +3,7 @@
 A batch's probabilities are ranked on the inference thread that computed them (`ranked`), not
 on the event loop: a numpy sort or reduction over a thousand classes releases the GIL, and the
 loop, the one thread every request passes through, then waits to take it back from the
-threads running batches (docs/benchmarks.md, issue #12: 0.15-0.2 ms of loop CPU per image).
+threads running batches (docs/benchmarks-journal.md).
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ async def _score_encoded(
 def _decodes_on_inference_threads(state: ServiceState, served: ServedVersion) -> bool:
     """On the CPU (ROOST_CPU_DECODE=inference), the thread that runs a batch decodes its
     images: one hand-off fewer per image, and batches fill from a queue of whole requests
-    instead of waiting for decodes to finish (docs/benchmarks.md, issue #12 goal 1). Not on
+    instead of waiting for decodes to finish (docs/benchmarks-journal.md). Not on
     a GPU, where decoding on the CPU overlaps the GPU's work."""
     return (
         state.settings.cpu_decode == "inference"
@@ -158,7 +158,7 @@ async def _answers(
 ) -> list[Scores]:
     try:
         # NOTE: a timeout scope, not wait_for: wait_for wraps the gather in a task of its own,
-        # an event-loop cost every request paid (docs/benchmarks.md, goal 1).
+        # an event-loop cost every request paid (docs/benchmarks-journal.md).
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             return list(await asyncio.gather(*futures))
     except TimeoutError:
