@@ -82,13 +82,10 @@ class LoopbackProcess:
         totals = {"VmRSS": 0.0, "VmHWM": 0.0}
         for pid in process_tree(self.process.pid):
             try:
-                status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                for field in totals:
+                    totals[field] += resident_bytes(pid, field) / 2**20
             except OSError:
                 continue  # a process that ended meanwhile
-            for line in status:
-                key = line.split(":")[0]
-                if key in totals:
-                    totals[key] += int(line.split()[1]) / 1024
         return {"rss_mib": totals["VmRSS"], "peak_rss_mib": totals["VmHWM"]}
 
     def cpu_seconds(self) -> float:
@@ -176,6 +173,14 @@ def parse_env(spec: str) -> dict[str, str]:
 
 
 # --- CPU time from /proc --------------------------------------------------------------------
+
+
+def resident_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident set now (`VmRSS`) or at its peak (`VmHWM`), in bytes, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(f"no {field} for process {pid}")
 
 
 def process_tree(pid: int) -> list[int]:

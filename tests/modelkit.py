@@ -115,18 +115,31 @@ def failing_model(size: tuple[int, int] = (32, 32), threshold: int = 200) -> byt
     h, w = size
     base = onnx.load_from_string(colour_model(size))
     graph = base.graph
-    graph.initializer.extend([
-        helper.make_tensor("starts", TensorProto.INT64, [4], [0, 0, 0, 0]),
-        helper.make_tensor("ends", TensorProto.INT64, [4], [2**62, 1, 1, 1]),
-        helper.make_tensor("shape", TensorProto.INT64, [1], [-1]),
-        helper.make_tensor("table", TensorProto.FLOAT, [threshold, 3], [0.0] * threshold * 3),
-    ])
+    graph.initializer.extend(
+        [
+            helper.make_tensor("starts", TensorProto.INT64, [4], [0, 0, 0, 0]),
+            helper.make_tensor("ends", TensorProto.INT64, [4], [2**62, 1, 1, 1]),
+            helper.make_tensor("shape", TensorProto.INT64, [1], [-1]),
+            helper.make_tensor("table", TensorProto.FLOAT, [threshold, 3], [0.0] * threshold * 3),
+        ]
+    )
     softmax = graph.node[-1]
     softmax.input[0] = "guarded"
-    graph.node.insert(len(graph.node) - 1, helper.make_node("Slice", ["image", "starts", "ends"], ["corner"]))
-    graph.node.insert(len(graph.node) - 1, helper.make_node("Cast", ["corner"], ["corner64"], to=TensorProto.INT64))
-    graph.node.insert(len(graph.node) - 1, helper.make_node("Reshape", ["corner64", "shape"], ["index"]))
-    graph.node.insert(len(graph.node) - 1, helper.make_node("Gather", ["table", "index"], ["offset"], axis=0))
-    graph.node.insert(len(graph.node) - 1, helper.make_node("Add", ["logits", "offset"], ["guarded"]))
+    graph.node.insert(
+        len(graph.node) - 1, helper.make_node("Slice", ["image", "starts", "ends"], ["corner"])
+    )
+    graph.node.insert(
+        len(graph.node) - 1,
+        helper.make_node("Cast", ["corner"], ["corner64"], to=TensorProto.INT64),
+    )
+    graph.node.insert(
+        len(graph.node) - 1, helper.make_node("Reshape", ["corner64", "shape"], ["index"])
+    )
+    graph.node.insert(
+        len(graph.node) - 1, helper.make_node("Gather", ["table", "index"], ["offset"], axis=0)
+    )
+    graph.node.insert(
+        len(graph.node) - 1, helper.make_node("Add", ["logits", "offset"], ["guarded"])
+    )
     onnx.checker.check_model(base)
     return base.SerializeToString()

@@ -203,6 +203,10 @@ def test_roost_command_has_classify() -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "roost", "classify", "--help"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "roost", "classify", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and "--concurrency" in done.stdout

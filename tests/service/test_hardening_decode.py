@@ -20,6 +20,7 @@ from modelkit import publish
 from PIL import Image
 from servers import RoostServer
 
+from bench.harness import resident_bytes
 from roost.contract.images import decode_bytes_bound
 
 SIDE = 7745  # 59,985,025 pixels: just under the default ROOST_MAX_IMAGE_PIXELS (60,000,000)
@@ -73,22 +74,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
     server.stop()
 
 
-def status_bytes(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {key} for {pid}")
-
-
 def peak_growth(server: RoostServer, data: bytes) -> tuple[int, int]:
     """(status, bytes the server's peak resident set rose above its resident set before)."""
     pid = server.process.pid
-    before = status_bytes(pid, "VmRSS:")
+    before = resident_bytes(pid, "VmRSS")
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
     response = server.client.post(
         "/v1/classify", content=data, headers={"content-type": "application/octet-stream"}
     )
-    return response.status_code, status_bytes(pid, "VmHWM:") - before
+    return response.status_code, resident_bytes(pid, "VmHWM") - before
 
 
 @pytest.mark.slow

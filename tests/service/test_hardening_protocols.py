@@ -37,6 +37,7 @@ from servers import RoostServer, free_port
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from bench.harness import resident_bytes
 from service.errors import InvalidParameter, PayloadTooLarge
 from service.protocols.oip import core as oip
 
@@ -547,13 +548,6 @@ def test_input_limits_bound_every_shape() -> None:
 # --- a real server: the event loop and the RSS while the bombs arrive -------------------------
 
 
-def rss_mib(pid: int, key: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {key}")
-
-
 class Probes:
     """GET /healthz every 50 ms on its own connection while the block runs; `.latencies`."""
 
@@ -602,14 +596,17 @@ def test_rest_gzip_bombs_neither_stall_the_loop_nor_hold_memory(
     pid = server.process.pid
     bomb = bomb_json(4_700_000)
     valid = binary_request("BYTES", 1)
-    before = rss_mib(pid)
+    before = resident_bytes(pid) / 2**20
     statuses, valid_statuses = [], []
     with Probes(server.url) as probes:
         for _ in range(8):
             r = server.client.post(INFER, content=bomb, headers={"content-encoding": "gzip"})
             statuses.append(r.status_code)
             valid_statuses.append(server.client.post(INFER, **valid).status_code)
-    grown, peak = rss_mib(pid) - before, rss_mib(pid, "VmHWM") - before
+    grown, peak = (
+        resident_bytes(pid) / 2**20 - before,
+        resident_bytes(pid, "VmHWM") / 2**20 - before,
+    )
     assert set(statuses) == {400} and set(valid_statuses) == {200}
     assert len(probes.latencies) >= 10
     assert max(probes.latencies) < 1.0, sorted(probes.latencies)[-5:]
@@ -639,7 +636,7 @@ def test_grpc_bytes_contents_bombs_neither_stall_the_loop_nor_hold_memory(
         f"127.0.0.1:{grpc_port}", options=[("grpc.max_send_message_length", -1)]
     )
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-    before = rss_mib(pid)
+    before = resident_bytes(pid) / 2**20
     codes = []
     try:
         with Probes(server.url) as probes:
@@ -651,7 +648,7 @@ def test_grpc_bytes_contents_bombs_neither_stall_the_loop_nor_hold_memory(
                 assert list(stub.ModelInfer(valid, timeout=60).outputs[0].shape) == [1, 3]
     finally:
         channel.close()
-    grown = rss_mib(pid) - before
+    grown = resident_bytes(pid) / 2**20 - before
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 6
     assert len(probes.latencies) >= 10
     assert max(probes.latencies) < 1.0, sorted(probes.latencies)[-5:]

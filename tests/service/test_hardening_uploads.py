@@ -27,17 +27,11 @@ import pytest
 from modelkit import publish, solid_png
 from PIL import Image
 
+from bench.harness import resident_bytes
 from service.errors import RequestTimeout
 from service.protocols.http.lingering import BodyBudget, RequestBodyMiddleware
 
 MiB = 1024 * 1024
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def form_part(data: bytes, filename: str | None, name: str = "file") -> bytes:
@@ -301,16 +295,16 @@ def test_stalled_uploads_are_answered_408_at_the_deadline_and_let_go(
     server.wait_ready()
     pid = server.process.pid
     declared, sent = 20 * MiB, 20 * MiB - 100 * 1024  # the default max_upload_bytes
-    baseline = rss_mib(pid)
+    baseline = resident_bytes(pid) / MiB
     rounds = []
     for _ in range(3):
         connections = [
             stalled_upload(server.port, kind, declared, sent) for kind in ["v1", "v2"] * 4
         ]
-        held = rss_mib(pid)
+        held = resident_bytes(pid) / MiB
         outcomes = [answer_then_close(c, timeout=15) for c in connections]
         time.sleep(0.5)
-        rounds.append((held, rss_mib(pid)))
+        rounds.append((held, resident_bytes(pid) / MiB))
         for answer, closed in outcomes:
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
             assert b"did not arrive within 2 s" in answer and closed  # /v2: its own error shape

@@ -21,18 +21,13 @@ from PIL import Image
 from servers import ADMIN_KEY, RoostServer, sample
 from skimage import data as photos
 
+from bench.harness import resident_bytes
+
 pytestmark = pytest.mark.slow
 
 CAT_PNG = (lambda b: (Image.fromarray(photos.chelsea()).save(b, "PNG"), b.getvalue())[1])(
     io.BytesIO()
 )
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 async def burst(
@@ -102,9 +97,9 @@ def test_memory_stays_flat_over_a_bounded_soak(repo: Path, start_server, reliabi
             assert {s for s, _, _ in outcomes} == {200}
 
     asyncio.run(rounds(30))  # warm-up: 300 requests
-    before = rss_bytes(server.process.pid)
+    before = resident_bytes(server.process.pid)
     asyncio.run(rounds(150))  # soak: 1500 requests
-    growth = rss_bytes(server.process.pid) - before
+    growth = resident_bytes(server.process.pid) - before
     assert growth < 20 * 1024 * 1024, f"resident memory grew {growth / 2**20:.1f} MiB"
     reliability.add(
         "soak",

@@ -19,6 +19,7 @@ from modelkit import publish, solid_png
 from prometheus_client import Gauge
 from servers import RoostServer, free_port, sample, samples
 
+from bench.harness import resident_bytes
 from service.observability.metrics import ServiceMetrics
 
 RED = solid_png((255, 0, 0))
@@ -101,13 +102,6 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
 
 def children(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-
-
-def resident_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 @pytest.mark.slow

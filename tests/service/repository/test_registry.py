@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from modelkit import colour_model, publish, solid_png
 from onnx import TensorProto, helper
+from servers import sample, samples
 
 from service.cpus import usable_cores
 from service.errors import ModelNotFound, NotReady, VersionNotFound
@@ -224,6 +225,6 @@ async def test_a_dead_batch_loop_takes_its_version_out_of_service(
     with pytest.raises(NotReady, match="collector bug"):
         registry.get("colours")
     exposition = generate_latest(metrics.registry).decode()
-    assert 'roost_model_version_failures_total{model="colours"} 1.0' in exposition
-    assert 'roost_model_version_ready{model="colours",version="1"}' not in exposition
+    assert sample(exposition, "roost_model_version_failures_total", model="colours") == 1.0
+    assert samples(exposition, "roost_model_version_ready", model="colours", version="1") == []
     await asyncio.wait_for(registry.close(), 10)  # bounded: no poll on a dead loop
