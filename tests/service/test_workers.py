@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -43,6 +44,12 @@ def test_two_workers_serve_one_port_and_metrics_sum_over_both(tmp_path: Path) ->
     try:
         # A worker takes connections only once loaded: the first answer is already "ready".
         assert server.client.get("/readyz").status_code == 200
+        # The second worker may still be loading (its place taken by the first meanwhile):
+        # wait until both count themselves, so that the sums below are over two.
+        for _ in range(600):  # hang guard: 60 s
+            if sample(httpx.get(f"{server.url}/metrics").text, "roost_server_processes") == 2:
+                break
+            time.sleep(0.1)
         # the supervisor's children: both workers (and multiprocessing's resource tracker)
         worker_rss = [resident_bytes(int(pid)) for pid in children(server.process.pid)]
         answers = 0
