@@ -52,6 +52,10 @@ def serve(args: argparse.Namespace) -> int:
     # (exit -15) although the shutdown was clean. Ours makes a drained shutdown exit 0, and
     # ends a process that has not started serving yet the same way.
     signal.signal(signal.SIGTERM, _exit_after_drain)
+    # Raised in the middle of a C extension's import (ONNX Runtime's), SystemExit becomes that
+    # import's failure and the process exits 1: SIGTERM waits, pending, until the imports and
+    # the app are done, and is delivered (exit 0) when uvicorn is about to run.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     import uvicorn
 
     from service.app import create_app
@@ -63,7 +67,10 @@ def serve(args: argparse.Namespace) -> int:
         _configure_logging(settings)  # the supervisor's; each worker prepares its own process
         return _serve_workers(settings, overrides)
     prepare_server_process(settings)
-    uvicorn.run(create_app(settings), **_uvicorn_options(settings))
+    app = create_app(settings)
+    options = _uvicorn_options(settings)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    uvicorn.run(app, **options)
     return 0
 
 
@@ -87,6 +94,7 @@ def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> i
     os.environ.update({f"ROOST_{k.upper()}": str(v) for k, v in overrides.items()})
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by `serve`
         uvicorn.run(
             "service.server:worker_app",
             factory=True,

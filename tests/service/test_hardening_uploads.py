@@ -437,12 +437,12 @@ def test_sigterm_in_the_first_moments_exits_zero(
 ) -> None:
     publish(repo, "colours", 1)
     command = [sys.executable, "-m", "service", "--port", "0", "--model-repo", str(repo)]
-    # `serve` must catch SIGTERM before its heavy imports (the app, ONNX Runtime: ~200 ms, and
-    # the huge-pages restart): until it does, the default handler ends the process "killed"
-    # (-15). So the handler must be there while onnxruntime is not loaded yet (judged from
+    # `serve` must catch SIGTERM before its heavy imports (the app, ONNX Runtime: ~200 ms):
+    # until it does, the default handler ends the process "killed" (-15); one that arrives
+    # during an extension's import must not turn into that import's failure (exit 1). So the handler must be there while onnxruntime is not loaded yet (judged from
     # the process's memory map, not the clock, which a busy machine would move), and SIGTERM
     # from then on, at any moment of the start, must exit 0.
-    offsets = [0.0, 0.05, 0.1, 0.2, 0.4, 0.7]
+    offsets = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
     codes = []
     for offset in offsets:
         with (tmp_path / f"server-{offset}.log").open("wb") as log:
@@ -463,7 +463,7 @@ def test_sigterm_in_the_first_moments_exits_zero(
     assert codes == [0] * len(offsets), dict(zip(offsets, codes, strict=True))
     reliability.add(
         "shutdown",
-        "SIGTERM 0-0.7 s after the server first catches it (restart, imports, before serving)",
+        "SIGTERM 0-1 s after the server first catches it (imports, app, before serving)",
         len(offsets),
         "exit 0 every time",
     )
