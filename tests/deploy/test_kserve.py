@@ -42,6 +42,9 @@ KSERVE = ROOT / "deploy" / "kserve"
 DOCKERFILE = ROOT / "Dockerfile"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 ROOST_UID = 10001
+ROOST_FORMAT = "roost"
+"""The model format Roost's ServingRuntime claims. Its own, not `onnx`: KServe's Triton runtime
+auto-selects `onnx`, and a plain ONNX InferenceService must never be given Roost."""
 
 K8S = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s."
 """Prefix of a reference into kubernetes-validate's strict core definitions."""
@@ -362,7 +365,7 @@ def test_a_misspelt_kserve_annotation_fails() -> None:
 def test_runtime_serves_the_repository_kserve_mounts() -> None:
     spec = runtime()["spec"]
     assert runtime()["metadata"]["name"] == "roost"
-    assert {"name": "onnx", "autoSelect": True} in spec["supportedModelFormats"]
+    assert {"name": ROOST_FORMAT, "autoSelect": True} in spec["supportedModelFormats"]
     assert spec["protocolVersions"] == ["v2"], "Roost's /v1 is not KServe's v1 protocol"
     container = kserve_container()
     assert container["name"] == "kserve-container"
@@ -401,6 +404,119 @@ def test_runtime_resources_security_and_metrics() -> None:
         "prometheus.kserve.io/port": env(container)["ROOST_PORT"],
         "prometheus.kserve.io/path": "/metrics",
     }
+
+
+# --- The model format: Roost's own, never Triton's onnx --------------------------------------
+
+
+def format_labels(runtime_doc: dict[str, Any], *, named: bool) -> set[str]:
+    """The model-format labels KServe matches an InferenceService's modelFormat against.
+
+    As RuntimeSupportsModel in KServe's pkg/apis/serving/v1beta1/predictor_model.go: every
+    supported format when the InferenceService names the runtime, only the autoSelect ones when
+    it does not; `mt:<name>` and, with a version, `mt:<name>:<version>` too.
+    """
+    labels = set()
+    for fmt in runtime_doc["spec"]["supportedModelFormats"]:
+        if named or fmt.get("autoSelect", False):
+            labels.add(f"mt:{fmt['name']}")
+            if "version" in fmt:
+                labels.add(f"mt:{fmt['name']}:{fmt['version']}")
+    return labels
+
+
+def format_label(model: dict[str, Any]) -> str:
+    """The label KServe gives an InferenceService's modelFormat."""
+    fmt = model["modelFormat"]
+    return f"mt:{fmt['name']}" + (f":{fmt['version']}" if "version" in fmt else "")
+
+
+def runtime_format_problems(runtime_doc: dict[str, Any]) -> list[str]:
+    """Why the runtime would compete with other runtimes for InferenceServices not meant for it."""
+    formats = runtime_doc["spec"]["supportedModelFormats"]
+    problems = []
+    auto = [f["name"] for f in formats if f.get("autoSelect", False)]
+    if auto != [ROOST_FORMAT]:
+        problems.append(f"auto-selected formats {auto}, not only {ROOST_FORMAT!r}")
+    if any(f["name"] == "onnx" and f.get("autoSelect", False) for f in formats):
+        problems.append("onnx declared with autoSelect: competes with Triton for ONNX services")
+    return problems
+
+
+def service_format_problems(isvc: dict[str, Any], runtime_doc: dict[str, Any]) -> list[str]:
+    """Why the InferenceService might not get Roost's runtime, or might ask for another's."""
+    model = isvc["spec"]["predictor"]["model"]
+    problems = []
+    if model["modelFormat"]["name"] != ROOST_FORMAT:
+        problems.append(f"modelFormat {model['modelFormat']['name']!r}, not {ROOST_FORMAT!r}")
+    if model.get("runtime", runtime_doc["metadata"]["name"]) != runtime_doc["metadata"]["name"]:
+        problems.append(f"runtime {model['runtime']!r}, not {runtime_doc['metadata']['name']!r}")
+    # Supported when the runtime is named, and auto-selected were `runtime:` left out.
+    for named in (True, False):
+        if format_label(model) not in format_labels(runtime_doc, named=named):
+            problems.append(f"{format_label(model)} unsupported by the runtime (named={named})")
+    return problems
+
+
+def test_runtime_auto_selects_only_its_own_format() -> None:
+    formats = runtime()["spec"]["supportedModelFormats"]
+    onnx = [f for f in formats if f["name"] == "onnx" and f.get("autoSelect")]
+    assert onnx == [], "onnx with autoSelect competes with Triton for every ONNX service"
+    assert [f["name"] for f in formats if f.get("autoSelect")] == [ROOST_FORMAT]
+    assert runtime_format_problems(runtime()) == []
+
+
+@pytest.mark.parametrize(
+    ("formats", "problem"),
+    [
+        ([{"name": "onnx", "autoSelect": True}], "onnx declared with autoSelect"),
+        (
+            [{"name": ROOST_FORMAT, "autoSelect": True}, {"name": "onnx", "autoSelect": True}],
+            "onnx declared with autoSelect",
+        ),
+        (
+            [
+                {"name": ROOST_FORMAT, "autoSelect": True},
+                {"name": "tensorflow", "autoSelect": True},
+            ],
+            "auto-selected formats ['roost', 'tensorflow']",
+        ),
+        ([{"name": ROOST_FORMAT}], "auto-selected formats []"),
+    ],
+    ids=["onnx", "roost-and-onnx", "roost-and-tensorflow", "no-auto"],
+)
+def test_a_runtime_that_competes_for_other_formats_fails(
+    formats: list[dict[str, Any]], problem: str
+) -> None:
+    broken = runtime()
+    broken["spec"]["supportedModelFormats"] = formats
+    assert any(problem in found for found in runtime_format_problems(broken))
+
+
+@pytest.mark.parametrize("name", sorted(inference_services()))
+def test_inference_service_selects_the_roost_format(name: str) -> None:
+    model = inference_services()[name]["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": ROOST_FORMAT}
+    assert format_label(model) in format_labels(runtime(), named="runtime" in model)
+    assert service_format_problems(inference_services()[name], runtime()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"modelFormat": {"name": "onnx"}}, "modelFormat 'onnx'"),
+        ({"modelFormat": {"name": "onnx"}}, "mt:onnx unsupported by the runtime (named=True)"),
+        ({"modelFormat": {"name": ROOST_FORMAT, "version": "2"}}, "mt:roost:2 unsupported"),
+        ({"runtime": "kserve-tritonserver"}, "runtime 'kserve-tritonserver'"),
+    ],
+    ids=["onnx", "onnx-unsupported", "version-unsupported", "triton-runtime"],
+)
+def test_an_inference_service_for_another_format_fails(
+    change: dict[str, Any], problem: str
+) -> None:
+    for isvc in inference_services().values():
+        isvc["spec"]["predictor"]["model"].update(change)
+        assert any(problem in found for found in service_format_problems(isvc, runtime()))
 
 
 # --- The InferenceServices -------------------------------------------------------------------
@@ -515,6 +631,9 @@ def test_operations_doc_explains_kserve() -> None:
     ):
         assert needed in section, f"the KServe section does not mention {needed}"
     assert re.search(r"curl [^\n]*/v2/health/ready", section)
+    # How to select the runtime: its own model format, which never competes with Triton's onnx.
+    assert re.search(rf"modelFormat:\n +name: {ROOST_FORMAT}\n", section)
+    assert "model format `onnx`" not in section
 
 
 # --- our schema against KServe's own definitions ---------------------------------------------
