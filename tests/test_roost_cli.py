@@ -31,6 +31,8 @@ def test_help_lists_every_command_without_any_extra() -> None:
     [
         (("classify", "photo.jpg"), ("httpx",), "client"),
         (("train", "--data", "d", "--out", "o"), ("tensorflow", "keras"), "train"),
+        (("serve", "--port", "0"), ("fastapi",), "cpu"),
+        (("serve", "--port", "0"), ("onnxruntime",), "cpu"),
     ],
 )
 def test_a_missing_extra_is_named(
