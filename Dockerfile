@@ -6,7 +6,7 @@
 # The shipped model_repo/ is baked in at /models; mount a volume on /models to serve others.
 
 # Any Debian-like image with python3 (`python` on PATH), its venv module and CA certificates:
-# the tests build on a local Debian base made with debootstrap (tests/deploy/images.py).
+# the tests build on a local Debian base made with debootstrap (tests/deploy/base_image.sh).
 ARG PYTHON_IMAGE=docker.io/library/python:3.12-slim-bookworm
 # The CUDA major onnxruntime-gpu links (libcudart.so.13, libcublas.so.13) and cuDNN 9;
 # tests/deploy/test_dependencies.py checks this tag against the pinned wheel's metadata.
