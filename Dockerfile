@@ -67,7 +67,8 @@ ENV PATH=/opt/roost/bin:$PATH \
     ROOST_PORT=8000 \
     ROOST_MODEL_REPO=/models \
     ROOST_USE_CUDA=true \
-    GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 \
+    ORT_DISABLE_TELEMETRY=1
 EXPOSE 8000
 USER 10001:10001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
@@ -89,7 +90,8 @@ ENV PATH=/opt/roost/bin:$PATH \
     ROOST_PORT=8000 \
     ROOST_MODEL_REPO=/models \
     ROOST_USE_CUDA=false \
-    GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 \
+    ORT_DISABLE_TELEMETRY=1
 EXPOSE 8000
 USER 10001:10001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \

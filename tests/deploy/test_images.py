@@ -54,7 +54,9 @@ def test_the_cpu_image_is_ready_answers_a_photo_runs_as_roost_and_is_healthy(
 
 def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(cpu_image: str) -> None:
     """16 clients, each on a fresh connection per request, while `podman stop` sends SIGTERM:
-    every request is answered 200 or refused at connect (never accepted); the server exits 0."""
+    every request the server read is answered 200 (its access log and the clients agree); the
+    others were refused at connect, or their connection was closed before the server read
+    them (a connection just accepted when uvicorn stops is closed unread); the server exits 0."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/classify"
     jpeg = cat_jpeg()
@@ -73,6 +75,8 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(cpu_image
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 outcome = "refused at connect"
                 time.sleep(0.05)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                outcome = "closed unanswered"
             except httpx.HTTPError as exc:
                 outcome = type(exc).__name__
             with lock:
@@ -91,8 +95,13 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(cpu_image
         for thread in threads:
             thread.join(timeout=60)
         exit_code = inspect(c, "{{.State.ExitCode}}")
+        log = podman("logs", c).stdout
     counts = {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
-    print(f"{before_sigterm} requests before SIGTERM; all outcomes: {counts}")
-    assert set(counts) <= {"200", "refused at connect"}, counts
-    assert counts["200"] > before_sigterm / 2
+    read_by_server = [line for line in log.splitlines() if '"POST /v1/classify HTTP/1.1"' in line]
+    print(f"{before_sigterm} requests before SIGTERM; outcomes: {counts}; read by the server: "
+          f"{len(read_by_server)}")  # fmt: skip
+    assert set(counts) <= {"200", "refused at connect", "closed unanswered"}, counts
+    assert all('HTTP/1.1" 200' in line for line in read_by_server), "the server answered all 200"
+    assert len(read_by_server) == counts["200"], "no request the server read went unanswered"
+    assert counts["200"] > before_sigterm
     assert exit_code == "0"

@@ -93,6 +93,10 @@ def test_the_cpu_deployment_runs_under_podman_kube_play(cpu_image: str, tmp_path
         for path in ("/opt/roost/written", "/models/written", "/home/roost/written"):
             assert podman("exec", roost, "touch", path, check=False).returncode != 0, path
         assert podman("exec", roost, "touch", "/tmp/written").returncode == 0, "/tmp is writable"
+        # No telemetry (the image sets ORT_DISABLE_TELEMETRY): ONNX Runtime would otherwise try
+        # to persist a device id under the read-only home, and warn.
+        logs = podman("logs", roost)
+        assert "telemetry" not in (logs.stdout + logs.stderr).lower()
         # podman turns the liveness probe into a healthcheck that runs curl on port 0 inside
         # the container (it resolves no named port, and the image has no curl): the probes are
         # asked from outside above, as the kubelet asks them.

@@ -322,6 +322,8 @@ def test_dockerfile_runtime_stages_are_slim_non_root_and_health_checked() -> Non
         assert "COPY model_repo/ /models/" in [f"COPY {a}" for a in instruction(stage, "COPY")]
         env = " ".join(instruction(stage, "ENV"))
         assert "ROOST_MODEL_REPO=/models" in env and "ROOST_HOST=0.0.0.0" in env
+        # ONNX Runtime (1.32 on Linux) uploads usage telemetry unless this is set at start.
+        assert "ORT_DISABLE_TELEMETRY=1" in env
         assert not any("pip install" in run for run in instruction(stage, "RUN")), (
             f"{name}: dependencies are built in a separate stage and copied"
         )
