@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from servers import RoostServer  # noqa: E402  (found through the line above)
+
+if TYPE_CHECKING:
+    from buckets import S3Store
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -112,3 +116,23 @@ def reliability(
         else tmp_path_factory.getbasetemp() / "reliability.md"
     )
     target.write_text(report.markdown(previous))
+
+
+@pytest.fixture
+def s3_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Store]:
+    """moto's S3 server on loopback, empty, with this process's AWS environment pointing at it
+    (boto3 clients made during the test reach it; a subprocess takes `environment()`)."""
+    from buckets import S3Store  # moto and boto3: imported only by the tests that use a bucket
+
+    store = S3Store()
+    store.start()
+    for name, value in store.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    try:
+        yield store
+    finally:
+        if not store.running:
+            store.start()  # moto keeps buckets per process: the next test starts empty
+        store.reset()
+        store.stop()

@@ -3,7 +3,8 @@
 The version is written into `<repo>/<name>/tmp-<random>/` (not a version folder, so a server
 ignores it) and then `os.rename`d to the next free number, so a server polling the repository
 sees either nothing or the whole version. If another publisher takes that number first, the
-rename fails and the next number is tried.
+rename fails and the next number is tried. Into a bucket (`s3://...`, roost/contract/bucket.py)
+the number is claimed first and card.json, the completion marker, is uploaded last.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from roost.contract.bucket import BucketLocation, claim_version, s3_client, upload_version
 from roost.contract.card import (
     ModelCard,
     PredictionProfile,
@@ -86,6 +88,19 @@ def publish(repo: Path, name: str, release: Release, max_attempts: int = 20) -> 
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_to_bucket(url: str, name: str, release: Release, max_attempts: int = 20) -> str:
+    """Write `release` as the next version of `name` in the bucket repository `url`; returns
+    the version's URL (`s3://bucket/prefix/name/version`)."""
+    location = BucketLocation.parse(url)
+    client = s3_client()
+    version = claim_version(client, location, name, max_attempts)
+    with tempfile.TemporaryDirectory(prefix="roost-publish-") as staging:
+        folder = Path(staging) / str(version)
+        folder.mkdir()
+        _write(folder, release, name, version)
+        return upload_version(client, location, name, version, folder)
 
 
 def _write(folder: Path, release: Release, name: str, version: int) -> None:
