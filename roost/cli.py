@@ -25,6 +25,8 @@ EXTRA_OF_MODULE = {
     "pydantic_settings": "cpu",
     "prometheus_client": "cpu",
     "onnxruntime": "cpu",
+    "boto3": "s3",
+    "botocore": "s3",
     "grpc": "grpc",
     "tritonclient": "grpc",
     "httpx": "client",

@@ -32,7 +32,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument(
-        "--model-repo", dest="model_repo", help="model repository (default ./model_repo)"
+        "--model-repo",
+        dest="model_repo",
+        help="model repository: a folder (default ./model_repo) or s3://bucket/prefix",
     )
     parser.add_argument(
         "--workers",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,7 +23,13 @@ class ServiceSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    model_repo: Path = Path("model_repo")
+    model_repo: str = "model_repo"
+    """A folder, or a bucket: `s3://bucket/prefix` (the `s3` extra; the standard AWS
+    configuration, `AWS_ENDPOINT_URL` for S3-compatible stores), mirrored into
+    `model_cache_dir` and re-listed every `poll_interval_s`."""
+    model_cache_dir: Path | None = None
+    """Where a bucket repository is mirrored (a folder the server owns: anything else in it is
+    deleted); unset means a new temporary folder per process."""
     default_model: str | None = None
     """Model used when a request names none; unset means the only model in the repository."""
 
@@ -174,3 +181,9 @@ class ServiceSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("model_repo", mode="before")
+    @classmethod
+    def _folder_as_text(cls, value: object) -> object:
+        """A folder may be given as a Path; it is kept as text, like an s3:// URL."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value

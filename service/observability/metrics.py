@@ -151,6 +151,19 @@ class ServiceMetrics:
             ["model"],
             registry=r,
         )
+        self.store_errors = Counter(
+            "roost_model_store_errors",
+            "Failed reads of a bucket model repository (ROOST_MODEL_REPO=s3://...); what is "
+            "loaded keeps serving.",
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "roost_model_store_up",
+            "1 after a successful read of a bucket model repository, 0 after a failed one "
+            "(absent for a folder).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.version_failures = Counter(
             "roost_model_version_failures",
             "Serving model versions taken out of service because their batch loop died.",

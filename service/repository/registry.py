@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from roost.contract.bucket import StoreError
 from roost.contract.errors import ContractError
 from service.errors import ModelNotFound, NotReady, VersionNotFound
 from service.model_config import ModelConfig, ModelPolicyConfig, select_versions
@@ -23,6 +24,7 @@ from service.observability.metrics import ServiceMetrics
 from service.policy.model_policy import ModelPolicy
 from service.repository.loading import VersionArtifacts, load_version
 from service.repository.scan import ModelFiles, RepositoryFiles, VersionFiles, scan
+from service.repository.source import RepositorySource, open_source
 from service.runtime.batcher import BatcherConfig, BatchObserver, DynamicBatcher
 from service.runtime.cpu_gate import CpuGate
 from service.runtime.decode.pillow import PILLOW, ImageDecoder
@@ -120,10 +122,15 @@ class ModelRegistry:
         metrics: ServiceMetrics,
         cpu_gate: CpuGate | None = None,
         decoder: ImageDecoder = PILLOW,
+        source: RepositorySource | None = None,
     ) -> None:
         """`cpu_gate`: the server's, handed to every version it loads (runtime/cpu_gate.py);
-        `decoder`: the one requests use, which checks every version's reference images."""
+        `decoder`: the one requests use, which checks every version's reference images;
+        `source`: where the repository is read from (default: `settings.model_repo`)."""
         self._settings = settings
+        self._source = source or open_source(settings.model_repo, settings.model_cache_dir)
+        self._store_error: str | None = None
+        """Why the last read of a bucket repository failed; None once one succeeds."""
         self._metrics = metrics
         self._cpu_gate = cpu_gate
         self._decoder = decoder
@@ -203,8 +210,10 @@ class ModelRegistry:
         reasons = []
         if not self.initial_load_done:
             reasons.append("the model repository is still loading")
+            if self._store_error is not None:
+                reasons.append(self._store_error)
         elif not self._models:
-            reasons.append(f"no models found in {self._settings.model_repo.name!r}")
+            reasons.append(f"no models found in {self._source.description!r}")
         for entry in self._models.values():
             if not entry.served or entry.policy is None:
                 reasons.append(self._not_serving(entry))
@@ -223,9 +232,16 @@ class ModelRegistry:
     # --- loading (one reload at a time) ------------------------------------------------------
 
     async def reload(self) -> None:
-        """Bring what is served in line with the repository on disk."""
+        """Bring what is served in line with the repository (a folder, or a bucket's mirror).
+        A bucket that cannot be read leaves everything as it is, serving what is loaded."""
         async with self._lock:
-            repository = await asyncio.to_thread(scan, self._settings.model_repo)
+            try:
+                root = await asyncio.to_thread(self._source.refresh)
+            except StoreError as exc:
+                self._note_store_failure(str(exc))
+                return
+            self._note_store_read()
+            repository = await asyncio.to_thread(scan, root)
             self._repository_default = self._repository_default_of(repository)
             found = repository.models
             for files in found.values():
@@ -239,6 +255,21 @@ class ModelRegistry:
                 del self._models[name]
             self.initial_load_done = True
             self._metrics.models_loaded.set(sum(1 for e in self._models.values() if e.served))
+
+    def _note_store_failure(self, error: str) -> None:
+        self._metrics.store_errors.inc()
+        self._metrics.store_up.set(0)
+        if self._store_error is None:
+            log.error("the model store cannot be read (serving what is loaded): %s", error)
+        self._store_error = f"the model store cannot be read: {error}"
+
+    def _note_store_read(self) -> None:
+        if not self._source.remote:
+            return
+        if self._store_error is not None:
+            log.info("the model store %s can be read again", self._source.description)
+        self._store_error = None
+        self._metrics.store_up.set(1)
 
     def _repository_default_of(self, repository: RepositoryFiles) -> str | None:
         if repository.settings_error is None:

@@ -1,0 +1,218 @@
+"""A model repository in a bucket (ROOST_MODEL_REPO=s3://...), read through moto's real S3 API
+on loopback: served as a folder would be, with the folder's guarantees (a version only once
+its card.json is stored, whole; sha256 checked; a bad version never replaces a good one), an
+idle repository costing one LIST per poll, and a store that goes away costing nothing but a
+metric and a log line until it comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from buckets import S3Store
+from modelkit import colour_model, publish
+from servers import sample
+
+from service.observability.metrics import ServiceMetrics
+from service.repository.registry import ModelRegistry
+from service.repository.source import BucketMirror, open_source
+from service.settings import ServiceSettings
+
+URL = "s3://models/team/repo"
+
+
+class CountingClient:
+    """A boto3 client that counts the calls made through it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if callable(attribute):
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self.calls.append(name)
+                return attribute(*args, **kwargs)
+
+            return counted
+        return attribute
+
+
+def local_version(tmp_path: Path, version: int, **kwargs: Any) -> Path:
+    """A version folder made as the tests' publisher makes one, in a scratch repository."""
+    return publish(tmp_path / "scratch", "colours", version, **kwargs)
+
+
+def upload_version(store: S3Store, folder: Path, *, card: bool = True) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and (card or path.name != "card.json"):
+            key = f"team/repo/colours/{folder.name}/{path.relative_to(folder).as_posix()}"
+            store.client().upload_file(str(path), "models", key)
+
+
+def registry_for(cache: Path, client: Any = None) -> tuple[ModelRegistry, ServiceMetrics]:
+    metrics = ServiceMetrics()
+    settings = ServiceSettings(model_repo=URL, model_cache_dir=cache)
+    source = BucketMirror(URL, cache, client=client) if client is not None else None
+    return ModelRegistry(settings, metrics, source=source), metrics
+
+
+def metric(metrics: ServiceMetrics, name: str) -> float:
+    return sample(metrics.exposition().decode(), name)
+
+
+async def test_a_bucket_repository_serves_and_an_idle_one_costs_one_list(
+    s3_store: S3Store, tmp_path: Path
+) -> None:
+    s3_store.bucket("models")
+    upload_version(s3_store, local_version(tmp_path, 1))
+    client = CountingClient(s3_store.client())
+    registry, metrics = registry_for(tmp_path / "cache", client)
+    await registry.reload()
+    assert registry.readiness() == (True, [])
+    assert registry.route("colours", None).served.version == 1
+    assert metric(metrics, "roost_model_store_up") == 1
+    downloads = client.calls.count("download_fileobj")
+    assert downloads == 5  # model.onnx, labels.txt, card.json, two reference images
+    client.calls.clear()
+    await registry.reload()
+    assert client.calls == ["get_paginator"], "an idle repository: one listing, no download"
+    await registry.close()
+
+
+async def test_a_half_uploaded_version_is_ignored_until_its_card_arrives(
+    s3_store: S3Store, tmp_path: Path
+) -> None:
+    s3_store.bucket("models")
+    upload_version(s3_store, local_version(tmp_path, 1))
+    registry, _ = registry_for(tmp_path / "cache")
+    await registry.reload()
+    second = local_version(tmp_path, 2)
+    upload_version(s3_store, second, card=False)
+    await registry.reload()
+    assert set(registry.models()["colours"].versions) == {1}
+    assert not (tmp_path / "cache" / "colours" / "2").exists(), "not even in the cache"
+    upload_version(s3_store, second)  # card.json last: now complete
+    await registry.reload()
+    assert registry.route("colours", None).served.version == 2
+    await registry.close()
+
+
+async def test_a_corrupted_model_is_refused_and_the_serving_version_kept(
+    s3_store: S3Store, tmp_path: Path
+) -> None:
+    s3_store.bucket("models")
+    upload_version(s3_store, local_version(tmp_path, 1))
+    registry, _ = registry_for(tmp_path / "cache")
+    await registry.reload()
+    bad = local_version(tmp_path, 2)
+    (bad / "model.onnx").write_bytes(colour_model((32, 32), 3)[:-7] + b"garbage")
+    upload_version(s3_store, bad)
+    await registry.reload()
+    record = registry.models()["colours"].versions[2]
+    assert record.state == "failed" and "does not match card.json" in (record.reason or "")
+    assert registry.route("colours", None).served.version == 1
+    assert registry.readiness() == (True, [])
+    await registry.close()
+
+
+async def test_a_version_that_leaves_the_bucket_leaves_the_cache(
+    s3_store: S3Store, tmp_path: Path
+) -> None:
+    s3_store.bucket("models")
+    upload_version(s3_store, local_version(tmp_path, 1))
+    upload_version(s3_store, local_version(tmp_path, 2))
+    cache = tmp_path / "cache"
+    registry, _ = registry_for(cache)
+    await registry.reload()
+    assert (cache / "colours" / "1").is_dir() and (cache / "colours" / "2").is_dir()
+    client = s3_store.client()
+    for item in client.list_objects_v2(Bucket="models", Prefix="team/repo/colours/2/")["Contents"]:
+        client.delete_object(Bucket="models", Key=item["Key"])
+    await registry.reload()
+    assert not (cache / "colours" / "2").exists()
+    assert registry.route("colours", None).served.version == 1
+    await registry.close()
+
+
+async def test_an_unreachable_store_keeps_what_serves_and_recovers_by_itself(
+    s3_store: S3Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="service.repository.registry")
+    s3_store.bucket("models")
+    upload_version(s3_store, local_version(tmp_path, 1))
+    registry, metrics = registry_for(tmp_path / "cache")
+    await registry.reload()
+    s3_store.stop()
+    await registry.reload()
+    await registry.reload()
+    assert registry.route("colours", None).served.version == 1
+    assert registry.readiness() == (True, []), "what is loaded serves on"
+    assert metric(metrics, "roost_model_store_up") == 0
+    assert metric(metrics, "roost_model_store_errors_total") == 2
+    errors = [r for r in caplog.records if "model store cannot be read" in r.getMessage()]
+    assert len(errors) == 1 and "s3://models/team/repo/" in errors[0].getMessage()
+    s3_store.start()
+    upload_version(s3_store, local_version(tmp_path, 2))
+    await registry.reload()
+    assert registry.route("colours", None).served.version == 2
+    assert metric(metrics, "roost_model_store_up") == 1
+    assert any("can be read again" in r.getMessage() for r in caplog.records)
+    await registry.close()
+
+
+async def test_a_store_unreachable_at_start_says_why_and_loads_once_it_answers(
+    s3_store: S3Store, tmp_path: Path
+) -> None:
+    s3_store.bucket("models")
+    upload_version(s3_store, local_version(tmp_path, 1))
+    s3_store.stop()
+    registry, _ = registry_for(tmp_path / "cache")
+    await registry.reload()
+    ready, reasons = registry.readiness()
+    assert not ready
+    assert any(r.startswith("the model store cannot be read: listing s3://models/team/repo/")
+               for r in reasons), reasons  # fmt: skip
+    s3_store.start()
+    await registry.reload()
+    assert registry.readiness() == (True, [])
+    await registry.close()
+
+
+async def test_refused_credentials_name_the_bucket_and_the_error(
+    s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_store.bucket("models")
+    # moto checks signatures once its IAM emulation is on: these keys are unknown to it.
+    monkeypatch.setattr("moto.settings.INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    registry, _ = registry_for(tmp_path / "cache")
+    await registry.reload()
+    _, reasons = registry.readiness()
+    assert any("s3://models/team/repo/" in r and "InvalidAccessKeyId" in r for r in reasons), (
+        reasons
+    )
+    await registry.close()
+
+
+def test_a_folder_stays_a_folder(tmp_path: Path) -> None:
+    source = open_source(str(tmp_path), None)
+    assert not source.remote and source.refresh() == tmp_path
+    bucket = open_source(URL, tmp_path / "cache")
+    assert bucket.remote and bucket.description == "s3://models/team/repo/"
+
+
+def test_the_cache_drops_what_an_earlier_process_left(s3_store: S3Store, tmp_path: Path) -> None:
+    s3_store.bucket("models")
+    cache = tmp_path / "cache"
+    (cache / "colours" / "9").mkdir(parents=True)
+    (cache / "colours" / "9" / "card.json").write_text("{}")
+    (cache / ".staging" / "x").mkdir(parents=True)
+    upload_version(s3_store, local_version(tmp_path, 1))
+    assert asyncio.run(asyncio.to_thread(BucketMirror(URL, cache).refresh)) == cache
+    assert sorted(p.name for p in (cache / "colours").iterdir()) == ["1"]
+    assert not (cache / ".staging" / "x").exists()
