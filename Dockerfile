@@ -28,11 +28,12 @@ COPY deploy/constraints.txt /wheels/constraints.txt
 # ---- cpu-venv: the serving dependencies in a virtualenv, copied whole into the runtime ------
 FROM ${PYTHON_IMAGE} AS cpu-venv
 COPY --from=wheel /wheels /wheels
-# The grpc extra (~30 MB) so that ROOST_GRPC_PORT serves the Open Inference Protocol over gRPC.
+# The grpc extra (~30 MB) so that ROOST_GRPC_PORT serves the Open Inference Protocol over gRPC;
+# the s3 extra (~25 MB) so that ROOST_MODEL_REPO can be a bucket.
 RUN python -m venv /opt/roost \
     && /opt/roost/bin/pip install --no-cache-dir --constraint /wheels/constraints.txt \
-        "$(ls /wheels/roost-*.whl)[cpu,grpc]" \
-    && /opt/roost/bin/python -c "import onnxruntime, service.app, roost.cli, service.protocols.oip.grpc_server, tritonclient.grpc.service_pb2_grpc"
+        "$(ls /wheels/roost-*.whl)[cpu,grpc,s3]" \
+    && /opt/roost/bin/python -c "import onnxruntime, service.app, roost.cli, service.protocols.oip.grpc_server, tritonclient.grpc.service_pb2_grpc, boto3"
 
 # ---- gpu-base: the CUDA runtime with a Python interpreter -----------------------------------
 FROM ${CUDA_IMAGE} AS gpu-base
@@ -48,7 +49,7 @@ COPY --from=wheel /wheels /wheels
 RUN set -eux; \
     python3 -m venv /opt/roost; \
     /opt/roost/bin/pip install --no-cache-dir --constraint /wheels/constraints.txt \
-        "$(ls /wheels/roost-*.whl)[gpu,grpc]"; \
+        "$(ls /wheels/roost-*.whl)[gpu,grpc,s3]"; \
     /opt/roost/bin/python -c "import onnxruntime as o, pynvml, service.app; \
 assert 'CUDAExecutionProvider' in o.get_available_providers(), o.get_available_providers()"; \
     /opt/roost/bin/python -m service.runtime.cuda_libraries

@@ -67,10 +67,10 @@ def constraint_pins() -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     ("extras", "python", "platform"),
     [
-        ("cpu,grpc", "3.11", "x86_64-manylinux_2_28"),  # the Debian base of the tests
-        ("cpu,grpc", "3.12", "x86_64-manylinux_2_28"),  # python:3.12-slim-bookworm
-        ("cpu,grpc", "3.12", "aarch64-manylinux_2_28"),
-        ("gpu,grpc", "3.12", "x86_64-manylinux_2_28"),  # the CUDA image's Ubuntu 24.04
+        ("cpu,grpc,s3", "3.11", "x86_64-manylinux_2_28"),  # the Debian base of the tests
+        ("cpu,grpc,s3", "3.12", "x86_64-manylinux_2_28"),  # python:3.12-slim-bookworm
+        ("cpu,grpc,s3", "3.12", "aarch64-manylinux_2_28"),
+        ("gpu,grpc,s3", "3.12", "x86_64-manylinux_2_28"),  # the CUDA image's Ubuntu 24.04
     ],
 )
 def test_the_constraints_pin_every_package_an_image_installs(
@@ -89,7 +89,7 @@ def test_the_constraints_pin_every_package_an_image_installs(
 def test_the_constraints_file_says_the_documented_command() -> None:
     header = CONSTRAINTS.read_text().splitlines()[1].lstrip("# ").strip()
     assert header.startswith("uv pip compile pyproject.toml --universal")
-    for extra in ("cpu", "gpu", "grpc"):
+    for extra in ("cpu", "gpu", "grpc", "s3"):
         assert f"--extra {extra}" in header
     assert header in OPERATIONS_DOC.read_text(), "docs/operations.md shows how to regenerate it"
 
