@@ -1,9 +1,10 @@
-"""A server on a bucket repository (moto's S3 API on loopback) under load while the bucket
-goes through what buckets go through: a new version, a half-uploaded one, the store down and
-back, a corrupted model.onnx. Zero valid requests may fail. Slow: a real server."""
+"""A server on a bucket repository (moto's S3 API on loopback): the shipped models served from a
+bucket, and, under load, what buckets go through: a new version, a half-uploaded one, the store
+down and back, a corrupted model.onnx. Zero valid requests may fail. Slow: a real server."""
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,12 +12,21 @@ from pathlib import Path
 import pytest
 from buckets import S3Store
 from modelkit import colour_model, publish
+from PIL import Image
 from servers import RoostServer, sample
 from test_hardening_repository import Load, models_of
 
 pytestmark = pytest.mark.slow
 
 POLL_S = 0.5
+
+
+def cat_jpeg() -> bytes:
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.chelsea()).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def upload(store: S3Store, folder: Path, *, card: bool = True) -> None:
@@ -100,3 +110,26 @@ def test_a_bucket_under_load_publish_half_upload_outage_corruption(
         "after it came back; the corrupted version refused (sha256), version 2 kept; /readyz "
         "200 throughout",
     )
+
+
+def test_the_shipped_models_serve_from_a_bucket(
+    s3_store: S3Store, tmp_path: Path, start_server
+) -> None:  # type: ignore[no-untyped-def]
+    """`roost serve --model-repo s3://...` with the shipped model_repo/ uploaded as a publisher
+    would (card.json last): every model serves and a photo gets its answer."""
+    s3_store.bucket("shipped")
+    s3_store.upload_tree(Path(__file__).resolve().parents[2] / "model_repo", "shipped", "roost/")
+    server: RoostServer = start_server(
+        "s3://shipped/roost",
+        ROOST_MODEL_CACHE_DIR=str(tmp_path / "cache"),
+        **s3_store.environment(),
+    )
+    server.wait_ready()
+    assert set(models_of(server)) == {"critters", "fashion", "imagenet"}
+    answer = server.client.post(
+        "/v1/classify", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == "imagenet"
+    top = answer.json()["results"][0]["predictions"][0]["label"]
+    assert top in {"tiger cat", "Egyptian cat", "tabby"}
