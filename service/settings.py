@@ -30,6 +30,9 @@ class ServiceSettings(BaseSettings):
     model_cache_dir: Path | None = None
     """Where a bucket repository is mirrored (a folder the server owns: anything else in it is
     deleted); unset means a new temporary folder per process."""
+    model_cache_max_bytes: int = Field(0, ge=0)
+    """The most a bucket's mirrored versions may hold: each model's newest versions first, the
+    older ones that would pass it are left out (with a log line); 0 means no bound."""
     default_model: str | None = None
     """Model used when a request names none; unset means the only model in the repository."""
 

@@ -128,7 +128,9 @@ class ModelRegistry:
         `decoder`: the one requests use, which checks every version's reference images;
         `source`: where the repository is read from (default: `settings.model_repo`)."""
         self._settings = settings
-        self._source = source or open_source(settings.model_repo, settings.model_cache_dir)
+        self._source = source or open_source(
+            settings.model_repo, settings.model_cache_dir, settings.model_cache_max_bytes
+        )
         self._store_error: str | None = None
         """Why the last read of a bucket repository failed; None once one succeeds."""
         self._metrics = metrics

@@ -66,10 +66,14 @@ class BucketMirror:
 
     remote = True
 
-    def __init__(self, url: str, cache_dir: Path, client: Any = None) -> None:
+    def __init__(self, url: str, cache_dir: Path, max_bytes: int = 0, client: Any = None) -> None:
+        """`max_bytes`: the most the mirrored versions may hold (0: no bound); versions that
+        would pass it are left out, oldest first."""
         self.location = BucketLocation.parse(url)
         self.description = str(self.location)
         self.cache_dir = cache_dir
+        self.max_bytes = max_bytes
+        self._left_out: set[tuple[str, int]] = set()
         self._client = client
         self._etags: dict[str, str] = {}
         """What the cache holds: relative path -> the ETag it was downloaded at. Empty at
@@ -85,19 +89,39 @@ class BucketMirror:
         self._remove_left(wanted)
         return self.cache_dir
 
-    @staticmethod
-    def _repository_objects(objects: dict[str, StoredObject]) -> dict[str, StoredObject]:
-        """repository.json, each model's config.json, and the files of complete versions."""
+    def _repository_objects(self, objects: dict[str, StoredObject]) -> dict[str, StoredObject]:
+        """repository.json, each model's config.json, and the files of complete versions: the
+        newest of every model first, then the next newest, ..., while `max_bytes` allows."""
         complete = complete_versions(objects)
         wanted = {}
+        files: dict[tuple[str, int], list[StoredObject]] = {}
         for path, stored in objects.items():
             if not is_repository_path(path):
                 continue
             parts = path.split("/")
             if parts == [REPOSITORY_FILE] or (len(parts) == 2 and parts[1] == CONFIG_FILE):
                 wanted[path] = stored
-            elif len(parts) >= 3 and version_of(parts[1]) in complete.get(parts[0], set()):
-                wanted[path] = stored
+            elif len(parts) >= 3 and (version := version_of(parts[1])) in complete.get(
+                parts[0], set()
+            ):
+                files.setdefault((parts[0], version), []).append(stored)
+        newest_first = sorted(
+            files,
+            key=lambda mv: (sorted(complete[mv[0]], reverse=True).index(mv[1]), mv[0]),
+        )
+        held = sum(stored.size for stored in wanted.values())
+        for model, version in newest_first:
+            size = sum(stored.size for stored in files[(model, version)])
+            if self.max_bytes and held + size > self.max_bytes:
+                if (model, version) not in self._left_out:
+                    log.warning(
+                        "%s%s/%s is not mirrored: the cache would pass ROOST_MODEL_CACHE_MAX_BYTES "
+                        "(%d bytes)", self.location, model, version, self.max_bytes,
+                    )  # fmt: skip
+                    self._left_out.add((model, version))
+                continue
+            held += size
+            wanted.update({stored.path: stored for stored in files[(model, version)]})
         return wanted
 
     def _download_changed(self, wanted: dict[str, StoredObject]) -> None:
@@ -158,7 +182,9 @@ class BucketMirror:
         return path.relative_to(self.cache_dir).parts[0] == STAGING
 
 
-def open_source(model_repo: str, cache_dir: Path | None) -> RepositorySource:
+def open_source(
+    model_repo: str, cache_dir: Path | None, cache_max_bytes: int = 0
+) -> RepositorySource:
     """`model_repo` as given (ROOST_MODEL_REPO): an s3:// URL is mirrored into `cache_dir`
     (a new temporary folder when None), anything else is a folder."""
     if not is_bucket_url(model_repo):
@@ -166,4 +192,4 @@ def open_source(model_repo: str, cache_dir: Path | None) -> RepositorySource:
     if cache_dir is None:
         cache_dir = Path(tempfile.mkdtemp(prefix="roost-model-cache-"))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    return BucketMirror(model_repo, cache_dir)
+    return BucketMirror(model_repo, cache_dir, cache_max_bytes)

@@ -216,3 +216,21 @@ def test_the_cache_drops_what_an_earlier_process_left(s3_store: S3Store, tmp_pat
     assert asyncio.run(asyncio.to_thread(BucketMirror(URL, cache).refresh)) == cache
     assert sorted(p.name for p in (cache / "colours").iterdir()) == ["1"]
     assert not (cache / ".staging" / "x").exists()
+
+
+def test_the_cache_is_bounded_newest_versions_first(
+    s3_store: S3Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3_store.bucket("models")
+    for version in (1, 2, 3):
+        upload_version(s3_store, local_version(tmp_path, version))
+    one_version = sum(p.stat().st_size for p in (tmp_path / "scratch" / "colours" / "3").rglob("*")
+                      if p.is_file())  # fmt: skip
+    cache = tmp_path / "cache"
+    mirror = BucketMirror(URL, cache, max_bytes=2 * one_version + 10)
+    mirror.refresh()
+    assert sorted(p.name for p in (cache / "colours").iterdir()) == ["2", "3"]
+    assert sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) <= mirror.max_bytes
+    mirror.refresh()
+    left_out = [r for r in caplog.records if "is not mirrored" in r.getMessage()]
+    assert len(left_out) == 1 and "colours/1" in left_out[0].getMessage(), "logged once"
