@@ -45,8 +45,42 @@ def add_command(
     return parser
 
 
-def add_repo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", type=Path, default=Path("model_repo"))
+def add_repo(p: argparse.ArgumentParser, buckets: bool = False) -> None:
+    """``--repo``: a folder; with ``buckets``, also an ``s3://bucket/prefix`` URL."""
+    if buckets:
+        p.add_argument(
+            "--repo",
+            type=repository,
+            default=Path("model_repo"),
+            metavar="DIR|s3://BUCKET/PREFIX",
+            help="the model repository: a folder, or a bucket (the standard AWS configuration; "
+            "AWS_ENDPOINT_URL for an S3-compatible store)",
+        )
+    else:
+        p.add_argument("--repo", type=folder_repository, default=Path("model_repo"), metavar="DIR")
+
+
+def repository(text: str) -> Path | str:
+    """A folder, or an ``s3://bucket/prefix`` URL kept as a str (argparse type: a malformed URL
+    is a usage error, exit 2)."""
+    from roost.contract.errors import ContractError
+    from training.release.repository import parse_repository
+
+    try:
+        return parse_repository(text)
+    except ContractError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def folder_repository(text: str) -> Path:
+    """A folder repository (argparse type): a command that writes into a published version
+    refuses a bucket."""
+    if repository(text) != Path(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: this command works on a folder repository (a bucket is for export and "
+            "quantize)"
+        )
+    return Path(text)
 
 
 def quiet_tensorflow() -> None:

@@ -19,7 +19,8 @@ def add_parser(subparsers: Any) -> None:
         "export",
         help="export a run to ONNX and publish it as a new version",
         description="Checks ONNX against Keras (max prob diff 1e-4) and "
-        "publishes atomically into REPO/NAME/<next version>.",
+        "publishes atomically into REPO/NAME/<next version> (REPO: a folder, or "
+        "s3://BUCKET/PREFIX, where card.json is uploaded last).",
     )
     p.add_argument(
         "run",
@@ -28,7 +29,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="RUNDIR",
         help="run folder (with --imagenet: where to write the ImageNet run)",
     )
-    add_repo(p)
+    add_repo(p, buckets=True)
     p.add_argument("--name", required=True, help="model name in the repository")
     p.add_argument(
         "--fp32",

@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="MODEL[:VERSION]",
         help="a published model: its latest float32 version unless :VERSION is given",
     )
-    add_repo(p)
+    add_repo(p, buckets=True)
     p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
     p.add_argument(
         "--calibration",

@@ -10,7 +10,8 @@ version.
    makes the candidate (int8 calibrated on the training split) and publishes it only when it
    passes the labelled gate on the whole held-out split; every export must beat the majority
    class there; reference images (held-out, at the model's size, or scikit-image's photos) with
-   the shipped model's top-1; the atomic publish (``roost.contract.publish``).
+   the shipped model's top-1; the atomic publish (``roost.contract.publish``), into a folder or
+   an ``s3://bucket/prefix`` repository (:mod:`training.release.repository`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from training.release.quantize import (
     DEFAULT_CALIBRATION_IMAGES,
     Precision,
 )
+from training.release.repository import Repository, check_repository
 
 PARITY_TOLERANCE = 1e-4
 FP16_TOLERANCE = 1e-2
@@ -45,7 +47,8 @@ _MAX_HELD_OUT = 256
 
 @dataclass
 class ExportOptions:
-    repo: Path
+    repo: Repository
+    """A folder, or an ``s3://bucket/prefix`` URL."""
     name: str
     fp32: bool = False
     fp16_tolerance: float = FP16_TOLERANCE
@@ -142,8 +145,10 @@ def _details(run: Path, cfg: TrainConfig, options: ExportOptions) -> dict[str, A
     }
 
 
-def export_run(run: Path, options: ExportOptions) -> Path:
-    """Export, check and publish the run's model; returns the published version folder."""
+def export_run(run: Path, options: ExportOptions) -> Path | str:
+    """Export, check and publish the run's model; returns the published version folder (a
+    bucket: the version's URL)."""
+    check_repository(options.repo)  # an unreachable or missing bucket fails before the work
     from training.model import inference_model  # Keras
 
     run = Path(run)

@@ -4,22 +4,26 @@ The base version's model is checked against its card's sha256, calibrated (int8)
 offline photos (:mod:`training.release.photos`: disjoint calibration and check sets, or your own
 with ``images``), and goes the one release path (:mod:`training.release.publish`) under the
 unlabelled gate: published as the model's next version only when it passes, or when forced.
+From an ``s3://bucket/prefix`` repository the base version is one whose card.json is stored
+(complete), downloaded into a temporary folder, and the new version is published into the bucket.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from roost.contract.bucket import StoreError
 from roost.contract.card import ModelCard, read_card
 from roost.contract.errors import ContractError
 from roost.contract.labels import read_labels
-from roost.contract.layout import version_folders
 from training.release.errors import ReleaseError
 from training.release.photos import (
     Photo,
@@ -38,6 +42,13 @@ from training.release.quantize import (
     DEFAULT_CHECK_IMAGES,
     Precision,
 )
+from training.release.repository import (
+    Repository,
+    is_bucket,
+    stored_card,
+    stored_versions,
+    version_folder,
+)
 
 
 class ModelNotFoundError(ReleaseError):
@@ -46,7 +57,8 @@ class ModelNotFoundError(ReleaseError):
 
 @dataclass
 class QuantizeOptions:
-    repo: Path
+    repo: Repository
+    """A folder, or an ``s3://bucket/prefix`` URL."""
     name: str
     version: int | None = None
     precision: Precision = "int8"
@@ -59,27 +71,44 @@ class QuantizeOptions:
     seed: int = 1234
 
 
-def _card_precision(folder: Path) -> str:
+def _card_precision(repo: Repository, name: str, version: int) -> str:
     try:
-        return str(read_card(folder).details.get("precision", "fp32"))
+        return str(stored_card(repo, name, version).details.get("precision", "fp32"))
+    except StoreError:
+        raise  # the store failed, not the card
     except ContractError:
         return "unreadable"
 
 
-def _base_version(repo: Path, name: str, version: int | None) -> Path:
-    """The version folder to start from: ``version``, or the latest float32 one."""
-    folders = version_folders(Path(repo) / name)
-    if not folders:
-        raise ModelNotFoundError(f"no model {name!r} in {repo} (no version folders)")
+def _base_version(repo: Repository, name: str, version: int | None) -> tuple[int, str]:
+    """The version to start from (``version``, or the latest float32 one) and where it is (its
+    folder, or its URL). In a bucket only complete versions (card.json stored) count."""
+    versions = stored_versions(repo, name)
+    if not versions:
+        what = "no complete versions" if is_bucket(repo) else "no version folders"
+        raise ModelNotFoundError(f"no model {name!r} in {repo} ({what})")
     if version is None:
-        fp32 = [v for v, folder in folders.items() if _card_precision(folder) == "fp32"]
-        if not fp32:
+        # The latest first: a bucket's cards are read one request each, until a float32 one.
+        latest = next(
+            (v for v in sorted(versions, reverse=True) if _card_precision(repo, name, v) == "fp32"),
+            None,
+        )
+        if latest is None:
             raise ModelNotFoundError(f"{name} has no float32 version in {repo} to start from")
-        return folders[max(fp32)]
-    if version not in folders:
-        have = ", ".join(str(v) for v in folders)
+        return latest, versions[latest]
+    if version not in versions:
+        have = ", ".join(str(v) for v in versions)
         raise ModelNotFoundError(f"{name} has no version {version} in {repo} (it has {have})")
-    return folders[version]
+    return version, versions[version]
+
+
+@contextmanager
+def _base_folder(options: QuantizeOptions) -> Iterator[tuple[Path, str]]:
+    """The base version as a local folder (a bucket's is downloaded for the block), and how
+    messages name it (the folder, or the version's URL)."""
+    version, where = _base_version(options.repo, options.name, options.version)
+    with version_folder(options.repo, options.name, version) as folder:
+        yield folder, where
 
 
 def _reference_images(folder: Path, card: ModelCard) -> np.ndarray:
@@ -99,21 +128,26 @@ def _reference_images(folder: Path, card: ModelCard) -> np.ndarray:
 def quantize_published(options: QuantizeOptions) -> Outcome:
     """Calibrate and check a published version on photos; publish the reduced-precision model
     as the next version when the gate passes (or when forced)."""
-    import onnx
-
     if options.precision not in ("int8", "fp16"):
         raise ReleaseError(f"--precision must be int8 or fp16, not {options.precision!r}")
-    folder = _base_version(options.repo, options.name, options.version)
+    with _base_folder(options) as (folder, where):
+        return _quantize(options, folder, where)
+
+
+def _quantize(options: QuantizeOptions, folder: Path, where: str) -> Outcome:
+    """:func:`quantize_published` on the base version's local ``folder`` (``where`` names it)."""
+    import onnx
+
     card = read_card(folder)
     labels = read_labels(folder)  # Labels, so their URLs reach the new version
     model_bytes = (folder / "model.onnx").read_bytes()
     if hashlib.sha256(model_bytes).hexdigest() != card.sha256.lower():
-        raise ReleaseError(f"{folder}/model.onnx does not match its card's sha256")
+        raise ReleaseError(f"{where}/model.onnx does not match its card's sha256")
     size: tuple[int, int] = (int(card.image_size[0]), int(card.image_size[1]))
     base_precision = card.details.get("precision", "fp32")
     if base_precision != "fp32":
         raise ReleaseError(
-            f"{folder} is already {base_precision}; quantize a float32 version "
+            f"{where} is already {base_precision}; quantize a float32 version "
             f"({options.name}:VERSION)"
         )
 

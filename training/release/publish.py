@@ -10,7 +10,8 @@
 3. The card: the caller's details with ``precision`` (and, reduced, ``calibration``,
    ``quantization`` and the storage it implies) and ``created``.
 4. Reference images re-scored by the shipped model, the prediction profile on the check
-   images, and the atomic publish (``roost.contract.publish``).
+   images, and the atomic publish (``roost.contract.publish``): into a folder, or into a
+   bucket when the repository is ``s3://bucket/prefix`` (:mod:`training.release.repository`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import numpy as np
 
 from roost.contract.card import ResizeMode, profile_predictions
 from roost.contract.labels import Label
-from roost.contract.publish import Reference, Release, publish
+from roost.contract.publish import Reference, Release
 from training.release import convert, gate
 from training.release.quantize import STORED_AS, Precision, make_candidate
+from training.release.repository import Repository, publish_version
 
 
 @dataclass
@@ -56,7 +58,8 @@ class Calibration:
 class Plan:
     """Everything :func:`release` needs to make, judge and publish one version."""
 
-    repo: Path
+    repo: Repository
+    """A folder, or an ``s3://bucket/prefix`` URL."""
     name: str
     model: Any
     """ONNX proto: shipped as it is for fp32; the base a reduced precision is made from and
@@ -92,8 +95,9 @@ class Plan:
 class Outcome:
     gate: gate.GateResult | None
     """The candidate's verdict; None for fp32, which has no candidate."""
-    published: Path | None
-    """The new version folder; None when the gate failed and nothing was forced."""
+    published: Path | str | None
+    """The new version folder (a bucket: its ``s3://`` URL); None when the gate failed and
+    nothing was forced."""
     card: dict[str, Any]
 
 
@@ -208,7 +212,7 @@ def release(plan: Plan) -> Outcome:
         references,
         profile_predictions(probs, plan.profile_source),
     )
-    target = publish(plan.repo, plan.name, version)
-    size_mb = (target / "model.onnx").stat().st_size / 1e6
+    target = publish_version(plan.repo, plan.name, version)
+    size_mb = len(version.onnx) / 1e6  # model.onnx holds these bytes
     print(f"published {target} ({size_mb:.1f} MB)", file=plan.log)
     return Outcome(result, target, details)
