@@ -87,7 +87,9 @@ def s3_client() -> Any:
 
 @contextmanager
 def store_errors(location: BucketLocation, action: str) -> Iterator[None]:
-    """botocore's errors as a StoreError naming the bucket, the action and the cause."""
+    """boto3's and botocore's errors as a StoreError naming the bucket, the action and the
+    cause (boto3's transfers raise their own, such as S3UploadFailedError)."""
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -96,7 +98,7 @@ def store_errors(location: BucketLocation, action: str) -> Iterator[None]:
         error = exc.response.get("Error", {})
         code = error.get("Code", "error")
         raise StoreError(f"{action} {location}: {code}: {error.get('Message', exc)}") from exc
-    except BotoCoreError as exc:
+    except (BotoCoreError, Boto3Error) as exc:
         raise StoreError(f"{action} {location}: {exc}") from exc
 
 

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from roost.contract.card import read_card
 from training.__main__ import main
@@ -167,8 +168,11 @@ def test_the_train_extras_carry_scikit_image_and_the_gpu_one_the_same_tensorflow
     train = extras["optional-dependencies"]["train"]
     gpu = extras["optional-dependencies"]["train-gpu"]
     assert any(req.startswith("scikit-image") for req in train)
-    cpu_pin = next(r for r in train if r.startswith("tensorflow-cpu==")).split("==")[1]
-    assert f"tensorflow[and-cuda]=={cpu_pin}" in gpu
+    (cpu_pin,) = Requirement(next(r for r in train if r.startswith("tensorflow-cpu=="))).specifier
+    assert f"tensorflow[and-cuda]=={cpu_pin.version}" in gpu
+    # Where tensorflow-cpu has no wheel (Linux aarch64, macOS), `tensorflow` at the same pin.
+    others = [Requirement(r) for r in train if r.startswith("tensorflow==")]
+    assert [str(r.specifier) for r in others] == [f"=={cpu_pin.version}"]
     # Everything else the same: one environment trains on either.
     assert sorted(r for r in train if not r.startswith("tensorflow")) == sorted(
         r for r in gpu if not r.startswith("tensorflow")

@@ -18,7 +18,6 @@ from typing import Any, TypeGuard
 
 from roost.contract.bucket import (
     BucketLocation,
-    StoreError,
     complete_versions,
     download,
     is_bucket_url,
@@ -82,14 +81,7 @@ def publish_version(repo: Repository, name: str, release: Release) -> Path | str
     if not is_bucket(repo):
         return publish(Path(repo), name, release)
     _require_boto3(repo)
-    from boto3.exceptions import Boto3Error
-
-    try:
-        return publish_to_bucket(repo, name, release)
-    except Boto3Error as exc:
-        # boto3's transfer manager raises its own errors (S3UploadFailedError), which the
-        # contract's StoreError does not wrap: one line naming the bucket, like the others.
-        raise StoreError(f"publishing {name} to {repo}: {exc}") from exc
+    return publish_to_bucket(repo, name, release)
 
 
 def stored_versions(repo: Repository, name: str) -> dict[int, str]:
