@@ -4,8 +4,8 @@ kubernetes-validate ships the OpenAPI schemas of each Kubernetes release as JSON
 strict mode every object forbids properties the API does not define, so a misspelt field
 (`replicass`, `imagePulPolicy`) fails here instead of being dropped by the API server, or
 rejected only at `kubectl apply` time. The schemas are those of one pinned release,
-K8S_VERSION. The files are checked as written and as kustomize renders them (the CPU overlay's
-patches included).
+K8S_VERSION. The files are checked as written and as kustomize renders them (the overlays'
+patches included: deploy/k8s-cpu, and deploy/k8s-s3 on top of it).
 
 KServe's kinds are not core Kubernetes: tests/deploy/test_kserve.py checks them against a
 schema of its own that reuses these core definitions for the containers inside them.
@@ -32,6 +32,9 @@ DEPLOY = ROOT / "deploy"
 
 K8S_VERSION = "1.30.0"
 """The Kubernetes release whose API the manifests are validated against."""
+
+KUSTOMIZATIONS = ["k8s", "k8s-cpu", "k8s-s3"]
+"""The kustomizations under deploy/ that render core objects (deploy/kserve renders KServe's)."""
 
 CHECKED_ELSEWHERE = {
     "kustomize.config.k8s.io": "built with `kubectl kustomize` (test_manifests.py, test_kserve.py)",
@@ -125,7 +128,7 @@ def test_core_manifest_is_valid_in_strict_mode(document: dict[str, Any]) -> None
     assert_valid(document, f"{document['kind']}/{document['metadata']['name']}")
 
 
-@pytest.mark.parametrize("folder", ["k8s", "k8s-cpu"])
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS)
 def test_kustomize_output_is_valid_in_strict_mode(folder: str) -> None:
     documents = kustomize(DEPLOY / folder)
     assert {d["kind"] for d in documents} >= {"Deployment", "Service", "HorizontalPodAutoscaler"}
@@ -174,6 +177,25 @@ def test_a_misspelt_field_fails_strict_validation(key: str, path: str, typo: str
     assert typo in raised.value.message
     # Not strict, the same typo passes: strictness is what catches it.
     kubernetes_validate.validate(broken, K8S_VERSION, strict=False)
+
+
+def test_overlays_are_all_validated() -> None:
+    """Every kustomization under deploy/ that renders core objects is in the list above."""
+    folders = {p.parent.name for p in DEPLOY.glob("*/kustomization.yaml")}
+    assert folders - {"kserve"} == set(KUSTOMIZATIONS), "a new overlay: add it to KUSTOMIZATIONS"
+
+
+def test_a_bucket_overlay_with_a_misspelt_field_fails() -> None:
+    (deployment,) = [d for d in kustomize(DEPLOY / "k8s-s3") if d["kind"] == "Deployment"]
+    validate(deployment)
+    broken = renamed(deployment, "spec.template.spec.containers.0.envFrom.0.secretRef", "secret")
+    with pytest.raises(kubernetes_validate.ValidationError) as raised:
+        validate(broken)
+    assert "'secret'" in raised.value.message
+    broken = renamed(deployment, "spec.template.spec.volumes.0.emptyDir.sizeLimit", "sizelimit")
+    with pytest.raises(kubernetes_validate.ValidationError) as raised:
+        validate(broken)
+    assert "'sizelimit'" in raised.value.message
 
 
 def test_a_wrong_type_fails_validation() -> None:

@@ -36,12 +36,17 @@ import yaml
 from referencing import Registry, Resource
 from servers import require_program
 from test_k8s_schema import K8S_VERSION
+from test_manifests import cache_bound_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 KSERVE = ROOT / "deploy" / "kserve"
 DOCKERFILE = ROOT / "Dockerfile"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 ROOST_UID = 10001
+BUCKET_SERVICE = "inferenceservice-s3.yaml"
+"""The InferenceService that serves straight from a bucket: no storageUri, credentials from the
+Secret BUCKET_SECRET. Not in kustomization.yaml: applied on its own."""
+BUCKET_SECRET = "roost-s3"
 ROOST_FORMAT = "roost"
 """The model format Roost's ServingRuntime claims. Its own, not `onnx`: KServe's Triton runtime
 auto-selects `onnx`, and a plain ONNX InferenceService must never be given Roost."""
@@ -154,10 +159,13 @@ INFERENCE_SERVICE = {
                         "maxReplicas": {"type": "integer", "minimum": 1},
                         "scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
                         "scaleTarget": {"type": "integer", "minimum": 1},
+                        "serviceAccountName": {"type": "string"},
+                        "volumes": {"type": "array", "items": k8s("api.core.v1.Volume")},
                         "model": {
                             "type": "object",
                             "additionalProperties": False,
-                            "required": ["modelFormat", "runtime", "storageUri"],
+                            # No storageUri: Roost reads a bucket itself (ROOST_MODEL_REPO).
+                            "required": ["modelFormat", "runtime"],
                             "properties": {
                                 "modelFormat": {
                                     "type": "object",
@@ -175,6 +183,14 @@ INFERENCE_SERVICE = {
                                     "pattern": r"^(gs|s3|pvc|https?|hdfs|webhdfs|hf|oci)://.+",
                                 },
                                 "env": {"type": "array", "items": k8s("api.core.v1.EnvVar")},
+                                "envFrom": {
+                                    "type": "array",
+                                    "items": k8s("api.core.v1.EnvFromSource"),
+                                },
+                                "volumeMounts": {
+                                    "type": "array",
+                                    "items": k8s("api.core.v1.VolumeMount"),
+                                },
                                 "ports": {
                                     "type": "array",
                                     "items": k8s("api.core.v1.ContainerPort"),
@@ -256,10 +272,11 @@ def env(container: dict[str, Any]) -> dict[str, str]:
 # --- Schema ----------------------------------------------------------------------------------
 
 
-def test_deploy_kserve_holds_the_runtime_and_two_inference_services() -> None:
+def test_deploy_kserve_holds_the_runtime_and_three_inference_services() -> None:
     kinds = [(p.name, d["kind"]) for p in manifest_files() for d in documents(p)]
     assert kinds == [
         ("inferenceservice-grpc.yaml", "InferenceService"),
+        (BUCKET_SERVICE, "InferenceService"),
         ("inferenceservice.yaml", "InferenceService"),
         ("servingruntime.yaml", "ServingRuntime"),
     ]
@@ -320,6 +337,11 @@ def renamed(document: dict[str, Any], path: str, new_key: str) -> dict[str, Any]
         ("inferenceservice.yaml", "spec.predictor.model.modelFormat.name", "nmae"),
         ("inferenceservice-grpc.yaml", "spec.predictor.model.ports.0.containerPort", "port"),
         ("inferenceservice-grpc.yaml", "spec.predictor.model.env.0.value", "valeu"),
+        (BUCKET_SERVICE, "spec.predictor.volumes", "volume"),
+        (BUCKET_SERVICE, "spec.predictor.volumes.0.emptyDir.sizeLimit", "sizelimit"),
+        (BUCKET_SERVICE, "spec.predictor.model.envFrom", "envfrom"),
+        (BUCKET_SERVICE, "spec.predictor.model.envFrom.0.secretRef", "secretRefs"),
+        (BUCKET_SERVICE, "spec.predictor.model.volumeMounts.0.mountPath", "mountpath"),
     ],
 )
 def test_a_misspelt_field_fails(name: str, path: str, typo: str) -> None:
@@ -571,6 +593,181 @@ def test_grpc_service_adds_the_h2c_port_in_standard_mode() -> None:
     assert model["storageUri"] == "pvc://roost-models"  # deploy/k8s/pvc.yaml
 
 
+# --- The bucket service: Roost reads the bucket itself, no storage initializer ---------------
+
+
+def merged_container(isvc: dict[str, Any], runtime_doc: dict[str, Any]) -> dict[str, Any]:
+    """The kserve-container KServe runs: the runtime's, with the model spec merged over it as
+    KServe's MergeRuntimeContainers does (a strategic merge: env by name, volumeMounts by
+    mountPath; envFrom replaced)."""
+    (container,) = copy.deepcopy(runtime_doc["spec"]["containers"])
+    model = isvc["spec"]["predictor"]["model"]
+    for key, merge_key in (("env", "name"), ("volumeMounts", "mountPath")):
+        merged = {item[merge_key]: item for item in container.get(key, [])}
+        merged.update({item[merge_key]: item for item in model.get(key, [])})
+        container[key] = list(merged.values())
+    if "envFrom" in model:
+        container["envFrom"] = model["envFrom"]
+    return container  # type: ignore[no-any-return]
+
+
+def pod_volumes(isvc: dict[str, Any], runtime_doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Name -> volume of the predictor pod: the runtime's, merged with the predictor's by name."""
+    volumes = {v["name"]: v for v in runtime_doc["spec"].get("volumes", [])}
+    volumes.update({v["name"]: v for v in isvc["spec"]["predictor"].get("volumes", [])})
+    return volumes
+
+
+def bucket_service_problems(isvc: dict[str, Any], runtime_doc: dict[str, Any]) -> list[str]:
+    """Why the InferenceService would not serve the bucket's versions as they are published."""
+    model = isvc["spec"]["predictor"]["model"]
+    problems = []
+    if "storageUri" in model:
+        problems.append("a storageUri: the storage initializer copies it once, at pod start")
+    container = merged_container(isvc, runtime_doc)
+    variables = {e["name"]: e.get("value") for e in container["env"]}
+    repo = variables.get("ROOST_MODEL_REPO") or ""
+    if not repo.startswith("s3://"):
+        problems.append(f"ROOST_MODEL_REPO {repo!r} is not an s3:// URL")
+    volumes = pod_volumes(isvc, runtime_doc)
+    for mount in container["volumeMounts"]:
+        if mount["name"] not in volumes:
+            problems.append(f"the mount on {mount['mountPath']} names no volume {mount['name']!r}")
+    cache = variables.get("ROOST_MODEL_CACHE_DIR")
+    holding = [
+        m
+        for m in container["volumeMounts"]
+        if cache and (cache == m["mountPath"] or cache.startswith(m["mountPath"].rstrip("/") + "/"))
+    ]
+    if cache is None:
+        problems.append("no ROOST_MODEL_CACHE_DIR: the mirror would go to /tmp's small emptyDir")
+    elif not holding:
+        problems.append(f"ROOST_MODEL_CACHE_DIR {cache} is on no volume (read-only root)")
+    else:
+        mount = max(holding, key=lambda m: len(m["mountPath"]))
+        if mount.get("readOnly"):
+            problems.append(f"ROOST_MODEL_CACHE_DIR {cache} is mounted read-only")
+        empty_dir = volumes.get(mount["name"], {}).get("emptyDir")
+        if empty_dir is None:
+            problems.append(f"ROOST_MODEL_CACHE_DIR {cache} is not on an emptyDir")
+        problems += cache_bound_problems(variables, empty_dir)
+    if {"secretRef": {"name": BUCKET_SECRET}} not in container.get("envFrom", []):
+        problems.append(f"no envFrom secretRef {BUCKET_SECRET!r}: no credentials")
+    written = sorted(v for v in variables if v in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
+    if written:
+        problems.append(f"credentials written into the manifest: {written}")
+    if not container["securityContext"].get("readOnlyRootFilesystem"):
+        problems.append("the root filesystem is writable")
+    return problems
+
+
+def test_bucket_service_reads_the_bucket_itself() -> None:
+    isvc = inference_services()[BUCKET_SERVICE]
+    assert bucket_service_problems(isvc, runtime()) == []
+    model = isvc["spec"]["predictor"]["model"]
+    assert "storageUri" not in model
+    assert env(model)["ROOST_MODEL_REPO"].startswith("s3://")
+    # The runtime's /mnt/models is replaced, not doubled: KServe merges env by name.
+    merged = merged_container(isvc, runtime())
+    assert [e["value"] for e in merged["env"] if e["name"] == "ROOST_MODEL_REPO"] == [
+        env(model)["ROOST_MODEL_REPO"]
+    ]
+    assert env(kserve_container())["ROOST_POLL_INTERVAL_S"], "the bucket is re-listed"
+    # Its own name, applied on its own: the kustomization's service is another one.
+    names = [s["metadata"]["name"] for s in inference_services().values()]
+    assert len(names) == len(set(names))
+    kustomization = yaml.safe_load((KSERVE / "kustomization.yaml").read_text())
+    assert BUCKET_SERVICE not in kustomization["resources"]
+    header = (KSERVE / BUCKET_SERVICE).read_text().split("apiVersion:")[0]
+    assert f"kubectl create secret generic {BUCKET_SECRET}" in header
+    assert f"kubectl apply -f deploy/kserve/{BUCKET_SERVICE}" in header
+
+
+def without_env(name: str) -> Any:
+    def change(isvc: dict[str, Any], runtime_doc: dict[str, Any]) -> None:
+        model = isvc["spec"]["predictor"]["model"]
+        model["env"] = [e for e in model["env"] if e["name"] != name]
+
+    return change
+
+
+def set_env(name: str, value: str) -> Any:
+    def change(isvc: dict[str, Any], runtime_doc: dict[str, Any]) -> None:
+        model = isvc["spec"]["predictor"]["model"]
+        model["env"] = [e for e in model["env"] if e["name"] != name]
+        model["env"].append({"name": name, "value": value})
+
+    return change
+
+
+def cache_on_a_claim(isvc: dict[str, Any], runtime_doc: dict[str, Any]) -> None:
+    (volume,) = isvc["spec"]["predictor"]["volumes"]
+    del volume["emptyDir"]
+    volume["persistentVolumeClaim"] = {"claimName": "roost-models"}
+
+
+def first_mount(isvc: dict[str, Any]) -> dict[str, Any]:
+    return isvc["spec"]["predictor"]["model"]["volumeMounts"][0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            lambda i, r: i["spec"]["predictor"]["model"].update(storageUri="s3://b/p"),
+            "a storageUri",
+        ),
+        (without_env("ROOST_MODEL_REPO"), "ROOST_MODEL_REPO '/mnt/models' is not an s3:// URL"),
+        (set_env("ROOST_MODEL_REPO", "/models"), "ROOST_MODEL_REPO '/models' is not an s3://"),
+        (without_env("ROOST_MODEL_CACHE_DIR"), "no ROOST_MODEL_CACHE_DIR"),
+        (without_env("ROOST_MODEL_CACHE_MAX_BYTES"), "no ROOST_MODEL_CACHE_MAX_BYTES"),
+        (
+            lambda i, r: i["spec"]["predictor"]["volumes"][0]["emptyDir"].update(sizeLimit="1Gi"),
+            "is not under the sizeLimit 1Gi",
+        ),
+        (set_env("ROOST_MODEL_CACHE_DIR", "/var/lib/roost"), "/var/lib/roost is on no volume"),
+        (lambda i, r: first_mount(i).update(readOnly=True), "is mounted read-only"),
+        (cache_on_a_claim, "is not on an emptyDir"),
+        (lambda i, r: i["spec"]["predictor"].pop("volumes"), "names no volume 'model-cache'"),
+        (lambda i, r: i["spec"]["predictor"]["model"].pop("envFrom"), "no envFrom secretRef"),
+        (
+            lambda i, r: i["spec"]["predictor"]["model"].update(
+                envFrom=[{"secretRef": {"name": "someone-else"}}]
+            ),
+            "no envFrom secretRef 'roost-s3'",
+        ),
+        (set_env("AWS_SECRET_ACCESS_KEY", "x"), "credentials written into the manifest"),
+        (
+            lambda i, r: r["spec"]["containers"][0]["securityContext"].update(
+                readOnlyRootFilesystem=False
+            ),
+            "the root filesystem is writable",
+        ),
+    ],
+    ids=[
+        "storage-uri",
+        "no-repo",
+        "folder-repo",
+        "no-cache-dir",
+        "no-cache-bound",
+        "volume-under-the-bound",
+        "cache-off-volume",
+        "cache-read-only",
+        "cache-on-a-claim",
+        "no-volume",
+        "no-env-from",
+        "other-secret",
+        "literal-credentials",
+        "writable-root",
+    ],
+)
+def test_a_bucket_service_that_would_not_follow_the_bucket_fails(change: Any, problem: str) -> None:
+    isvc, runtime_doc = inference_services()[BUCKET_SERVICE], runtime()
+    change(isvc, runtime_doc)
+    found = bucket_service_problems(isvc, runtime_doc)
+    assert any(problem in message for message in found), found
+
+
 # --- kustomize -------------------------------------------------------------------------------
 
 
@@ -620,7 +817,7 @@ def test_operations_doc_explains_kserve() -> None:
     assert "\n## From one machine to KServe\n" in doc
     section = doc.split("\n## From one machine to KServe\n", 1)[1].split("\n## ", 1)[0]
     for needed in (
-        *(f"deploy/kserve/{p.name}" for p in manifest_files()),
+        *(f"deploy/kserve/{p.name}" for p in manifest_files() if p.name != BUCKET_SERVICE),
         "storageUri",
         "<name>/<version>/model.onnx",
         "/v2/health/ready",
@@ -634,6 +831,20 @@ def test_operations_doc_explains_kserve() -> None:
     # How to select the runtime: its own model format, which never competes with Triton's onnx.
     assert re.search(rf"modelFormat:\n +name: {ROOST_FORMAT}\n", section)
     assert "model format `onnx`" not in section
+
+
+def test_operations_doc_explains_the_bucket_service() -> None:
+    doc = OPERATIONS_DOC.read_text()
+    assert "\n## Models in a bucket\n" in doc
+    section = doc.split("\n## Models in a bucket\n", 1)[1].split("\n## ", 1)[0]
+    for needed in (
+        f"deploy/kserve/{BUCKET_SERVICE}",
+        f"kubectl apply -f deploy/kserve/{BUCKET_SERVICE}",
+        "storageUri",
+        "storage initializer",
+        f"kubectl create secret generic {BUCKET_SECRET}",
+    ):
+        assert needed in section, f"the bucket section does not mention {needed}"
 
 
 # --- our schema against KServe's own definitions ---------------------------------------------

@@ -6,6 +6,7 @@ The live check, a real Prometheus scraping a real server, is tests/deploy/test_p
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import re
@@ -23,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 K8S = DEPLOY / "k8s"
+K8S_S3 = DEPLOY / "k8s-s3"
+BUCKET_SECRET = "roost-s3"
+"""The Secret the bucket overlay takes its AWS_* variables from (the user creates it)."""
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "roost.json"
 COMPOSE = ROOT / "docker-compose.yml"
@@ -524,3 +528,339 @@ def test_kubectl_kustomize_builds_offline(folder: str) -> None:
     assert kinds == set(manifests())
     gpu_requested = "nvidia.com/gpu" in result.stdout
     assert gpu_requested == (folder == "k8s")
+
+
+# --- Kubernetes: the model repository in a bucket (deploy/k8s-s3) ---------------------------
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [require_program("kubectl", "kubectl"), "kustomize", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def bucket_build() -> list[dict[str, Any]]:
+    return kustomize(K8S_S3)
+
+
+@pytest.fixture(scope="module")
+def cpu_build() -> list[dict[str, Any]]:
+    return kustomize(DEPLOY / "k8s-cpu")
+
+
+def pod_spec(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    return deployment["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def roost_container(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    (roost,) = pod_spec(documents)["containers"]
+    return roost  # type: ignore[no-any-return]
+
+
+UNCHANGED = (
+    "image",
+    "args",
+    "ports",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "resources",
+    "securityContext",
+)
+"""What the bucket overlay keeps of the CPU overlay's container."""
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory or storage quantity ("4Gi", "500M", "1024") in bytes."""
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity)
+    assert match, f"not a quantity this test reads: {quantity!r}"
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    units |= {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "": 1}
+    return int(match[1]) * units[match[2] or ""]
+
+
+def cache_bound_problems(variables: dict[str, Any], empty_dir: dict[str, Any] | None) -> list[str]:
+    """The mirror must stay under its emptyDir's sizeLimit (past it the kubelet evicts the pod):
+    ROOST_MODEL_CACHE_MAX_BYTES below it, which leaves out a bucket's oldest versions."""
+    bound = int(variables.get("ROOST_MODEL_CACHE_MAX_BYTES") or 0)
+    size = (empty_dir or {}).get("sizeLimit")
+    if not bound:
+        return ["no ROOST_MODEL_CACHE_MAX_BYTES: a growing bucket fills the volume"]
+    if size is None:
+        return ["the cache's emptyDir has no sizeLimit"]
+    if bound >= quantity_bytes(size):
+        return [f"ROOST_MODEL_CACHE_MAX_BYTES {bound} is not under the sizeLimit {size}"]
+    return []
+
+
+def bucket_overlay_problems(
+    documents: list[dict[str, Any]], cpu_documents: list[dict[str, Any]]
+) -> list[str]:
+    """Why the rendered overlay would not serve a bucket on its own: a claim left behind, the
+    cache not on a writable volume, no credentials, or what the CPU overlay sets lost."""
+    problems = []
+    kinds = [d["kind"] for d in documents]
+    if "PersistentVolumeClaim" in kinds:
+        problems.append("a PersistentVolumeClaim is still rendered")
+    if "Secret" in kinds:
+        problems.append("a Secret is rendered: credentials belong in the user's own Secret")
+    pod = pod_spec(documents)
+    container = roost_container(documents)
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    claimed = sorted(name for name, v in volumes.items() if "persistentVolumeClaim" in v)
+    if claimed:
+        problems.append(f"volumes from a claim: {claimed}")
+    for mount in container.get("volumeMounts", []):
+        if mount["name"] not in volumes:
+            problems.append(f"the mount on {mount['mountPath']} names no volume {mount['name']!r}")
+    names = [e["name"] for e in container["env"]]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        problems.append(f"variables set twice: {doubled}")
+    variables = {e["name"]: e.get("value") for e in container["env"]}
+    repo = variables.get("ROOST_MODEL_REPO") or ""
+    if not re.fullmatch(r"s3://[^/]+/.*", repo):
+        problems.append(f"ROOST_MODEL_REPO {repo!r} is not an s3:// URL")
+    if not float(variables.get("ROOST_POLL_INTERVAL_S") or 0) > 0:
+        problems.append("no ROOST_POLL_INTERVAL_S: new versions would never be listed")
+    cache = variables.get("ROOST_MODEL_CACHE_DIR")
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    if cache is None:
+        problems.append("no ROOST_MODEL_CACHE_DIR: the mirror would go to /tmp's small emptyDir")
+    elif cache not in mounts:
+        problems.append(f"ROOST_MODEL_CACHE_DIR {cache} is no mount (the root is read-only)")
+    else:
+        if mounts[cache].get("readOnly"):
+            problems.append(f"ROOST_MODEL_CACHE_DIR {cache} is mounted read-only")
+        empty_dir = volumes.get(mounts[cache]["name"], {}).get("emptyDir")
+        if empty_dir is None:
+            problems.append(f"ROOST_MODEL_CACHE_DIR {cache} is not on an emptyDir")
+        problems += cache_bound_problems(variables, empty_dir)
+    if {"secretRef": {"name": BUCKET_SECRET}} not in container.get("envFrom", []):
+        problems.append(f"no envFrom secretRef {BUCKET_SECRET!r}: no credentials")
+    written = sorted(n for n in variables if n in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
+    if written:
+        problems.append(f"credentials written into the manifest: {written}")
+    if container["securityContext"].get("readOnlyRootFilesystem") is not True:
+        problems.append("the root filesystem is writable")
+    if pod["securityContext"].get("runAsNonRoot") is not True:
+        problems.append("the pod may run as root")
+    cpu = roost_container(cpu_documents)
+    for key in UNCHANGED:
+        if container.get(key) != cpu.get(key):
+            problems.append(f"{key} differs from deploy/k8s-cpu's")
+    bucket_only = {"ROOST_MODEL_REPO", "ROOST_MODEL_CACHE_DIR", "ROOST_POLL_INTERVAL_S"}
+    for entry in cpu["env"]:
+        if entry["name"] not in bucket_only and variables.get(entry["name"]) != entry["value"]:
+            problems.append(f"{entry['name']} differs from deploy/k8s-cpu's")
+    return problems
+
+
+def test_bucket_overlay_serves_a_bucket_with_no_shared_volume(
+    bucket_build: list[dict[str, Any]], cpu_build: list[dict[str, Any]]
+) -> None:
+    assert bucket_overlay_problems(bucket_build, cpu_build) == []
+    assert {d["kind"] for d in bucket_build} == set(manifests()) - {"PersistentVolumeClaim"}
+    assert "nvidia.com/gpu" not in json.dumps(bucket_build)
+    container = roost_container(bucket_build)
+    variables = {e["name"]: e["value"] for e in container["env"]}
+    assert variables["ROOST_MODEL_REPO"].startswith("s3://")
+    assert variables["ROOST_USE_CUDA"] == "false", "the CPU overlay's patch still applies"
+    (cache,) = [m for m in container["volumeMounts"] if m["name"] != "tmp"]
+    assert cache["mountPath"] == variables["ROOST_MODEL_CACHE_DIR"]
+    (volume,) = [v for v in pod_spec(bucket_build)["volumes"] if v["name"] == cache["name"]]
+    assert volume == {
+        "name": cache["name"],
+        "emptyDir": {"sizeLimit": volume["emptyDir"]["sizeLimit"]},
+    }
+    assert container["envFrom"] == [{"secretRef": {"name": BUCKET_SECRET}}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_bucket_overlay_builds_on_the_cpu_overlay_and_commits_no_credentials() -> None:
+    text = (K8S_S3 / "kustomization.yaml").read_text()
+    overlay = yaml.safe_load(text)
+    assert overlay["resources"] == ["../k8s-cpu"]
+    assert [p.name for p in K8S_S3.iterdir()] == ["kustomization.yaml"], "patches inline"
+    assert f"kubectl create secret generic {BUCKET_SECRET}" in text
+    assert "kubectl apply -k deploy/k8s-s3" in text
+    literals = dict(re.findall(r"--from-literal=(\w+)=(\S+)", text))
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(literals)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert literals[key] == "...", f"{key}: a placeholder, never a credential"
+    assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text), "an AWS access key id"
+
+
+def rendered_env(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return roost_container(documents)["env"]  # type: ignore[no-any-return]
+
+
+def set_variable(name: str, value: str | None) -> Any:
+    def change(documents: list[dict[str, Any]]) -> None:
+        container = roost_container(documents)
+        container["env"] = [e for e in container["env"] if e["name"] != name]
+        if value is not None:
+            container["env"].append({"name": name, "value": value})
+
+    return change
+
+
+def cache_volume(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    (volume,) = [v for v in pod_spec(documents)["volumes"] if v["name"] == "model-cache"]
+    return volume  # type: ignore[no-any-return]
+
+
+def cache_mount(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    mounts = roost_container(documents)["volumeMounts"]
+    (mount,) = [m for m in mounts if m["name"] == "model-cache"]
+    return mount  # type: ignore[no-any-return]
+
+
+def add_claim_volume(documents: list[dict[str, Any]]) -> None:
+    pod_spec(documents)["volumes"].append(
+        {"name": "models", "persistentVolumeClaim": {"claimName": "roost-models"}}
+    )
+
+
+def add_claim(documents: list[dict[str, Any]]) -> None:
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "m"}}
+    documents.append(claim)
+
+
+def cache_on_a_claim(documents: list[dict[str, Any]]) -> None:
+    volume = cache_volume(documents)
+    del volume["emptyDir"]
+    volume["persistentVolumeClaim"] = {"claimName": "roost-models"}
+
+
+def add_secret(documents: list[dict[str, Any]]) -> None:
+    documents.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": BUCKET_SECRET}})
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (add_claim, "a PersistentVolumeClaim is still rendered"),
+        (add_claim_volume, "volumes from a claim: ['models']"),
+        (cache_on_a_claim, "is not on an emptyDir"),
+        (lambda d: pod_spec(d)["volumes"].remove(cache_volume(d)), "names no volume"),
+        (lambda d: cache_mount(d).update(readOnly=True), "is mounted read-only"),
+        (set_variable("ROOST_MODEL_REPO", "/models"), "ROOST_MODEL_REPO '/models' is not an s3"),
+        (set_variable("ROOST_MODEL_REPO", None), "ROOST_MODEL_REPO '' is not an s3"),
+        (set_variable("ROOST_MODEL_CACHE_DIR", None), "no ROOST_MODEL_CACHE_DIR"),
+        (set_variable("ROOST_MODEL_CACHE_DIR", "/var/lib/roost"), "/var/lib/roost is no mount"),
+        (set_variable("ROOST_POLL_INTERVAL_S", "0"), "no ROOST_POLL_INTERVAL_S"),
+        (set_variable("ROOST_MODEL_CACHE_MAX_BYTES", None), "no ROOST_MODEL_CACHE_MAX_BYTES"),
+        (
+            set_variable("ROOST_MODEL_CACHE_MAX_BYTES", str(4 * 2**30)),
+            f"ROOST_MODEL_CACHE_MAX_BYTES {4 * 2**30} is not under the sizeLimit 4Gi",
+        ),
+        (
+            lambda d: cache_volume(d)["emptyDir"].update(sizeLimit="3Gi"),
+            "is not under the sizeLimit 3Gi",
+        ),
+        (lambda d: cache_volume(d)["emptyDir"].pop("sizeLimit"), "has no sizeLimit"),
+        (lambda d: rendered_env(d).append(dict(rendered_env(d)[0])), "variables set twice"),
+        (lambda d: roost_container(d).pop("envFrom"), "no envFrom secretRef 'roost-s3'"),
+        (set_variable("AWS_SECRET_ACCESS_KEY", "x"), "credentials written into the manifest"),
+        (add_secret, "a Secret is rendered"),
+        (
+            lambda d: roost_container(d)["securityContext"].update(readOnlyRootFilesystem=False),
+            "the root filesystem is writable",
+        ),
+        (lambda d: pod_spec(d)["securityContext"].pop("runAsNonRoot"), "may run as root"),
+        (
+            lambda d: roost_container(d)["readinessProbe"]["httpGet"].update(path="/healthz"),
+            "readinessProbe differs",
+        ),
+        (lambda d: roost_container(d).update(image="roost:gpu"), "image differs"),
+        (set_variable("ROOST_USE_CUDA", "true"), "ROOST_USE_CUDA differs"),
+    ],
+    ids=[
+        "claim",
+        "claim-volume",
+        "cache-on-a-claim",
+        "no-cache-volume",
+        "cache-read-only",
+        "folder-repo",
+        "no-repo",
+        "no-cache-dir",
+        "cache-off-volume",
+        "no-polling",
+        "no-cache-bound",
+        "cache-bound-at-the-limit",
+        "volume-under-the-bound",
+        "no-size-limit",
+        "doubled-variable",
+        "no-env-from",
+        "literal-credentials",
+        "secret",
+        "writable-root",
+        "root",
+        "readiness-probe",
+        "gpu-image",
+        "cuda",
+    ],
+)
+def test_a_bucket_overlay_that_would_not_serve_the_bucket_fails(
+    change: Any,
+    problem: str,
+    bucket_build: list[dict[str, Any]],
+    cpu_build: list[dict[str, Any]],
+) -> None:
+    documents = copy.deepcopy(bucket_build)
+    change(documents)
+    found = bucket_overlay_problems(documents, cpu_build)
+    assert any(problem in message for message in found), found
+
+
+def test_operations_doc_explains_models_in_a_bucket() -> None:
+    doc = OPERATIONS_DOC.read_text()
+    headings = [line for line in doc.splitlines() if line.startswith("## ")]
+    where = headings.index("## Models in a bucket")
+    assert headings[where - 1] == "## Many machines: Kubernetes"
+    assert headings[where + 1] == "## Testing this kit"
+    table = doc.split("\n## ", 1)[0]
+    assert "| `deploy/k8s-s3/` |" in table, "the file table at the top lists the overlay"
+    section = doc.split("\n## Models in a bucket\n", 1)[1].split("\n## ", 1)[0]
+    variables = {e["name"]: e["value"] for e in rendered_env(kustomize(K8S_S3))}
+    for needed in (
+        "ROOST_MODEL_REPO=s3://",
+        'pip install "roost[cpu,s3]"',
+        "-e AWS_ACCESS_KEY_ID",
+        "AWS_ENDPOINT_URL",
+        "card.json",
+        "roost export",
+        "roost quantize",
+        "--repo s3://",
+        "ROOST_MODEL_CACHE_DIR",
+        "ROOST_POLL_INTERVAL_S",
+        "ROOST_MODEL_CACHE_MAX_BYTES",
+        "sizeLimit",
+        "roost_model_store_up",
+        "roost_model_store_errors_total",
+        "/readyz",
+        "the model store cannot be read",
+        f"kubectl create secret generic {BUCKET_SECRET}",
+        "kubectl apply -k deploy/k8s-s3",
+        "envFrom",
+        "ServiceAccount",
+        variables["ROOST_MODEL_CACHE_DIR"],
+    ):
+        assert needed in section, f"the bucket section does not mention {needed}"
+
+
+@pytest.mark.parametrize(
+    ("quantity", "expected"),
+    [("4Gi", 4 * 2**30), ("500M", 500 * 10**6), ("1024", 1024), ("3Ki", 3072)],
+)
+def test_quantity_bytes(quantity: str, expected: int) -> None:
+    assert quantity_bytes(quantity) == expected
