@@ -18,8 +18,10 @@ from roost.contract.images import max_decode_bytes
 from service.cpus import usable_cores
 from service.errors import install_error_handlers
 from service.observability.metrics import ServiceMetrics
+from service.protocols.auth import KeyFiles
 from service.protocols.http import admin, classify, explain, health, models
 from service.protocols.http.lingering import BodyBudget, RequestBodyMiddleware
+from service.protocols.http.request_log import RequestLogMiddleware
 from service.protocols.oip import rest
 from service.repository.registry import ModelRegistry
 from service.runtime.cpu_gate import CpuGate
@@ -112,6 +114,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             allow_headers=["Content-Type", "X-API-Key", "Authorization"],
             expose_headers=["Retry-After"],
         )
+    # Outermost (added last): every response, refusals of the middlewares above included,
+    # carries the request id, and every request gets its access line.
+    app.add_middleware(
+        RequestLogMiddleware,
+        access_log=settings.access_log,
+        log_probes=settings.access_log_probes,
+    )
     app.include_router(classify.router)
     app.include_router(explain.router)
     app.include_router(models.router)

@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.request_context import current_request_id
+
 log = logging.getLogger(__name__)
 
 
@@ -92,7 +94,12 @@ class DeadlineExceeded(ServiceError):
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+    """The JSON error shape, with the request's id to quote when there is one."""
+    error = {"code": code, "message": message}
+    request_id = current_request_id()
+    if request_id is not None:
+        error["request_id"] = request_id
+    return {"error": error}
 
 
 def install_error_handlers(app: FastAPI) -> None:

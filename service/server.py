@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import os
+import re
 import shutil
 import signal
 import socket
@@ -109,13 +111,16 @@ def _serve_workers(settings: ServiceSettings, overrides: dict[str, object]) -> i
 
 
 def _uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
+    from service.observability.logs import log_config
     from service.protocols.http.lingering import MAX_HEADER_BYTES, http_protocol
 
     return {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "access_log": settings.access_log,
+        # one format for uvicorn's lines and the app's; the app writes the access log itself
+        "log_config": log_config(settings.log_level, settings.log_format),
+        "access_log": False,
         # in-flight requests end by their deadline at the latest
         "timeout_graceful_shutdown": int(settings.request_timeout_s) + 5,
         # a connection waits for a request's first byte, then for its headers, that long at most
@@ -159,9 +164,9 @@ def prepare_server_process(settings: ServiceSettings) -> None:
 
 
 def _configure_logging(settings: ServiceSettings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from service.observability.logs import log_config
+
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
 
 
 def _exit_after_drain(signum: int, frame: FrameType | None) -> None:

@@ -160,9 +160,16 @@ class ServiceSettings(BaseSettings):
     """Origins allowed to call the API from a browser (comma-separated, or *); empty: none."""
 
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per line (time, level, logger, message, request_id, model,
+    version; access lines add method, path, status, duration_ms), for log pipelines."""
     access_log: bool = True
-    """One log line per HTTP request (uvicorn's access log); false leaves it out (/metrics still
-    counts every request). Its CPU cost is within measurement noise (docs/benchmarks-journal.md)."""
+    """One log line per HTTP request, with its request id and duration; false leaves it out
+    (/metrics still counts every request). Its CPU cost is within measurement noise
+    (docs/benchmarks-journal.md)."""
+    access_log_probes: bool = False
+    """Also log /healthz, /readyz and /metrics requests (probes and scrapes), left out by
+    default so they do not flood the access log."""
 
     @model_validator(mode="after")
     def _budget_fits_an_upload(self) -> ServiceSettings:

@@ -28,6 +28,7 @@ from service.errors import DeadlineExceeded, InvalidParameter, ServiceError
 from service.observability.metrics import UNKNOWN_MODEL
 from service.policy.model_policy import Outcome
 from service.repository.registry import Route, ServedVersion, VersionSelector
+from service.request_context import note_route
 from service.serving.state import ServiceState
 
 
@@ -103,6 +104,7 @@ async def admitted(
         route = registry.route(name, version_of(name), route_key)
         served = route.served
         version_label = str(served.version)
+        note_route(served.name, served.version)
         with served.lease():
             if before_admission is not None:
                 before_admission()

@@ -30,6 +30,13 @@ from service.protocols.auth import check_key, presented_key
 from service.protocols.oip import core as oip
 from service.protocols.oip.grpc_codec import add_outputs, read_request, scan_request
 from service.repository.registry import ServedVersion, VersionSelector
+from service.request_context import (
+    CURRENT,
+    REQUEST_ID_HEADER,
+    RequestContext,
+    accepted_request_id,
+    current_request_id,
+)
 from service.serving.admission import admitted, version_selector
 from service.serving.state import ServiceState
 
@@ -208,13 +215,16 @@ class InferenceServicer:
     # --- health and metadata -----------------------------------------------------------------
 
     async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 (proto names)
+        self._begin(context)
         return self._pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._begin(context)
         ready, _ = self._state.registry.readiness()
         return self._pb.ServerReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._begin(context)
         return self._pb.ServerMetadataResponse(
             name=oip.SERVER_NAME, version=self._version, extensions=oip.EXTENSIONS
         )
@@ -268,6 +278,7 @@ class InferenceServicer:
 
     async def ModelInfer(self, request: bytes, context: Any) -> Any:  # noqa: N802
         """`request`: the serialized ModelInferRequest (see `_add_servicer`)."""
+        self._begin(context)
         try:
             self._authorize(context)  # before anything is counted, as /v1's key check
             scan = scan_request(request)  # what to route by, without parsing the message
@@ -337,8 +348,24 @@ class InferenceServicer:
         metadata = {m.key: str(m.value) for m in context.invocation_metadata() or ()}
         check_key(presented_key(metadata), keys)
 
+    def _begin(self, context: Any) -> None:
+        """The call's request id (the client's `x-request-id` metadata, or a new one): in this
+        call's context for its log lines, and sent back as trailing metadata."""
+        offered = next(
+            (
+                str(m.value)
+                for m in context.invocation_metadata() or ()
+                if m.key == REQUEST_ID_HEADER
+            ),
+            None,
+        )
+        request = RequestContext(accepted_request_id(offered))
+        CURRENT.set(request)  # each call runs in its own task
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, request.request_id),))
+
     async def _answer(self, context: Any, answer: Callable[[], Awaitable[_T]]) -> _T:
         """`answer()`, or the call aborted with the gRPC code of the ServiceError it raised."""
+        self._begin(context)
         try:
             return await answer()
         except ServiceError as exc:
@@ -352,6 +379,9 @@ class InferenceServicer:
         code = getattr(self._codes, grpc_code_name(error.status_code))
         retry_after = (error.headers or {}).get("Retry-After")
         trailers = (("retry-after", retry_after),) if retry_after else ()
+        request_id = current_request_id()
+        if request_id is not None:
+            trailers += ((REQUEST_ID_HEADER, request_id),)
         await context.abort(code, error.message, trailing_metadata=trailers)
         raise AssertionError("context.abort returns only by raising")
 
