@@ -186,10 +186,31 @@ def open_source(
     model_repo: str, cache_dir: Path | None, cache_max_bytes: int = 0
 ) -> RepositorySource:
     """`model_repo` as given (ROOST_MODEL_REPO): an s3:// URL is mirrored into `cache_dir`
-    (a new temporary folder when None), anything else is a folder."""
+    (a new temporary folder when None), anything else is a folder.
+
+    In a given `cache_dir` each server process mirrors into its own `process-<pid>` folder
+    (ROOST_WORKERS: one mirror must not delete what another is downloading); the folders of
+    processes that no longer run are removed."""
     if not is_bucket_url(model_repo):
         return FolderSource(Path(model_repo))
     if cache_dir is None:
-        cache_dir = Path(tempfile.mkdtemp(prefix="roost-model-cache-"))
+        return BucketMirror(model_repo, Path(tempfile.mkdtemp(prefix="roost-model-cache-")),
+                            cache_max_bytes)  # fmt: skip
     cache_dir.mkdir(parents=True, exist_ok=True)
-    return BucketMirror(model_repo, cache_dir, cache_max_bytes)
+    for folder in cache_dir.glob("process-*"):
+        pid = folder.name.removeprefix("process-")
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    own = cache_dir / f"process-{os.getpid()}"
+    own.mkdir(exist_ok=True)
+    return BucketMirror(model_repo, own, cache_max_bytes)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,11 @@ def registry_for(cache: Path, client: Any = None) -> tuple[ModelRegistry, Servic
     return ModelRegistry(settings, metrics, source=source), metrics
 
 
+def mirror_of(cache_dir: Path) -> Path:
+    """This process's mirror in ROOST_MODEL_CACHE_DIR."""
+    return cache_dir / f"process-{os.getpid()}"
+
+
 def metric(metrics: ServiceMetrics, name: str) -> float:
     return sample(metrics.exposition().decode(), name)
 
@@ -96,7 +102,8 @@ async def test_a_half_uploaded_version_is_ignored_until_its_card_arrives(
     upload_version(s3_store, second, card=False)
     await registry.reload()
     assert set(registry.models()["colours"].versions) == {1}
-    assert not (tmp_path / "cache" / "colours" / "2").exists(), "not even in the cache"
+    assert not (mirror_of(tmp_path / "cache") / "colours" / "2").exists(), "not in the cache"
+    assert (mirror_of(tmp_path / "cache") / "colours" / "1").is_dir()
     upload_version(s3_store, second)  # card.json last: now complete
     await registry.reload()
     assert registry.route("colours", None).served.version == 2
@@ -127,8 +134,8 @@ async def test_a_version_that_leaves_the_bucket_leaves_the_cache(
     s3_store.bucket("models")
     upload_version(s3_store, local_version(tmp_path, 1))
     upload_version(s3_store, local_version(tmp_path, 2))
-    cache = tmp_path / "cache"
-    registry, _ = registry_for(cache)
+    registry, _ = registry_for(tmp_path / "cache")
+    cache = mirror_of(tmp_path / "cache")
     await registry.reload()
     assert (cache / "colours" / "1").is_dir() and (cache / "colours" / "2").is_dir()
     client = s3_store.client()
@@ -204,6 +211,20 @@ def test_a_folder_stays_a_folder(tmp_path: Path) -> None:
     assert not source.remote and source.refresh() == tmp_path
     bucket = open_source(URL, tmp_path / "cache")
     assert bucket.remote and bucket.description == "s3://models/team/repo/"
+
+
+def test_each_process_mirrors_into_its_own_folder_and_dead_ones_are_removed(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    gone = cache / "process-999999999"
+    gone.mkdir(parents=True)
+    alive = cache / f"process-{os.getppid()}"
+    alive.mkdir()
+    mirror = open_source(URL, cache)
+    assert isinstance(mirror, BucketMirror)
+    assert mirror.cache_dir == cache / f"process-{os.getpid()}"
+    assert not gone.exists() and alive.exists(), "another running process keeps its mirror"
 
 
 def test_the_cache_drops_what_an_earlier_process_left(s3_store: S3Store, tmp_path: Path) -> None:
