@@ -151,16 +151,19 @@ class ServiceMetrics:
             ["model"],
             registry=r,
         )
+        # Labelled by the store's URL (the operator's setting), so that a folder repository
+        # exports no series at all.
         self.store_errors = Counter(
             "roost_model_store_errors",
             "Failed reads of a bucket model repository (ROOST_MODEL_REPO=s3://...); what is "
             "loaded keeps serving.",
+            ["store"],
             registry=r,
         )
         self.store_up = Gauge(
             "roost_model_store_up",
-            "1 after a successful read of a bucket model repository, 0 after a failed one "
-            "(absent for a folder).",
+            "1 after a successful read of a bucket model repository, 0 after a failed one.",
+            ["store"],
             registry=r,
             multiprocess_mode="livemin",
         )

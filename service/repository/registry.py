@@ -259,8 +259,8 @@ class ModelRegistry:
             self._metrics.models_loaded.set(sum(1 for e in self._models.values() if e.served))
 
     def _note_store_failure(self, error: str) -> None:
-        self._metrics.store_errors.inc()
-        self._metrics.store_up.set(0)
+        self._metrics.store_errors.labels(self._source.description).inc()
+        self._metrics.store_up.labels(self._source.description).set(0)
         if self._store_error is None:
             log.error("the model store cannot be read (serving what is loaded): %s", error)
         self._store_error = f"the model store cannot be read: {error}"
@@ -271,7 +271,7 @@ class ModelRegistry:
         if self._store_error is not None:
             log.info("the model store %s can be read again", self._source.description)
         self._store_error = None
-        self._metrics.store_up.set(1)
+        self._metrics.store_up.labels(self._source.description).set(1)
 
     def _repository_default_of(self, repository: RepositoryFiles) -> str | None:
         if repository.settings_error is None:

@@ -827,7 +827,7 @@ def test_operations_doc_explains_models_in_a_bucket() -> None:
     headings = [line for line in doc.splitlines() if line.startswith("## ")]
     where = headings.index("## Models in a bucket")
     assert headings[where - 1] == "## Many machines: Kubernetes"
-    assert headings[where + 1] == "## Testing this kit"
+    assert where < headings.index("## Testing this kit")
     table = doc.split("\n## ", 1)[0]
     assert "| `deploy/k8s-s3/` |" in table, "the file table at the top lists the overlay"
     section = doc.split("\n## Models in a bucket\n", 1)[1].split("\n## ", 1)[0]

@@ -248,6 +248,11 @@ def test_dashboard_and_alert_expressions_return_data(
             # checked to parse; on a CUDA machine they must return data like the rest.
             assert prometheus.query(expr)["status"] == "success", f"{name}: {expr}"
             continue
+        if "roost_model_store_" in expr:
+            # Only a bucket repository exports the store's series (this server reads a
+            # folder): parsed here; the bucket tests read them from a real server.
+            assert prometheus.query(expr)["status"] == "success", f"{name}: {expr}"
+            continue
         check_returns_data(prometheus, name, expr)
 
     for rule in alert_rules():  # the whole rule, threshold and all, parses too

@@ -63,7 +63,7 @@ def test_a_bucket_under_load_publish_half_upload_outage_corruption(
     figures: dict[str, float] = {}
 
     def store_up() -> float:
-        return sample(server.client.get("/metrics").text, "roost_model_store_up")
+        return sample(server.client.get("/metrics").text, "roost_model_store_up", store="s3://models/repo/")
 
     def versions() -> dict[int, str]:
         listed = models_of(server)["colours"]["versions"]
@@ -95,7 +95,7 @@ def test_a_bucket_under_load_publish_half_upload_outage_corruption(
     assert figures["answered while down"] > 0
     assert versions() == {2: "ready", 4: "failed"}
     metrics = server.client.get("/metrics").text
-    assert sample(metrics, "roost_model_store_errors_total") >= 1
+    assert sample(metrics, "roost_model_store_errors_total", store="s3://models/repo/") >= 1
     assert "the model store cannot be read" in server.log()
     reliability.add(
         "bucket repository",

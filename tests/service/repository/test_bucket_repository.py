@@ -69,7 +69,7 @@ def mirror_of(cache_dir: Path) -> Path:
 
 
 def metric(metrics: ServiceMetrics, name: str) -> float:
-    return sample(metrics.exposition().decode(), name)
+    return sample(metrics.exposition().decode(), name, store="s3://models/team/repo/")
 
 
 async def test_a_bucket_repository_serves_and_an_idle_one_costs_one_list(
