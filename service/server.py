@@ -62,11 +62,14 @@ def serve(args: argparse.Namespace) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     import uvicorn
 
+    from roost.contract.bucket import is_bucket_url
     from service.app import create_app
     from service.settings import ServiceSettings
 
     overrides = {k: v for k, v in vars(args).items() if k in _OPTIONS and v is not None}
     settings = ServiceSettings(**overrides)
+    if is_bucket_url(settings.model_repo):
+        import boto3  # noqa: F401  (the s3 extra: `roost` names it when it is missing)
     if settings.workers > 1:
         _configure_logging(settings)  # the supervisor's; each worker prepares its own process
         return _serve_workers(settings, overrides)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +257,15 @@ def test_the_cache_is_bounded_newest_versions_first(
     mirror.refresh()
     left_out = [r for r in caplog.records if "is not mirrored" in r.getMessage()]
     assert len(left_out) == 1 and "colours/1" in left_out[0].getMessage(), "logged once"
+
+
+def test_serving_a_bucket_without_the_s3_extra_names_it() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['boto3'] = None\n"
+        "from roost.cli import main\n"
+        "sys.exit(main(['serve', '--port', '0', '--model-repo', 's3://models/repo']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "needs the 's3' extra" in done.stderr and "roost[s3]" in done.stderr
