@@ -9,8 +9,11 @@ any other import error is a bug and is raised as it is.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
+import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 
 from roost.client.command import add_classify_parser
 from service.server import add_serve_arguments, serve
@@ -49,13 +52,47 @@ EXTRA_OF_MODULE = {
 ALTERNATIVE_EXTRA = {"cpu": " (or 'roost[gpu]' on NVIDIA GPUs)"}
 
 
+class _VersionAction(argparse.Action):
+    """`roost --version`: `roost <version>`, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version"
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"{parser.prog} {roost_version()}")
+        parser.exit()
+
+
+def roost_version() -> str:
+    """The installed distribution's version; in a source tree that is not installed, the
+    package's own (`roost.__version__`, else pyproject.toml's)."""
+    try:
+        return importlib.metadata.version("roost")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    import roost
+
+    own = getattr(roost, "__version__", None)
+    if own:
+        return str(own)
+    pyproject = Path(roost.__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost image classification")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser(
         "serve",
         help="serve the model repository over HTTP",
-        description="Every option can also be set by environment variable ROOST_<OPTION>.",
+        description="Every option can also be set by environment variable ROOST_<OPTION>; "
+        "every setting is listed below.",
     )
     add_serve_arguments(serve_parser)
     serve_parser.set_defaults(func=serve)
