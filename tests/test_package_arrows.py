@@ -76,6 +76,7 @@ SERVICE_LAYERS = (
 SERVICE_LEAVES = (
     "service.observability",
     "service.errors",
+    "service.request_context",
     "service.settings",
     "service.model_config",
     "service.cpus",
