@@ -11,12 +11,15 @@ import shutil
 import signal
 import socket
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from pydantic.fields import FieldInfo
+    from pydantic_settings import BaseSettings
 
     from service.settings import ServiceSettings
 
@@ -31,6 +34,11 @@ _OPTIONS = ("host", "port", "model_repo", "workers")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line's options, and in the help's epilog every setting of `ServiceSettings`
+    with its environment variable and default (written when the help is, so building the
+    parser imports no server module)."""
+    parser.formatter_class = _SettingsHelpFormatter
+    parser.epilog = SETTINGS_EPILOG
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument(
@@ -43,6 +51,75 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="server processes sharing the port (default 1; for many cores or a GPU)",
     )
+
+
+class _SettingsEpilog(str):
+    """The epilog's place holder: `_SettingsHelpFormatter` writes the settings there."""
+
+
+SETTINGS_EPILOG = _SettingsEpilog("settings")
+
+
+class _SettingsHelpFormatter(argparse.HelpFormatter):
+    """argparse's own, but the settings epilog goes in as `settings_help` lays it out."""
+
+    def add_text(self, text: str | None) -> None:
+        if isinstance(text, _SettingsEpilog):
+            self._add_item(self._as_laid_out, [settings_help(width=self._width)])
+        else:
+            super().add_text(text)
+
+    def _as_laid_out(self, text: str) -> str:
+        return text + "\n\n"
+
+
+def settings_help(settings_class: type[BaseSettings] | None = None, width: int = 88) -> str:
+    """Every field of `settings_class` (default `ServiceSettings`), in the class's order:
+    `ROOST_NAME (--option)  default X`, then the first sentence of its docstring."""
+    if settings_class is None:
+        try:
+            from service.settings import ServiceSettings
+        except ModuleNotFoundError as exc:
+            return (
+                "Settings: every ROOST_* environment variable is listed here once the server is "
+                f"installed (module {exc.name!r} is missing): pip install 'roost[cpu]'"
+            )
+        settings_class = ServiceSettings
+    prefix = str(settings_class.model_config.get("env_prefix", ""))
+    lines = [
+        "settings (environment variables; an option above wins over its variable):",
+    ]
+    for name, field in settings_class.model_fields.items():
+        option = f" (--{name.replace('_', '-')})" if name in _OPTIONS else ""
+        lines.append(f"  {prefix}{name.upper()}{option}  default {_default_text(field)}")
+        about = _first_sentence(field.description or "")
+        if about:
+            lines += textwrap.wrap(
+                about, width=max(40, width), initial_indent=" " * 6, subsequent_indent=" " * 6
+            )
+    return "\n".join(lines)
+
+
+def _default_text(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        return "computed when the server starts"
+    value = field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple | set) and not value:
+        return "empty"
+    if isinstance(value, list | tuple | set):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first full stop followed by a space (or the end), whitespace folded."""
+    folded = " ".join(text.split())
+    match = re.match(r"(.+?\.)(?=\s|$)", folded)
+    return match.group(1) if match else folded
 
 
 def serve(args: argparse.Namespace) -> int:
