@@ -65,6 +65,15 @@ def registry_for(cache: Path, client: Any = None) -> tuple[ModelRegistry, Servic
     return ModelRegistry(settings, metrics, source=source), metrics
 
 
+async def serving_version_1(store: S3Store, tmp_path: Path) -> tuple[ModelRegistry, ServiceMetrics]:
+    """The bucket `models` with colours version 1, and a registry that has read it."""
+    store.bucket("models")
+    upload_version(store, local_version(tmp_path, 1))
+    registry, metrics = registry_for(tmp_path / "cache")
+    await registry.reload()
+    return registry, metrics
+
+
 def mirror_of(cache_dir: Path) -> Path:
     """This process's mirror in ROOST_MODEL_CACHE_DIR."""
     return cache_dir / f"process-{os.getpid()}"
@@ -96,10 +105,7 @@ async def test_a_bucket_repository_serves_and_an_idle_one_costs_one_list(
 async def test_a_half_uploaded_version_is_ignored_until_its_card_arrives(
     s3_store: S3Store, tmp_path: Path
 ) -> None:
-    s3_store.bucket("models")
-    upload_version(s3_store, local_version(tmp_path, 1))
-    registry, _ = registry_for(tmp_path / "cache")
-    await registry.reload()
+    registry, _ = await serving_version_1(s3_store, tmp_path)
     second = local_version(tmp_path, 2)
     upload_version(s3_store, second, card=False)
     await registry.reload()
@@ -115,10 +121,7 @@ async def test_a_half_uploaded_version_is_ignored_until_its_card_arrives(
 async def test_a_corrupted_model_is_refused_and_the_serving_version_kept(
     s3_store: S3Store, tmp_path: Path
 ) -> None:
-    s3_store.bucket("models")
-    upload_version(s3_store, local_version(tmp_path, 1))
-    registry, _ = registry_for(tmp_path / "cache")
-    await registry.reload()
+    registry, _ = await serving_version_1(s3_store, tmp_path)
     bad = local_version(tmp_path, 2)
     (bad / "model.onnx").write_bytes(colour_model((32, 32), 3)[:-7] + b"garbage")
     upload_version(s3_store, bad)
@@ -153,10 +156,7 @@ async def test_an_unreachable_store_keeps_what_serves_and_recovers_by_itself(
     s3_store: S3Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="service.repository.registry")
-    s3_store.bucket("models")
-    upload_version(s3_store, local_version(tmp_path, 1))
-    registry, metrics = registry_for(tmp_path / "cache")
-    await registry.reload()
+    registry, metrics = await serving_version_1(s3_store, tmp_path)
     s3_store.stop()
     await registry.reload()
     await registry.reload()
