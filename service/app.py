@@ -39,6 +39,7 @@ STATIC_DIR = Path(__file__).parent / "protocols" / "http" / "static"
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     body_budget = BodyBudget(settings.inflight_body_budget)  # request bodies held, server-wide
+    key_files = KeyFiles(settings)  # ROOST_*API_KEYS_FILE read now: a bad one stops the start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +70,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             # can say what is still loading.
             loading = _load_then_poll(registry, metrics, settings.poll_interval_s)
             tasks = {asyncio.create_task(loading)}
+        if key_files:
+            tasks.add(asyncio.create_task(key_files.watch()))  # keys rotate without a restart
         grpc_server = None
         try:
             if settings.grpc_port is not None:

@@ -207,6 +207,24 @@ def _uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
         "http": http_protocol(settings.idle_timeout_s, settings.header_timeout_s),
         "timeout_keep_alive": settings.idle_timeout_s,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        **_tls_options(settings),
+    }
+
+
+def _tls_options(settings: ServiceSettings) -> dict[str, Any]:
+    """uvicorn's HTTPS options from ROOST_TLS_* (none: plain HTTP); gRPC reads the same files."""
+    import ssl
+
+    from service.protocols.auth import tls_files
+
+    tls = tls_files(settings)
+    if tls is None:
+        return {}
+    return {
+        "ssl_certfile": str(tls.certfile),
+        "ssl_keyfile": str(tls.keyfile),
+        "ssl_ca_certs": None if tls.ca_certs is None else str(tls.ca_certs),
+        "ssl_cert_reqs": ssl.CERT_NONE if tls.ca_certs is None else ssl.CERT_REQUIRED,
     }
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, FilePath, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.cpus import usable_cores
@@ -107,6 +107,24 @@ class ServiceSettings(BaseSettings):
     port is shared too. On two cores, two are not faster than one (docs/operations.md)."""
     grpc_port: int | None = Field(None, ge=0, le=65535)
     """Also serve the Open Inference Protocol over gRPC on this port (needs the grpc extra)."""
+
+    # TLS and key files (docs/operations.md, "TLS and API keys").
+    tls_certfile: FilePath | None = None
+    """PEM certificate (then its chain): with `tls_keyfile`, HTTP is served over HTTPS only, and
+    gRPC (`grpc_port`) over TLS only. Read at start: a new certificate takes a restart."""
+    tls_keyfile: FilePath | None = None
+    """The private key of `tls_certfile` (PEM, not encrypted); both are set or neither."""
+    tls_ca_certs: FilePath | None = None
+    """CA certificates (PEM): set (with `tls_certfile`), every HTTP and gRPC client must present
+    a certificate they signed (mutual TLS), probes included."""
+    api_keys_file: FilePath | None = None
+    """A file of classification keys, one per line (blank lines and `#` lines left out), accepted
+    besides `api_keys` and re-read when it changes (`key_files_check_s`); set, classification
+    always needs a key. A file that goes missing, unreadable or empty keeps the last keys."""
+    admin_api_keys_file: FilePath | None = None
+    """The same for admin keys (`admin_api_keys`): set, admin endpoints are enabled."""
+    key_files_check_s: float = Field(2.0, gt=0.0)
+    """How often the key files' size, modification time and inode are checked for a change."""
 
     use_cuda: bool = True
     """Use CUDAExecutionProvider when onnxruntime-gpu and a GPU are present."""

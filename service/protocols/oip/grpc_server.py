@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from service.errors import InvalidParameter, ServiceError
-from service.protocols.auth import check_key, presented_key
+from service.protocols.auth import check_key, presented_key, tls_files
 from service.protocols.oip import core as oip
 from service.protocols.oip.grpc_codec import add_outputs, read_request, scan_request
 from service.repository.registry import ServedVersion, VersionSelector
@@ -39,6 +39,7 @@ from service.request_context import (
 )
 from service.serving.admission import admitted, version_selector
 from service.serving.state import ServiceState
+from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,12 @@ async def start_grpc_server(state: ServiceState, version: str) -> GrpcServer:
     servicer = servicer_class(state, service_pb2, grpc.StatusCode, version)
     _add_servicer(server, servicer, grpc, service_pb2)
     target = _target(settings.host, settings.grpc_port)
+    credentials, security = _server_credentials(grpc, settings)
     try:
-        port = server.add_insecure_port(target)
+        if credentials is None:
+            port = server.add_insecure_port(target)
+        else:
+            port = server.add_secure_port(target, credentials)
     except RuntimeError as exc:  # grpcio >= 1.50 raises; older versions returned 0
         raise RuntimeError(f"gRPC cannot listen on {target}: {exc}") from None
     if not port:
@@ -150,8 +155,23 @@ async def start_grpc_server(state: ServiceState, version: str) -> GrpcServer:
     await server.start()
     # In-flight requests end by their deadline at the latest: wait that long on shutdown.
     running = GrpcServer(server, settings.host, int(port), settings.request_timeout_s)
-    log.info("serving the Open Inference Protocol over gRPC on %s", running.address)
+    log.info("serving the Open Inference Protocol over gRPC on %s%s", running.address, security)
     return running
+
+
+def _server_credentials(grpc: Any, settings: ServiceSettings) -> tuple[Any, str]:
+    """TLS from the files HTTPS is served with (ROOST_TLS_*), and how the log says it; None:
+    plaintext. A client certificate is required when ROOST_TLS_CA_CERTS is set, as over HTTP."""
+    tls = tls_files(settings)
+    if tls is None:
+        return None, ""
+    ca = None if tls.ca_certs is None else tls.ca_certs.read_bytes()
+    credentials = grpc.ssl_server_credentials(
+        [(tls.keyfile.read_bytes(), tls.certfile.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+    return credentials, " (TLS)" if ca is None else " (TLS, client certificates required)"
 
 
 def _import_grpc() -> tuple[Any, Any, Any]:
