@@ -1,5 +1,7 @@
 // Roost web page: choose a model, give an image (file, drop, paste or camera), show the top-k,
 // and on request overlay the explanation (which parts of the image the answer depends on).
+// A server with API keys answers 401: the page then asks for a key, keeps it for the tab
+// (sessionStorage) and sends it as X-API-Key.
 // Plain JavaScript, no build step; every URL is relative so the page works behind a path prefix.
 "use strict";
 
@@ -33,9 +35,16 @@ const ui = {
   explain: $("explain"),
   explainNote: $("explain-note"),
   predictions: $("predictions"),
+  keyDialog: $("key-dialog"),
+  keyText: $("key-text"),
+  keyInput: $("key-input"),
+  keyCancel: $("key-cancel"),
 };
 
 const MODEL_KEY = "roost.model";
+const API_KEY = "roost.apiKey"; // in sessionStorage: gone when the tab closes
+const KEY_NEEDED = "This server only answers requests that carry an API key. Ask whoever runs it for one.";
+const KEY_REFUSED = "The server did not accept that key; it may have been replaced. Enter a current one.";
 const READABLE_FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF";
 
 // What each API error code means to a person; the server's own message is shown as detail.
@@ -49,7 +58,7 @@ const ERROR_TEXT = {
   not_ready: "This model is still loading. Try again in a moment.",
   inference_failed: "Something went wrong while classifying this image. Please try again.",
   deadline_exceeded: "The server took too long to answer. Please try again.",
-  unauthorized: "This server asks for an API key, which this page cannot send.",
+  unauthorized: "This server needs an API key, and none was given. Reload the page to enter one.",
   forbidden: "This server does not allow this request.",
   bad_request: "The image did not reach the server intact. Please try again.",
 };
@@ -69,6 +78,9 @@ let shown = null; // {model, version, label} of the answer on screen, which Expl
 let heatmapUrl = null; // the explanation of `shown`, fetched once, toggled after that
 let explainId = 0;
 const resizeOf = {}; // model -> its card's resize ("stretch" or "center_crop")
+let apiKey = readSavedKey(); // sent as X-API-Key once the server has asked for one
+let keyPrompt = null; // the key dialog's answer while it is open, shared by every refused request
+let settleKeyPrompt = null;
 
 // ---- Models ----
 
@@ -336,7 +348,7 @@ class PageError extends Error {
 async function fetchJson(url, options) {
   let response;
   try {
-    response = await fetch(url, options);
+    response = await send(url, options);
   } catch {
     throw new PageError("Roost cannot be reached. Check your connection, or whether the server is running, and try again.");
   }
@@ -348,13 +360,68 @@ async function fetchJson(url, options) {
 async function fetchBlob(url, options) {
   let response;
   try {
-    response = await fetch(url, options);
+    response = await send(url, options);
   } catch {
     throw new PageError("Roost cannot be reached. Check your connection, or whether the server is running, and try again.");
   }
   if (response.ok) return response.blob();
   const payload = await response.json().catch(() => null);
   throw apiError(response, payload, EXPLAIN_ERROR_TEXT);
+}
+
+// `fetch` with the API key, if there is one; a 401 asks for a key (once for all the requests
+// refused meanwhile) and sends the request again with it. Cancelled: the 401 is the answer.
+async function send(url, options = {}) {
+  for (;;) {
+    const sent = apiKey;
+    const headers = new Headers(options.headers);
+    if (sent) headers.set("X-API-Key", sent);
+    const response = await fetch(url, { ...options, headers });
+    if (response.status !== 401) return response;
+    if (apiKey !== sent) continue; // another request got a key meanwhile: try that one
+    if ((await askForKey(sent ? KEY_REFUSED : KEY_NEEDED)) === null) return response;
+  }
+}
+
+// The key the person enters, or null when they cancel.
+function askForKey(reason) {
+  if (keyPrompt) return keyPrompt;
+  keyPrompt = new Promise((resolve) => {
+    settleKeyPrompt = resolve;
+  });
+  ui.keyText.textContent = reason;
+  ui.keyInput.value = "";
+  ui.keyDialog.returnValue = "";
+  ui.keyDialog.showModal();
+  ui.keyInput.focus();
+  return keyPrompt;
+}
+
+function onKeyDialogClosed() {
+  const key = ui.keyDialog.returnValue === "use" ? ui.keyInput.value.trim() : "";
+  ui.keyInput.value = "";
+  apiKey = key || null; // cancelled: a refused key is forgotten too
+  saveKey(apiKey);
+  const settle = settleKeyPrompt;
+  keyPrompt = settleKeyPrompt = null;
+  if (settle) settle(apiKey);
+}
+
+function readSavedKey() {
+  try {
+    return sessionStorage.getItem(API_KEY);
+  } catch {
+    return null; // storage off: the key lives as long as the page
+  }
+}
+
+function saveKey(key) {
+  try {
+    if (key) sessionStorage.setItem(API_KEY, key);
+    else sessionStorage.removeItem(API_KEY);
+  } catch {
+    // kept in the page only
+  }
 }
 
 function apiError(response, payload, texts = ERROR_TEXT) {
@@ -558,5 +625,7 @@ ui.camera.addEventListener("keydown", (event) => {
   }
 });
 window.addEventListener("pagehide", closeCamera);
+ui.keyDialog.addEventListener("close", onKeyDialogClosed);
+ui.keyCancel.addEventListener("click", () => ui.keyDialog.close("cancel"));
 
 loadModels();
