@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fastapi import FastAPI
+import fastapi_offline
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from roost.contract.images import max_decode_bytes
@@ -34,6 +36,8 @@ from service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "protocols" / "http" / "static"
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+"""Swagger UI 5 and ReDoc 2, as the fastapi-offline package ships them: /docs needs no CDN."""
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -99,6 +103,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         summary="Image classification: top-k predictions from batched ONNX Runtime sessions",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served below from DOCS_ASSETS, not from a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(
@@ -136,7 +142,47 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def web_page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    _add_docs_pages(app)
     return app
+
+
+# ReDoc's menu shows a logo from its vendor's site, whatever its options: the pages may show
+# images from this server only, so neither page makes a request anywhere else.
+_DOCS_HEADERS = {"Content-Security-Policy": "img-src 'self' data: blob:"}
+
+
+def _add_docs_pages(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc), their scripts and styles served by this server
+    (/docs/assets): the pages work where the server's clients cannot reach the internet."""
+    app.mount("/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+            swagger_favicon_url=f"{root}/docs/assets/favicon.png",
+            # no badge fetched from the public validator
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers.update(_DOCS_HEADERS)
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}/docs/assets/redoc.standalone.js",
+            redoc_favicon_url=f"{root}/docs/assets/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers.update(_DOCS_HEADERS)
+        return page
 
 
 async def _load_then_poll(
