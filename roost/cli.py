@@ -27,6 +27,8 @@ EXTRA_OF_MODULE = {
     "multipart": "cpu",
     "pydantic_settings": "cpu",
     "prometheus_client": "cpu",
+    "pythonjsonlogger": "cpu",
+    "fastapi_offline": "cpu",
     "onnxruntime": "cpu",
     "boto3": "s3",
     "botocore": "s3",

@@ -64,6 +64,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             settings, metrics, registry, decode_pool, shadows, cpu_gate, decode_memory, decoder
         )
         app.state.grpc = None
+        app.state.keys = key_files.accepted
         if settings.workers > 1:
             # NOTE: a worker takes connections once its lifespan has started; loading first
             # keeps connections away from a worker that could only answer 503 meanwhile.
@@ -84,7 +85,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 )
 
                 # On this loop, sharing `state`; app.state.grpc.port is the port bound (for 0).
-                grpc_server = await start_grpc_server(state, app.version)
+                grpc_server = await start_grpc_server(state, app.version, key_files.accepted)
                 app.state.grpc = grpc_server
             yield
         finally:

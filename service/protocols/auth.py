@@ -6,9 +6,9 @@ metadata (whose keys are lower case). Every configured key is compared in consta
 response timing says nothing about how much of a key matched. CORS is in app.py.
 
 Keys may also come from files (ROOST_API_KEYS_FILE, ROOST_ADMIN_API_KEYS_FILE), one a line:
-`KeyFiles` re-reads a file when it changes and keeps `settings.api_keys` (and
-`admin_api_keys`) as the keys accepted now, the variable's plus the file's, where both
-transports read them. A file that goes missing, unreadable or empty keeps the last keys.
+`KeyFiles` re-reads a file when it changes and keeps `AcceptedKeys`, the keys accepted now
+(the variable's plus the file's), which both transports read. A file that goes missing,
+unreadable or empty keeps the last keys.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import ServiceError
-from service.serving.state import state_of
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -89,14 +88,28 @@ BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 # in a worker thread, a hand-off every request would pay for.
 
 
+@dataclass
+class AcceptedKeys:
+    """The keys accepted now, by HTTP and gRPC alike; each list is replaced whole when a key
+    file changes, so a reader sees the old keys or the new ones."""
+
+    classify: list[str]
+    admin: list[str]
+
+
+def accepted_keys(request: Request) -> AcceptedKeys:
+    keys: AcceptedKeys = request.app.state.keys
+    return keys
+
+
 async def require_classify_key(request: Request, _header: HeaderKey, _bearer: BearerKey) -> None:
-    keys = state_of(request).settings.api_keys
+    keys = accepted_keys(request).classify
     if keys:
         check_key(presented_key(request.headers), keys)
 
 
 async def require_admin_key(request: Request, _header: HeaderKey, _bearer: BearerKey) -> None:
-    keys = state_of(request).settings.admin_api_keys
+    keys = accepted_keys(request).admin
     if not keys:
         raise Forbidden("admin endpoints are disabled; set ROOST_ADMIN_API_KEYS to enable them")
     check_key(presented_key(request.headers), keys)
@@ -163,22 +176,22 @@ def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
 
 class KeyFiles:
     """ROOST_API_KEYS_FILE and ROOST_ADMIN_API_KEYS_FILE, read at once and whenever they change:
-    `settings.api_keys` and `settings.admin_api_keys` are kept as the variables' keys plus the
-    files' (replaced whole, so a reader sees the old list or the new one).
+    `accepted` holds the variables' keys (ROOST_API_KEYS, ROOST_ADMIN_API_KEYS) plus the files'.
 
     Raises:
         KeyFileError: a file cannot be read or holds no key (the server cannot start keyed).
     """
 
     def __init__(self, settings: ServiceSettings) -> None:
-        self._settings = settings
+        self._check_s = settings.key_files_check_s
+        self.accepted = AcceptedKeys(list(settings.api_keys), list(settings.admin_api_keys))
         self._files: dict[str, tuple[list[str], KeyFile]] = {}
-        for field, path, what in (
-            ("api_keys", settings.api_keys_file, "API keys"),
-            ("admin_api_keys", settings.admin_api_keys_file, "admin API keys"),
+        for field, base, path, what in (
+            ("classify", settings.api_keys, settings.api_keys_file, "API keys"),
+            ("admin", settings.admin_api_keys, settings.admin_api_keys_file, "admin API keys"),
         ):
             if path is not None:
-                self._files[field] = (list(getattr(settings, field)), KeyFile(path, what))
+                self._files[field] = (list(base), KeyFile(path, what))
         self._apply()
 
     def __bool__(self) -> bool:
@@ -194,14 +207,14 @@ class KeyFiles:
         """`check` every `key_files_check_s`, off the event loop (a slow network file system
         must not hold requests up), until cancelled."""
         while True:
-            await asyncio.sleep(self._settings.key_files_check_s)
+            await asyncio.sleep(self._check_s)
             await asyncio.to_thread(self.check)
 
     def _apply(self) -> None:
         for field, (base, file) in self._files.items():
             keys = [*base, *file.keys]
-            if keys != getattr(self._settings, field):
-                setattr(self._settings, field, keys)
+            if keys != getattr(self.accepted, field):
+                setattr(self.accepted, field, keys)
 
 
 # --- TLS -------------------------------------------------------------------------------------

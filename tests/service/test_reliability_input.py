@@ -110,7 +110,8 @@ def test_hostile_bodies_get_documented_4xx(server: RoostServer, case: str, relia
     data, content_type, status = REFUSED[case]
     r = post_image(server, data, content_type)
     assert r.status_code == status, r.text
-    assert set(r.json()["error"]) == {"code", "message"}
+    assert set(r.json()["error"]) == {"code", "message", "request_id"}
+    assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
     assert "Traceback" not in r.text and "/tmp" not in r.text
     assert server.client.get("/healthz").status_code == 200
     reliability.add("hostile input", case, 1, f"{status} {r.json()['error']['code']}")

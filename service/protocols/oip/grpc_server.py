@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from service.errors import InvalidParameter, ServiceError
-from service.protocols.auth import check_key, presented_key, tls_files
+from service.protocols.auth import AcceptedKeys, check_key, presented_key, tls_files
 from service.protocols.oip import core as oip
 from service.protocols.oip.grpc_codec import add_outputs, read_request, scan_request
 from service.repository.registry import ServedVersion, VersionSelector
@@ -109,8 +109,9 @@ class GrpcServer:
         log.info("gRPC server on %s stopped", self.address)
 
 
-async def start_grpc_server(state: ServiceState, version: str) -> GrpcServer:
-    """Serve the Open Inference Protocol over gRPC on `settings.host:settings.grpc_port`.
+async def start_grpc_server(state: ServiceState, version: str, keys: AcceptedKeys) -> GrpcServer:
+    """Serve the Open Inference Protocol over gRPC on `settings.host:settings.grpc_port`, with
+    the keys HTTP accepts (`keys`, kept current by the key files).
 
     Port 0 picks a free port: `GrpcServer.port` says which.
 
@@ -139,7 +140,7 @@ async def start_grpc_server(state: ServiceState, version: str) -> GrpcServer:
         (InferenceServicer, service_pb2_grpc.GRPCInferenceServiceServicer),
         {},
     )
-    servicer = servicer_class(state, service_pb2, grpc.StatusCode, version)
+    servicer = servicer_class(state, keys, service_pb2, grpc.StatusCode, version)
     _add_servicer(server, servicer, grpc, service_pb2)
     target = _target(settings.host, settings.grpc_port)
     credentials, security = _server_credentials(grpc, settings)
@@ -226,8 +227,11 @@ class InferenceServicer:
     so this module imports neither. `context` is a `grpc.aio.ServicerContext`.
     """
 
-    def __init__(self, state: ServiceState, pb: Any, status_codes: Any, version: str) -> None:
+    def __init__(
+        self, state: ServiceState, keys: AcceptedKeys, pb: Any, status_codes: Any, version: str
+    ) -> None:
         self._state = state
+        self._keys = keys
         self._pb = pb
         self._codes = status_codes
         self._version = version
@@ -362,7 +366,7 @@ class InferenceServicer:
 
     def _authorize(self, context: Any) -> None:
         """As /v1 and /v1/models: when ROOST_API_KEYS is set, a key in the call's metadata."""
-        keys = self._state.settings.api_keys
+        keys = self._keys.classify
         if not keys:
             return
         metadata = {m.key: str(m.value) for m in context.invocation_metadata() or ()}

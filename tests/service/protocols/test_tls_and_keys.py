@@ -370,11 +370,13 @@ def test_key_files_add_to_the_variables_and_keep_the_last_keys(
         api_keys=["env"], api_keys_file=keys, admin_api_keys_file=admin, model_repo=tmp_path
     )
     files = KeyFiles(settings)
-    assert settings.api_keys == ["env", "f1", "f2"] and settings.admin_api_keys == ["a1"]
+    accepted = files.accepted
+    assert accepted.classify == ["env", "f1", "f2"] and accepted.admin == ["a1"]
+    assert settings.api_keys == ["env"], "the settings stay as given"
 
     write_atomically(keys, "f3\n")
     files.check()
-    assert settings.api_keys == ["env", "f3"] and settings.admin_api_keys == ["a1"]
+    assert accepted.classify == ["env", "f3"] and accepted.admin == ["a1"]
 
     caplog.set_level(logging.INFO, logger="service.protocols.auth")
     for broken in ("missing", "empty", "unreadable"):
@@ -387,7 +389,7 @@ def test_key_files_add_to_the_variables_and_keep_the_last_keys(
             keys.write_bytes(b"\xff\xfe not utf-8")
         files.check()
         files.check()
-        assert settings.api_keys == ["env", "f3"], broken
+        assert accepted.classify == ["env", "f3"], broken
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1, (broken, caplog.text)
         assert "the last keys stay" in warnings[0].getMessage()
@@ -395,7 +397,7 @@ def test_key_files_add_to_the_variables_and_keep_the_last_keys(
     caplog.clear()
     write_atomically(keys, "f4\n")
     files.check()
-    assert settings.api_keys == ["env", "f4"]
+    assert accepted.classify == ["env", "f4"]
     assert "API keys file" in caplog.text and "1 keys" in caplog.text and "f4" not in caplog.text
 
 

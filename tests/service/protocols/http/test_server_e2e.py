@@ -103,9 +103,10 @@ def test_real_server_classifies_real_photos(colours_server) -> None:  # type: ig
             "/v1/classify?model=colours&version=1", files=photo_upload(name, array, "JPEG")
         )
         check_photo_result(r, name, array, "JPEG")
-    assert re.search(
-        r'"POST /v1/classify\?model=colours&version=1 HTTP/1\.1" 200', colours_server.log()
+    access = (
+        r"roost\.access: POST /v1/classify 200 [\d.]+ ms \[request_id=\w+ model=colours version=1\]"
     )
+    colours_server.wait_for(lambda: re.search(access, colours_server.log()) is not None, 10, "log")
 
 
 @pytest.mark.slow
