@@ -29,6 +29,7 @@ from service.repository.registry import ModelRegistry
 from service.runtime.cpu_gate import CpuGate
 from service.runtime.decode.choose import choose_decoder
 from service.serving.decode_memory import DecodeMemory
+from service.serving.payloads import PayloadLog
 from service.serving.shadow import ShadowRunner
 from service.serving.state import ServiceState
 from service.settings import ServiceSettings
@@ -60,8 +61,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         metrics.decode_bytes_in_use.set_function(lambda: float(decode_memory.held))
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="roost-decode")
         shadows = ShadowRunner(metrics, settings.request_timeout_s)
+        payloads = PayloadLog(metrics)
         app.state.roost = state = ServiceState(
-            settings, metrics, registry, decode_pool, shadows, cpu_gate, decode_memory, decoder
+            settings,
+            metrics,
+            registry,
+            decode_pool,
+            shadows,
+            cpu_gate,
+            decode_memory,
+            decoder,
+            payloads,
         )
         app.state.grpc = None
         app.state.keys = key_files.accepted
@@ -95,6 +105,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await shadows.close()
+            await asyncio.to_thread(payloads.close)  # what is queued is written
             await registry.close()
             decode_pool.shutdown(wait=True)
             metrics.process_exited()

@@ -75,6 +75,29 @@ class CacheConfig(BaseModel):
     max_mib: float = Field(gt=0.0, le=65536.0, description="bytes of cached answers, LRU")
 
 
+class PayloadLogConfig(BaseModel):
+    """What a model's answers leave behind (service/serving/payloads.py): a `sample` of
+    answered images written to `folder` (JSON lines) and/or sent to `url` (CloudEvents), and
+    every image answered `uncertain` saved into `inbox/<model>/<predicted label>/`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sample: float = Field(0.0, ge=0.0, le=1.0, description="share of answered images recorded")
+    folder: str | None = Field(None, description="records as <folder>/<model>/<date>.jsonl")
+    url: str | None = Field(None, description="records POSTed here as CloudEvents (JSON)")
+    images: bool = Field(False, description="keep each recorded image (file, or base64)")
+    inbox: str | None = Field(None, description="uncertain images, by predicted label")
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> PayloadLogConfig:
+        if self.sample > 0 and self.folder is None and self.url is None:
+            raise ValueError("payload_log: a sample needs a folder or a url to go to")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("payload_log.url must be an http:// or https:// URL")
+        if self.sample == 0 and self.inbox is None:
+            raise ValueError("payload_log: set a sample above 0, an inbox, or both")
+        return self
+
+
 class ModelPolicyConfig(BaseModel):
     """Request-time policy of a model: labels, split, shadow, rollback, cache, confidence.
 
@@ -90,6 +113,7 @@ class ModelPolicyConfig(BaseModel):
     cache: CacheConfig | None = None
     min_confidence: float | None = Field(None, ge=0.0, le=1.0)
     drift_window: int = Field(1000, ge=10, le=1_000_000)
+    payload_log: PayloadLogConfig | None = None
 
     @field_validator("version_labels", "traffic", "drift_window", mode="before")
     @classmethod
@@ -116,6 +140,11 @@ class ModelPolicyConfig(BaseModel):
             raise ValueError(f"shadow.label {self.shadow.label!r} is not in version_labels")
         if self.rollback and self.rollback.label not in self.traffic:
             raise ValueError(f"rollback.label {self.rollback.label!r} is not in traffic")
+        if self.payload_log and self.payload_log.inbox and self.min_confidence is None:
+            raise ValueError(
+                "payload_log.inbox collects uncertain answers: set min_confidence, the top-1 "
+                "score below which an answer is uncertain"
+            )
         weighted = {label for label, weight in self.traffic.items() if weight > 0}
         if self.rollback and weighted == {self.rollback.label}:
             # Rolled back, it would leave requests that name no version nowhere to go.

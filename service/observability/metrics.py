@@ -167,6 +167,13 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.payload_records = Counter(
+            "roost_payload_records",
+            "Payload-log records (config.json payload_log) by outcome: written, dropped (the "
+            "writer's queue was full), failed (the sink refused them).",
+            ["model", "outcome"],
+            registry=r,
+        )
         self.version_failures = Counter(
             "roost_model_version_failures",
             "Serving model versions taken out of service because their batch loop died.",

@@ -25,9 +25,11 @@ from service.errors import (
 )
 from service.policy.result_cache import InputKind, cache_key, model_identity
 from service.repository.registry import Route, ServedVersion
+from service.request_context import current_request_id
 from service.runtime.batcher import Decode
 from service.runtime.decode.pillow import PillowDecoder
 from service.runtime.scores import Scores
+from service.serving.payloads import Answered
 from service.serving.state import ServiceState
 
 
@@ -53,7 +55,24 @@ async def score_uploads(
     async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[Scores]:
         return await _score_encoded(state, served, [uploads[i] for i in todo], deadline)
 
-    return await _score(state, route, "image", [u.data for u in uploads], score, deadline)
+    scores = await _score(state, route, "image", [u.data for u in uploads], score, deadline)
+    policy, served = route.policy, route.served
+    if policy.config.payload_log is not None:
+        labels = served.artifacts.labels
+        k = served.config.default_top_k
+        answered = [
+            Answered(
+                u.data,
+                u.filename,
+                [(labels[i].name, float(s.probabilities[i])) for i in s.ranking[:k]],
+                policy.is_uncertain(s),
+            )
+            for u, s in zip(uploads, scores, strict=True)
+        ]
+        state.payloads.offer(
+            policy.config.payload_log, served.name, served.version, current_request_id(), answered
+        )
+    return scores
 
 
 async def score_arrays(

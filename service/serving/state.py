@@ -12,6 +12,7 @@ from service.repository.registry import ModelRegistry
 from service.runtime.cpu_gate import CpuGate
 from service.runtime.decode.pillow import ImageDecoder
 from service.serving.decode_memory import DecodeMemory
+from service.serving.payloads import PayloadLog
 from service.serving.shadow import ShadowRunner
 from service.settings import ServiceSettings
 
@@ -30,6 +31,8 @@ class ServiceState:
     decoder: ImageDecoder
     """Pillow, or baseline JPEGs on the GPU (ROOST_GPU_DECODE): runtime/decode/choose.py. The
     registry checks reference images with the same one."""
+    payloads: PayloadLog
+    """Sampled records of answers and the labelling inbox (serving/payloads.py)."""
 
 
 def state_of(request: Request) -> ServiceState:

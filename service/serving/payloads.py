@@ -1,0 +1,216 @@
+"""Payload logging: a sampled record of what a model was asked and what it answered, and a
+labelling inbox of the images it was unsure of, so that people can correct them and retrain.
+
+Per model (`config.json` `payload_log`, service/model_config.py): a share of the answered
+images (`sample`) is written as one JSON line each into `folder` (with the image beside it when
+`images` is true) or POSTed to `url` as a CloudEvent (structured JSON, the event KServe's
+logger also sends); and every image answered `uncertain` is saved into
+`inbox/<model>/<predicted label>/`, the class-folder layout `roost train --data` reads.
+
+Nothing here may slow or fail a request: `offer` only puts the record on a bounded queue
+(full: the record is dropped and counted), and one writer thread does the disk and network
+work. A sink that fails is counted and logged once per kind of failure; requests go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from service.model_config import PayloadLogConfig
+from service.observability.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1024
+"""Records waiting for the writer; past it they are dropped (roost_payload_records_total)."""
+HTTP_TIMEOUT_S = 5.0
+EVENT_TYPE = "org.roost.inference.payload"
+IMAGE_SUFFIXES = {b"\xff\xd8\xff": ".jpg", b"\x89PNG": ".png", b"RIFF": ".webp", b"GIF8": ".gif"}
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One image a model answered."""
+
+    image: bytes
+    filename: str | None
+    top: list[tuple[str, float]]
+    """(label, score), highest first: the answer's top k."""
+    uncertain: bool
+
+
+@dataclass
+class PayloadRecord:
+    config: PayloadLogConfig
+    model: str
+    version: int
+    request_id: str | None
+    answered: Answered
+    sampled: bool
+    """Written to the sink (`sample`); else it is here only for the inbox."""
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class PayloadLog:
+    """The server's payload writer: `offer` on the loop, the writing on one thread."""
+
+    def __init__(self, metrics: ServiceMetrics, queue_size: int = QUEUE_SIZE) -> None:
+        self._metrics = metrics
+        self._queue: queue.Queue[PayloadRecord | None] = queue.Queue(queue_size)
+        self._thread: threading.Thread | None = None
+        self._failing: set[str] = set()
+        """Kinds of failure already logged (a full disk is said once, not per record)."""
+
+    def offer(
+        self,
+        config: PayloadLogConfig | None,
+        model: str,
+        version: int,
+        request_id: str | None,
+        answered: Sequence[Answered],
+    ) -> None:
+        """Queue what `config` asks for; never blocks, never raises."""
+        if config is None:
+            return
+        for one in answered:
+            sampled = config.sample > 0 and random.random() < config.sample
+            if not sampled and not (one.uncertain and config.inbox is not None):
+                continue
+            record = PayloadRecord(config, model, version, request_id, one, sampled)
+            try:
+                self._queue.put_nowait(record)
+            except queue.Full:
+                self._metrics.payload_records.labels(model, "dropped").inc()
+                continue
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._write_all, name="roost-payload-log", daemon=True
+            )
+            self._thread.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued (for at most `timeout_s`), then stop the writer."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    def _write_all(self) -> None:
+        while (record := self._queue.get()) is not None:
+            self._write(record)
+
+    def _write(self, record: PayloadRecord) -> None:
+        config, model = record.config, record.model
+        try:
+            if record.sampled:
+                if config.folder is not None:
+                    self._to_folder(Path(config.folder), record)
+                if config.url is not None:
+                    self._to_url(config.url, record)
+            if record.answered.uncertain and config.inbox is not None:
+                self._to_inbox(Path(config.inbox), record)
+        except (OSError, ValueError) as exc:
+            self._metrics.payload_records.labels(model, "failed").inc()
+            kind = f"{model}:{type(exc).__name__}"
+            if kind not in self._failing:
+                self._failing.add(kind)
+                log.error("payload log of %s: %s (requests go on; counted from now)", model, exc)
+            return
+        self._metrics.payload_records.labels(model, "written").inc()
+
+    def _to_folder(self, folder: Path, record: PayloadRecord) -> None:
+        """`<folder>/<model>/<UTC date>.jsonl`, and the image as `images/<id><suffix>`."""
+        model_dir = folder / record.model
+        model_dir.mkdir(parents=True, exist_ok=True)
+        event = _event_data(record)
+        if record.config.images:
+            image = model_dir / "images" / f"{record.id}{_suffix(record.answered.image)}"
+            image.parent.mkdir(exist_ok=True)
+            image.write_bytes(record.answered.image)
+            event["image"] = image.relative_to(model_dir).as_posix()
+        with (model_dir / f"{record.time[:10]}.jsonl").open("a", encoding="utf-8") as out:
+            out.write(json.dumps(event) + "\n")
+
+    def _to_url(self, url: str, record: PayloadRecord) -> None:
+        """One CloudEvent (structured mode, JSON) per record; the image base64-encoded in
+        `data.image_base64` when `images` is true."""
+        data = _event_data(record)
+        if record.config.images:
+            import base64
+
+            data["image_base64"] = base64.b64encode(record.answered.image).decode()
+        event = {
+            "specversion": "1.0",
+            "id": record.id,
+            "source": f"roost/{record.model}/{record.version}",
+            "type": EVENT_TYPE,
+            "time": record.time,
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(event).encode(),
+            headers={"content-type": "application/cloudevents+json; charset=utf-8"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as answer:
+            if not 200 <= answer.status < 300:
+                raise ValueError(f"{url} answered {answer.status}")
+
+    def _to_inbox(self, inbox: Path, record: PayloadRecord) -> None:
+        """`<inbox>/<model>/<predicted label>/<time>-<id><suffix>`: a person moves each image
+        to the folder of its true class, and the inbox is a `roost train --data` folder."""
+        label = record.answered.top[0][0] if record.answered.top else "unknown"
+        folder = inbox / record.model / _safe_folder_name(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        target = folder / f"{stamp}-{record.id[:12]}{_suffix(record.answered.image)}"
+        temporary = target.with_name(f".{target.name}")
+        temporary.write_bytes(record.answered.image)
+        os.replace(temporary, target)  # never a half-written image in a class folder
+
+
+def _event_data(record: PayloadRecord) -> dict[str, object]:
+    answered = record.answered
+    return {
+        "id": record.id,
+        "time": record.time,
+        "request_id": record.request_id,
+        "model": record.model,
+        "version": record.version,
+        "filename": answered.filename,
+        "label": answered.top[0][0] if answered.top else None,
+        "uncertain": answered.uncertain,
+        "predictions": [{"label": label, "score": score} for label, score in answered.top],
+    }
+
+
+def _suffix(image: bytes) -> str:
+    for magic, suffix in IMAGE_SUFFIXES.items():
+        if image.startswith(magic):
+            return suffix
+    return ".bin"
+
+
+def _safe_folder_name(label: str) -> str:
+    """A label as one folder name: path separators and leading dots replaced."""
+    name = label.replace("/", "_").replace("\\", "_").strip().lstrip(".")
+    return name or "unnamed"
