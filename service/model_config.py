@@ -85,7 +85,9 @@ class PayloadLogConfig(BaseModel):
     folder: str | None = Field(None, description="records as <folder>/<model>/<date>.jsonl")
     url: str | None = Field(None, description="records POSTed here as CloudEvents (JSON)")
     images: bool = Field(False, description="keep each recorded image (file, or base64)")
-    inbox: str | None = Field(None, description="uncertain images, by predicted label")
+    inbox: str | None = Field(
+        None, description="uncertain and shadow-disagreeing images, by predicted label"
+    )
 
     @model_validator(mode="after")
     def _somewhere(self) -> PayloadLogConfig:
@@ -140,10 +142,16 @@ class ModelPolicyConfig(BaseModel):
             raise ValueError(f"shadow.label {self.shadow.label!r} is not in version_labels")
         if self.rollback and self.rollback.label not in self.traffic:
             raise ValueError(f"rollback.label {self.rollback.label!r} is not in traffic")
-        if self.payload_log and self.payload_log.inbox and self.min_confidence is None:
+        if (
+            self.payload_log
+            and self.payload_log.inbox
+            and self.min_confidence is None
+            and self.shadow is None
+        ):
             raise ValueError(
-                "payload_log.inbox collects uncertain answers: set min_confidence, the top-1 "
-                "score below which an answer is uncertain"
+                "payload_log.inbox collects uncertain answers and shadow disagreements: set "
+                "min_confidence (the top-1 score below which an answer is uncertain), a shadow, "
+                "or both"
             )
         weighted = {label for label, weight in self.traffic.items() if weight > 0}
         if self.rollback and weighted == {self.rollback.label}:

@@ -55,23 +55,37 @@ async def score_uploads(
     async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[Scores]:
         return await _score_encoded(state, served, [uploads[i] for i in todo], deadline)
 
-    scores = await _score(state, route, "image", [u.data for u in uploads], score, deadline)
     policy, served = route.policy, route.served
-    if policy.config.payload_log is not None:
-        labels = served.artifacts.labels
-        k = served.config.default_top_k
-        answered = [
+    payload_log = policy.config.payload_log
+    request_id = current_request_id()
+
+    def answered(indexes: list[int], scores: list[Scores], disagreed: bool) -> list[Answered]:
+        labels, k = served.artifacts.labels, served.config.default_top_k
+        return [
             Answered(
-                u.data,
-                u.filename,
-                [(labels[i].name, float(s.probabilities[i])) for i in s.ranking[:k]],
+                uploads[i].data,
+                uploads[i].filename,
+                [(labels[j].name, float(s.probabilities[j])) for j in s.ranking[:k]],
                 policy.is_uncertain(s),
+                disagreed,
             )
-            for u, s in zip(uploads, scores, strict=True)
+            for i, s in zip(indexes, scores, strict=True)
         ]
-        state.payloads.offer(
-            policy.config.payload_log, served.name, served.version, current_request_id(), answered
-        )
+
+    def to_inbox(indexes: list[int]) -> None:
+        """Images the shadow version answered differently (after the answer was sent)."""
+        assert payload_log is not None
+        images = answered(indexes, [scores[i] for i in indexes], disagreed=True)
+        state.payloads.offer(payload_log, served.name, served.version, request_id, images, False)
+
+    inbox = payload_log is not None and payload_log.inbox is not None
+    scores = await _score(
+        state, route, "image", [u.data for u in uploads], score, deadline,
+        to_inbox if inbox else None,
+    )  # fmt: skip
+    if payload_log is not None:
+        everything = answered(list(range(len(uploads))), scores, disagreed=False)
+        state.payloads.offer(payload_log, served.name, served.version, request_id, everything)
     return scores
 
 
@@ -107,6 +121,7 @@ async def _score(
     data: list[bytes],
     score: ScoreSome,
     deadline: float,
+    on_disagreement: Callable[[list[int]], None] | None = None,
 ) -> list[Scores]:
     """The model's policy around scoring: the result cache, then counting answers (top-1,
     confidence, drift), then a shadow copy when the route drew one. `data`: each input's bytes,
@@ -131,7 +146,9 @@ async def _score(
     )
     if route.shadow is not None:
         everything = list(range(len(data)))
-        state.shadows.start(route, answered, lambda v, by: score(v, by, everything))
+        state.shadows.start(
+            route, answered, lambda v, by: score(v, by, everything), on_disagreement
+        )
     return answered
 
 

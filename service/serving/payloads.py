@@ -4,8 +4,9 @@ labelling inbox of the images it was unsure of, so that people can correct them 
 Per model (`config.json` `payload_log`, service/model_config.py): a share of the answered
 images (`sample`) is written as one JSON line each into `folder` (with the image beside it when
 `images` is true) or POSTed to `url` as a CloudEvent (structured JSON, the event KServe's
-logger also sends); and every image answered `uncertain` is saved into
-`inbox/<model>/<predicted label>/`, the class-folder layout `roost train --data` reads.
+logger also sends); and every image answered `uncertain`, or answered otherwise by the model's
+shadow version, is saved into `inbox/<model>/<predicted label>/`, the class-folder layout
+`roost train --data` reads.
 
 Nothing here may slow or fail a request: `offer` only puts the record on a bounded queue
 (full: the record is dropped and counted), and one writer thread does the disk and network
@@ -49,6 +50,8 @@ class Answered:
     top: list[tuple[str, float]]
     """(label, score), highest first: the answer's top k."""
     uncertain: bool
+    disagreed: bool = False
+    """The model's shadow version gave another top-1 label."""
 
 
 @dataclass
@@ -81,13 +84,14 @@ class PayloadLog:
         version: int,
         request_id: str | None,
         answered: Sequence[Answered],
+        sample: bool = True,
     ) -> None:
-        """Queue what `config` asks for; never blocks, never raises."""
+        """Queue what `config` asks for (`sample` false: the inbox only); never blocks."""
         if config is None:
             return
         for one in answered:
-            sampled = config.sample > 0 and random.random() < config.sample
-            if not sampled and not (one.uncertain and config.inbox is not None):
+            sampled = sample and config.sample > 0 and random.random() < config.sample
+            if not sampled and not (_for_inbox(one) and config.inbox is not None):
                 continue
             record = PayloadRecord(config, model, version, request_id, one, sampled)
             try:
@@ -124,7 +128,7 @@ class PayloadLog:
                     self._to_folder(Path(config.folder), record)
                 if config.url is not None:
                     self._to_url(config.url, record)
-            if record.answered.uncertain and config.inbox is not None:
+            if _for_inbox(record.answered) and config.inbox is not None:
                 self._to_inbox(Path(config.inbox), record)
         except (OSError, ValueError) as exc:
             self._metrics.payload_records.labels(model, "failed").inc()
@@ -188,6 +192,10 @@ class PayloadLog:
         os.replace(temporary, target)  # never a half-written image in a class folder
 
 
+def _for_inbox(answered: Answered) -> bool:
+    return answered.uncertain or answered.disagreed
+
+
 def _event_data(record: PayloadRecord) -> dict[str, object]:
     answered = record.answered
     return {
@@ -199,6 +207,7 @@ def _event_data(record: PayloadRecord) -> dict[str, object]:
         "filename": answered.filename,
         "label": answered.top[0][0] if answered.top else None,
         "uncertain": answered.uncertain,
+        "shadow_disagreed": answered.disagreed,
         "predictions": [{"label": label, "score": score} for label, score in answered.top],
     }
 

@@ -36,8 +36,15 @@ class ShadowRunner:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    def start(self, route: Route, answered: Sequence[Scores], score: Score) -> None:
-        """Run `score` on `route.shadow` in the background and compare with `answered`."""
+    def start(
+        self,
+        route: Route,
+        answered: Sequence[Scores],
+        score: Score,
+        on_disagreement: Callable[[list[int]], None] | None = None,
+    ) -> None:
+        """Run `score` on `route.shadow` in the background and compare with `answered`;
+        `on_disagreement` gets the indexes of the images whose top-1 labels differ."""
         shadow = route.shadow
         assert shadow is not None
         if len(self._tasks) >= self._max_in_flight:
@@ -45,7 +52,9 @@ class ShadowRunner:
             return
         lease = contextlib.ExitStack()
         lease.enter_context(shadow.lease())
-        task = asyncio.get_running_loop().create_task(self._run(route, answered, score, lease))
+        task = asyncio.get_running_loop().create_task(
+            self._run(route, answered, score, lease, on_disagreement)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -55,6 +64,7 @@ class ShadowRunner:
         answered: Sequence[Scores],
         score: Score,
         lease: contextlib.ExitStack,
+        on_disagreement: Callable[[list[int]], None] | None,
     ) -> None:
         shadow = route.shadow
         assert shadow is not None
@@ -77,10 +87,15 @@ class ShadowRunner:
             self._metrics.shadow_seconds.labels(shadow.name, str(shadow.version)).observe(
                 time.perf_counter() - started
             )
-            for mine, theirs in zip(answered, scores, strict=True):
+            disagreed = []
+            for index, (mine, theirs) in enumerate(zip(answered, scores, strict=True)):
                 agreed = labels[0][mine.top1].name == labels[1][theirs.top1].name
                 self._count(shadow, "agree" if agreed else "disagree", 1)
                 route.policy.observe_comparison(shadow.version, agreed)
+                if not agreed:
+                    disagreed.append(index)
+            if disagreed and on_disagreement is not None:
+                on_disagreement(disagreed)
 
     def _count(self, shadow: ServedVersion, outcome: str, images: int) -> None:
         self._metrics.shadow_requests.labels(shadow.name, str(shadow.version), outcome).inc(images)

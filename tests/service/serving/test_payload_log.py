@@ -87,6 +87,28 @@ async def test_records_images_and_the_inbox_of_uncertain_answers(
     assert sample(metrics, "roost_payload_records_total", model="colours", outcome="written") == 5
 
 
+async def test_images_the_shadow_version_answers_otherwise_go_to_the_inbox(
+    repo: Path, tmp_path: Path, start_app
+) -> None:  # type: ignore[no-untyped-def]
+    inbox = tmp_path / "inbox"
+    publish(repo, "colours", 1)
+    # version 2 names the same outputs otherwise: its top-1 label differs on every image
+    publish(repo, "colours", 2, labels=["blue", "red", "green"], config={
+        "version_labels": {"stable": 1, "canary": 2},
+        "traffic": {"stable": 100, "canary": 0},
+        "shadow": {"label": "canary", "percent": 100},
+        "payload_log": {"inbox": str(inbox)},
+    })  # fmt: skip
+    roost = await start_app(repo)
+    await roost.wait_ready()
+    answer = await roost.client.post("/v1/classify", **post(CLEAR))
+    assert answer.json()["version"] == 1 and not answer.json()["results"][0]["uncertain"]
+    await until(lambda: len(list(inbox.rglob("*.png"))) == 1, "the disagreement in the inbox")
+    (saved,) = inbox.rglob("*.png")
+    assert saved.parent == inbox / "colours" / "red", "filed under the answer clients got"
+    assert saved.read_bytes() == CLEAR
+
+
 class Receiver(BaseHTTPRequestHandler):
     """A CloudEvents sink on loopback: keeps what it is sent; waits while `hold` is set."""
 
