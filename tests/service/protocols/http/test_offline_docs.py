@@ -13,34 +13,21 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from browser import ARTIFACTS, chromium
 from modelkit import publish
-from playwright.sync_api import Browser, BrowserContext, Route, expect, sync_playwright
-from servers import RoostServer, require_program
+from playwright.sync_api import Browser, BrowserContext, Route, expect
+from servers import RoostServer
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",  # no name resolves
-]
-ARTIFACTS = Path(__file__).parent / "artifacts"
+NO_NAME_RESOLVES = ["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
 KEY = "docs-key"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=require_program("chromium", "chromium"), args=CHROMIUM_ARGS
-        )
+    with chromium(*NO_NAME_RESOLVES) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -10,41 +10,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser import ARTIFACTS, launch
 from modelkit import colour_model, publish, solid_png
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from servers import require_program
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from skimage import data as photos
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 FAKE_CAMERA = ["--use-fake-device-for-media-stream"]
-ARTIFACTS = Path(__file__).parent / "artifacts"
 CARDINAL_URL = "https://en.wikipedia.org/wiki/Northern_cardinal"
 WIKIPEDIA_SEARCH = "https://en.wikipedia.org/w/index.php?search="
 BIRDS_META = re.compile(r"^Model birds · version 2 · (\d+ ms|\d+\.\d\d s)$")
 
 
 @pytest.fixture(scope="module")
-def playwright() -> Iterator[object]:
+def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
 @pytest.fixture(scope="module")
-def browser(playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(
-        executable_path=require_program("chromium", "chromium"), args=CHROMIUM_ARGS
-    )
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = launch(playwright)
     yield browser
     browser.close()
 
@@ -256,11 +244,9 @@ def test_camera_without_a_camera_says_so(page: Page) -> None:
 
 
 @pytest.fixture(scope="module")
-def camera_browser(playwright) -> Iterator[Browser]:
+def camera_browser(playwright: Playwright) -> Iterator[Browser]:
     """Chromium with its fake camera: a moving test pattern."""
-    browser = playwright.chromium.launch(
-        executable_path=require_program("chromium", "chromium"), args=CHROMIUM_ARGS + FAKE_CAMERA
-    )
+    browser = launch(playwright, *FAKE_CAMERA)
     yield browser
     browser.close()
 

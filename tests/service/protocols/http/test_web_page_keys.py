@@ -11,33 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser import ARTIFACTS, chromium
 from modelkit import publish, solid_png
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from servers import RoostServer, require_program
+from playwright.sync_api import Browser, Page, expect
+from servers import RoostServer
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).parent / "artifacts"
 KEY = "page-key"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=require_program("chromium", "chromium"), args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
