@@ -50,7 +50,7 @@ RUN set -eux; \
     python3 -m venv /opt/roost; \
     /opt/roost/bin/pip install --no-cache-dir --constraint /wheels/constraints.txt \
         "$(ls /wheels/roost-*.whl)[gpu,grpc,s3]"; \
-    /opt/roost/bin/python -c "import onnxruntime as o, pynvml, service.app; \
+    /opt/roost/bin/python -c "import onnxruntime as o, pynvml, service.app, boto3; \
 assert 'CUDAExecutionProvider' in o.get_available_providers(), o.get_available_providers()"; \
     /opt/roost/bin/python -m service.runtime.cuda_libraries
 
