@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -24,8 +23,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from kube import kustomize
 from kubernetes_validate.utils import all_versions
-from servers import require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -83,17 +82,6 @@ def assert_valid(document: dict[str, Any], where: str) -> None:
     except kubernetes_validate.ValidationError as error:
         failure = f"{where}: {'.'.join(map(str, error.absolute_path))}: {error.message}"
     pytest.fail(failure, pytrace=False)  # outside the except: no chained schema dump
-
-
-def kustomize(folder: Path) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [require_program("kubectl", "kubectl"), "kustomize", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 def test_the_pinned_release_has_strict_schemas() -> None:

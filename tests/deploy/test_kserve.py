@@ -24,7 +24,6 @@ import importlib.util
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -33,8 +32,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from kube import kustomize
 from referencing import Registry, Resource
-from servers import require_program
 from test_k8s_schema import K8S_VERSION
 from test_manifests import cache_bound_problems
 
@@ -769,17 +768,6 @@ def test_a_bucket_service_that_would_not_follow_the_bucket_fails(change: Any, pr
 
 
 # --- kustomize -------------------------------------------------------------------------------
-
-
-def kustomize(folder: Path) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [require_program("kubectl", "kubectl"), "kustomize", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 def test_kustomization_lists_the_runtime_and_the_knative_service() -> None:

@@ -6,7 +6,6 @@ a wrong probe port, a missing variable. Slow: real containers."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from containers import (
     unique_name,
     wait_for_status,
 )
+from kube import kustomize
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +29,8 @@ SHIPPED_MODELS = {"critters", "fashion", "imagenet"}
 
 
 def cpu_deployment() -> dict[str, Any]:
-    built = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "deploy" / "k8s-cpu")],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    (deployment,) = [d for d in yaml.safe_load_all(built.stdout) if d["kind"] == "Deployment"]
+    documents = kustomize(ROOT / "deploy" / "k8s-cpu")
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
     return deployment
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kube import kustomize
 from servers import require_program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -517,31 +518,13 @@ def resolve_pointer(document: Any, pointer: str) -> tuple[Any, str]:
 
 @pytest.mark.parametrize("folder", ["k8s", "k8s-cpu"])
 def test_kubectl_kustomize_builds_offline(folder: str) -> None:
-    result = subprocess.run(
-        [require_program("kubectl", "kubectl"), "kustomize", str(DEPLOY / folder)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    kinds = {d["kind"] for d in yaml.safe_load_all(result.stdout)}
-    assert kinds == set(manifests())
-    gpu_requested = "nvidia.com/gpu" in result.stdout
+    documents = kustomize(DEPLOY / folder)
+    assert {d["kind"] for d in documents} == set(manifests())
+    gpu_requested = "nvidia.com/gpu" in yaml.safe_dump_all(documents)
     assert gpu_requested == (folder == "k8s")
 
 
 # --- Kubernetes: the model repository in a bucket (deploy/k8s-s3) ---------------------------
-
-
-def kustomize(folder: Path) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [require_program("kubectl", "kubectl"), "kustomize", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 @pytest.fixture(scope="module")
