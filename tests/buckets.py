@@ -62,10 +62,15 @@ class S3Store:
         self.client().create_bucket(Bucket=name)
         return name
 
-    def upload_tree(self, folder: Path, bucket: str, prefix: str = "") -> list[str]:
+    def upload_tree(
+        self, folder: Path, bucket: str, prefix: str = "", *, card: bool = True
+    ) -> list[str]:
         """Every file under `folder` as `prefix + relative path`; card.json files last, as a
-        publisher uploads them (the completion marker)."""
+        publisher uploads them (the completion marker), or not at all (`card` false: a
+        half-uploaded version)."""
         files = sorted(p for p in folder.rglob("*") if p.is_file())
+        if not card:
+            files = [p for p in files if p.name != "card.json"]
         files.sort(key=lambda p: p.name == "card.json")
         client = self.client()
         keys = []

@@ -31,11 +31,7 @@ def cat_jpeg() -> bytes:
 
 def upload(store: S3Store, folder: Path, *, card: bool = True) -> None:
     """A version folder into s3://models/repo/colours/<n>/, card.json last (or not at all)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and (card or p.name != "card.json"))
-    files.sort(key=lambda p: p.name == "card.json")
-    for path in files:
-        key = f"repo/colours/{folder.name}/{path.relative_to(folder).as_posix()}"
-        store.client().upload_file(str(path), "models", key)
+    store.upload_tree(folder, "models", f"repo/colours/{folder.name}/", card=card)
 
 
 def until(what: str, condition: Callable[[], bool], timeout: float = 30) -> float:
@@ -63,7 +59,9 @@ def test_a_bucket_under_load_publish_half_upload_outage_corruption(
     figures: dict[str, float] = {}
 
     def store_up() -> float:
-        return sample(server.client.get("/metrics").text, "roost_model_store_up", store="s3://models/repo/")
+        return sample(
+            server.client.get("/metrics").text, "roost_model_store_up", store="s3://models/repo/"
+        )
 
     def versions() -> dict[int, str]:
         listed = models_of(server)["colours"]["versions"]

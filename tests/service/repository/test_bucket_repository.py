@@ -52,10 +52,8 @@ def local_version(tmp_path: Path, version: int, **kwargs: Any) -> Path:
 
 
 def upload_version(store: S3Store, folder: Path, *, card: bool = True) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and (card or path.name != "card.json"):
-            key = f"team/repo/colours/{folder.name}/{path.relative_to(folder).as_posix()}"
-            store.client().upload_file(str(path), "models", key)
+    """A colours version folder into s3://models/team/repo/, card.json last (or not at all)."""
+    store.upload_tree(folder, "models", f"team/repo/colours/{folder.name}/", card=card)
 
 
 def registry_for(cache: Path, client: Any = None) -> tuple[ModelRegistry, ServiceMetrics]:
