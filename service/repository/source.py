@@ -105,10 +105,12 @@ class BucketMirror:
                 parts[0], set()
             ):
                 files.setdefault((parts[0], version), []).append(stored)
-        newest_first = sorted(
-            files,
-            key=lambda mv: (sorted(complete[mv[0]], reverse=True).index(mv[1]), mv[0]),
-        )
+        age = {  # 0 for each model's newest complete version, 1 for the next, ...
+            (model, version): rank
+            for model, versions in complete.items()
+            for rank, version in enumerate(sorted(versions, reverse=True))
+        }
+        newest_first = sorted(files, key=lambda mv: (age[mv], mv[0]))
         held = sum(stored.size for stored in wanted.values())
         for model, version in newest_first:
             size = sum(stored.size for stored in files[(model, version)])
@@ -161,22 +163,16 @@ class BucketMirror:
 
     def _remove_left(self, wanted: dict[str, StoredObject]) -> None:
         """Files the bucket no longer holds (or that an earlier process left), then the
-        folders left empty: a version that left the bucket leaves the cache."""
-        for path in self._cached_files():
-            if path not in wanted:
-                (self.cache_dir / path).unlink(missing_ok=True)
+        folders left empty: a version that left the bucket leaves the cache. One walk,
+        deepest first, so a folder is looked at after what it held."""
+        entries = [p for p in self.cache_dir.rglob("*") if not self._staged(p)]
+        for entry in sorted(entries, key=lambda p: len(p.parts), reverse=True):
+            if entry.is_dir():
+                if not any(entry.iterdir()):
+                    entry.rmdir()
+            elif (path := entry.relative_to(self.cache_dir).as_posix()) not in wanted:
+                entry.unlink(missing_ok=True)
                 self._etags.pop(path, None)
-        folders = [p for p in self.cache_dir.rglob("*") if p.is_dir() and not self._staged(p)]
-        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-            if not any(folder.iterdir()):
-                folder.rmdir()
-
-    def _cached_files(self) -> list[str]:
-        return [
-            p.relative_to(self.cache_dir).as_posix()
-            for p in self.cache_dir.rglob("*")
-            if p.is_file() and not self._staged(p)
-        ]
 
     def _staged(self, path: Path) -> bool:
         return path.relative_to(self.cache_dir).parts[0] == STAGING
