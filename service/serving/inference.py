@@ -25,11 +25,9 @@ from service.errors import (
 )
 from service.policy.result_cache import InputKind, cache_key, model_identity
 from service.repository.registry import Route, ServedVersion
-from service.request_context import current_request_id
 from service.runtime.batcher import Decode
 from service.runtime.decode.pillow import PillowDecoder
 from service.runtime.scores import Scores
-from service.serving.payloads import Answered
 from service.serving.state import ServiceState
 
 
@@ -55,37 +53,14 @@ async def score_uploads(
     async def score(served: ServedVersion, deadline: float, todo: list[int]) -> list[Scores]:
         return await _score_encoded(state, served, [uploads[i] for i in todo], deadline)
 
-    policy, served = route.policy, route.served
-    payload_log = policy.config.payload_log
-    request_id = current_request_id()
-
-    def answered(indexes: list[int], scores: list[Scores], disagreed: bool) -> list[Answered]:
-        labels, k = served.artifacts.labels, served.config.default_top_k
-        return [
-            Answered(
-                uploads[i].data,
-                uploads[i].filename,
-                [(labels[j].name, float(s.probabilities[j])) for j in s.ranking[:k]],
-                policy.is_uncertain(s),
-                disagreed,
-            )
-            for i, s in zip(indexes, scores, strict=True)
-        ]
-
-    def to_inbox(indexes: list[int]) -> None:
-        """Images the shadow version answered differently (after the answer was sent)."""
-        assert payload_log is not None
-        images = answered(indexes, [scores[i] for i in indexes], disagreed=True)
-        state.payloads.offer(payload_log, served.name, served.version, request_id, images, False)
-
-    inbox = payload_log is not None and payload_log.inbox is not None
-    scores = await _score(
-        state, route, "image", [u.data for u in uploads], score, deadline,
-        to_inbox if inbox else None,
-    )  # fmt: skip
-    if payload_log is not None:
-        everything = answered(list(range(len(uploads))), scores, disagreed=False)
-        state.payloads.offer(payload_log, served.name, served.version, request_id, everything)
+    recorder = state.payloads.recorder(route, uploads)
+    on_disagreement = None
+    if recorder is not None and recorder.wants_disagreements:
+        on_disagreement = recorder.shadow_disagreed
+    data = [u.data for u in uploads]
+    scores = await _score(state, route, "image", data, score, deadline, on_disagreement)
+    if recorder is not None:
+        recorder.answered(scores)  # before the shadow copy (a task) can run
     return scores
 
 

@@ -28,9 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from service.model_config import PayloadLogConfig
 from service.observability.metrics import ServiceMetrics
+from service.repository.registry import Route
+from service.request_context import current_request_id
+from service.runtime.scores import Scores
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,59 @@ class PayloadRecord:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
+class EncodedImage(Protocol):
+    """An uploaded image as the request path holds it (serving/inference.py `Upload`)."""
+
+    @property
+    def filename(self) -> str | None: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
+class RequestRecorder:
+    """What one request leaves behind: its answers once scored (`answered`), and later,
+    perhaps, the images the shadow version answered otherwise (`shadow_disagreed`, called
+    from the shadow copy, which starts only after `answered`)."""
+
+    def __init__(
+        self,
+        log: PayloadLog,
+        config: PayloadLogConfig,
+        route: Route,
+        images: Sequence[EncodedImage],
+    ) -> None:
+        self._log, self._config, self._route, self._images = log, config, route, images
+        self._request_id = current_request_id()
+        self._scores: Sequence[Scores] = ()
+
+    @property
+    def wants_disagreements(self) -> bool:
+        return self._config.inbox is not None
+
+    def answered(self, scores: Sequence[Scores]) -> None:
+        self._scores = scores
+        self._offer(range(len(scores)), disagreed=False)
+
+    def shadow_disagreed(self, indexes: Sequence[int]) -> None:
+        self._offer(indexes, disagreed=True)
+
+    def _offer(self, indexes: Sequence[int], disagreed: bool) -> None:
+        served, policy = self._route.served, self._route.policy
+        labels, k = served.artifacts.labels, served.config.default_top_k
+        answered = []
+        for i in indexes:
+            scores, image = self._scores[i], self._images[i]
+            top = [(labels[j].name, float(scores.probabilities[j])) for j in scores.ranking[:k]]
+            answered.append(
+                Answered(image.data, image.filename, top, policy.is_uncertain(scores), disagreed)
+            )
+        # A disagreement goes to the inbox only: the answer itself was offered for the sample.
+        self._log.offer(
+            self._config, served.name, served.version, self._request_id, answered, not disagreed
+        )
+
+
 class PayloadLog:
     """The server's payload writer: `offer` on the loop, the writing on one thread."""
 
@@ -76,6 +133,12 @@ class PayloadLog:
         self._thread: threading.Thread | None = None
         self._failing: set[str] = set()
         """Kinds of failure already logged (a full disk is said once, not per record)."""
+
+    def recorder(self, route: Route, images: Sequence[EncodedImage]) -> RequestRecorder | None:
+        """A recorder for a request of encoded `images` on `route`; None when its model has
+        no `payload_log`."""
+        config = route.policy.config.payload_log
+        return None if config is None else RequestRecorder(self, config, route, images)
 
     def offer(
         self,
