@@ -15,6 +15,7 @@ work. A sink that fails is counted and logged once per kind of failure; requests
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -220,8 +221,6 @@ class PayloadLog:
         `data.image_base64` when `images` is true."""
         data = _event_data(record)
         if record.config.images:
-            import base64
-
             data["image_base64"] = base64.b64encode(record.answered.image).decode()
         event = {
             "specversion": "1.0",
