@@ -1,0 +1,164 @@
+"""The one rule for "held-out accuracy disagrees with training accuracy".
+
+``roost export`` refuses to publish a run that breaks it (:mod:`training.release.gate`) and
+``roost train`` ends with its message, so a person reads the same verdict in both places.
+
+A run breaks the rule when its held-out accuracy (test, or val when the run has no test split)
+is, beyond what the held-out sample's size explains,
+
+- more than :data:`MAX_TRAIN_GAP` below its accuracy on the training split at the restored
+  weights (the model learned the training images, not the classes), or
+- more than :data:`MAX_BEST_VAL_GAP` below the best validation accuracy the same run reached
+  while fitting (the weights kept are not the ones validation judged well).
+
+Each judgement is made only where both of its figures exist: a run made before ``summary.json``
+recorded training accuracy is judged on what it has, and :func:`unchecked` says what was not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# The rule's thresholds, as fractions of 1 (module constants so that tests can change them).
+MAX_TRAIN_GAP = 0.15
+"""Training minus held-out accuracy. A healthy small-set run measured in inference mode (no
+dropout, no augmentation) is typically 2 to 10 points better on the images it was fitted to;
+15 points is past that, and far short of the failures this rule is for (0.98 train / 0.35 test,
+0.84 / 0.27)."""
+MAX_BEST_VAL_GAP = 0.10
+"""Best validation accuracy while fitting minus held-out accuracy. Early stopping restores the
+epoch of lowest val loss, whose val accuracy is usually within a few points of the best one, and
+val and test are samples of the same data; 10 points more means the restored weights, or their
+BatchNormalization statistics, are not what validation saw."""
+
+
+@dataclass(frozen=True)
+class FitEvidence:
+    """What a run's ``summary.json`` says about how well the model fits beyond its training
+    images. A figure is None where the summary lacks it (runs made before it was recorded)."""
+
+    train_accuracy: float | None
+    """Accuracy on the training split at the restored weights (inference mode)."""
+    best_val_accuracy: float | None
+    """The run's best validation accuracy during fitting."""
+    held_out_accuracy: float | None
+    """Test accuracy, or val accuracy when the run has no test split."""
+    held_out_split: str
+    """``"test"`` or ``"val"``: where ``held_out_accuracy`` was measured."""
+    held_out_images: int = 0
+    """How many images ``held_out_accuracy`` was measured on (0: unknown)."""
+    val_images: int = 0
+    """How many images ``best_val_accuracy`` was measured on (0: unknown)."""
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any]) -> FitEvidence:
+        """The figures of a run's ``summary.json`` (:func:`training.evaluate.evaluate_run`)."""
+        split = summary.get("evaluated_on") or "test"
+
+        def figure(key: str) -> float | None:
+            value = summary.get(key)
+            return None if value is None else float(value)
+
+        return cls(
+            train_accuracy=figure("train_accuracy"),
+            best_val_accuracy=figure("best_val_accuracy"),
+            held_out_accuracy=figure(f"{split}_accuracy"),
+            held_out_split=split,
+            held_out_images=int(summary.get(f"{split}_images") or 0),
+            val_images=int(summary.get("val_images") or 0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures, for a model card."""
+        return {
+            "train_accuracy": self.train_accuracy,
+            "best_val_accuracy": self.best_val_accuracy,
+            "held_out_accuracy": self.held_out_accuracy,
+            "held_out_split": self.held_out_split,
+            "held_out_images": self.held_out_images,
+        }
+
+
+def sampling_margin(*image_counts: int) -> float:
+    """How far chance alone can move a difference of accuracies measured on these image counts:
+    two standard errors at the worst case (accuracy 0.5), sqrt(sum of 1/n); 0 when a count is
+    unknown. One count of 180 test images gives 7.5 points; 6 images give 41."""
+    if not image_counts or min(image_counts) <= 0:
+        return 0.0
+    return math.sqrt(sum(1.0 / count for count in image_counts))
+
+
+def _train_gap(evidence: FitEvidence) -> str | None:
+    """The first half of the rule's verdict: held-out far below training accuracy."""
+    if evidence.train_accuracy is None or evidence.held_out_accuracy is None:
+        return None
+    gap = evidence.train_accuracy - evidence.held_out_accuracy
+    # The training split is the larger one: the held-out sample's noise is the one that counts.
+    allowed = MAX_TRAIN_GAP + sampling_margin(evidence.held_out_images)
+    if gap <= allowed:
+        return None
+    return (
+        f"{evidence.held_out_split} accuracy {evidence.held_out_accuracy:.3f} is "
+        f"{100 * gap:.0f} points below training accuracy {evidence.train_accuracy:.3f} "
+        f"(allowed {100 * allowed:.0f} on {evidence.held_out_images} images)"
+    )
+
+
+def _best_val_gap(evidence: FitEvidence) -> str | None:
+    """The second half: held-out far below the run's best validation accuracy."""
+    if evidence.best_val_accuracy is None or evidence.held_out_accuracy is None:
+        return None
+    gap = evidence.best_val_accuracy - evidence.held_out_accuracy
+    # The same val images at two epochs differ by choice, not by sample: count them once.
+    counts = [evidence.held_out_images]
+    if evidence.held_out_split != "val":
+        counts.append(evidence.val_images)
+    allowed = MAX_BEST_VAL_GAP + sampling_margin(*counts)
+    if gap <= allowed:
+        return None
+    return (
+        f"{evidence.held_out_split} accuracy {evidence.held_out_accuracy:.3f} is "
+        f"{100 * gap:.0f} points below the run's best val accuracy "
+        f"{evidence.best_val_accuracy:.3f} (allowed {100 * allowed:.0f})"
+    )
+
+
+def generalisation_problem(evidence: FitEvidence) -> str | None:
+    """One sentence a person can act on when the run breaks the rule (the gap, its likely
+    causes and the fix), or None when it keeps it (or lacks the figures to judge)."""
+    gaps = [gap for gap in (_train_gap(evidence), _best_val_gap(evidence)) if gap]
+    if not gaps:
+        return None
+    return (
+        "held-out accuracy disagrees with training: "
+        + "; ".join(gaps)
+        + ". Likely causes: overfitting a small data set; BatchNormalization moving statistics "
+        "that had not settled (a from-scratch net with few steps per epoch); augmentation that "
+        "makes the training images unlike the held-out ones (flips on letters or digits). Fix: "
+        "more data, augmentation that suits the images, or a pretrained backbone (the default "
+        "mobilenetv2 with --weights imagenet); `roost export` refuses such a model unless "
+        "--allow-weak-model"
+    )
+
+
+def unchecked(evidence: FitEvidence) -> str | None:
+    """What the rule could not judge for lack of figures, in one sentence; None when it judged
+    everything."""
+    if evidence.held_out_accuracy is None:
+        return f"the run's summary has no {evidence.held_out_split} accuracy to judge"
+    missing = [
+        name
+        for name, value in (
+            ("training accuracy", evidence.train_accuracy),
+            ("best val accuracy", evidence.best_val_accuracy),
+        )
+        if value is None
+    ]
+    if not missing:
+        return None
+    return (
+        f"the run's summary has no {' or '.join(missing)} (a run made before summary.json "
+        "recorded it), so held-out accuracy was not compared with it"
+    )
