@@ -78,6 +78,7 @@ class FitEvidence:
             "held_out_accuracy": self.held_out_accuracy,
             "held_out_split": self.held_out_split,
             "held_out_images": self.held_out_images,
+            "val_images": self.val_images,
         }
 
 
@@ -90,19 +91,25 @@ def sampling_margin(*image_counts: int) -> float:
     return math.sqrt(sum(1.0 / count for count in image_counts))
 
 
+def _allowance(threshold: float, margin: float) -> str:
+    """How a verdict states the gap it allowed, e.g. "allowed 15 points + 7 for sample size"."""
+    allowed = f"allowed {100 * threshold:.0f} points"
+    return allowed + (f" + {100 * margin:.0f} for sample size" if margin else "")
+
+
 def _train_gap(evidence: FitEvidence) -> str | None:
     """The first half of the rule's verdict: held-out far below training accuracy."""
     if evidence.train_accuracy is None or evidence.held_out_accuracy is None:
         return None
     gap = evidence.train_accuracy - evidence.held_out_accuracy
     # The training split is the larger one: the held-out sample's noise is the one that counts.
-    allowed = MAX_TRAIN_GAP + sampling_margin(evidence.held_out_images)
-    if gap <= allowed:
+    margin = sampling_margin(evidence.held_out_images)
+    if gap <= MAX_TRAIN_GAP + margin:
         return None
     return (
         f"{evidence.held_out_split} accuracy {evidence.held_out_accuracy:.3f} is "
         f"{100 * gap:.0f} points below training accuracy {evidence.train_accuracy:.3f} "
-        f"(allowed {100 * allowed:.0f} on {evidence.held_out_images} images)"
+        f"({_allowance(MAX_TRAIN_GAP, margin)})"
     )
 
 
@@ -115,13 +122,13 @@ def _best_val_gap(evidence: FitEvidence) -> str | None:
     counts = [evidence.held_out_images]
     if evidence.held_out_split != "val":
         counts.append(evidence.val_images)
-    allowed = MAX_BEST_VAL_GAP + sampling_margin(*counts)
-    if gap <= allowed:
+    margin = sampling_margin(*counts)
+    if gap <= MAX_BEST_VAL_GAP + margin:
         return None
     return (
         f"{evidence.held_out_split} accuracy {evidence.held_out_accuracy:.3f} is "
         f"{100 * gap:.0f} points below the run's best val accuracy "
-        f"{evidence.best_val_accuracy:.3f} (allowed {100 * allowed:.0f})"
+        f"{evidence.best_val_accuracy:.3f} ({_allowance(MAX_BEST_VAL_GAP, margin)})"
     )
 
 

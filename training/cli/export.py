@@ -82,13 +82,29 @@ def add_parser(subparsers: Any) -> None:
         "checked), or a file of name<TAB>url lines",
     )
     p.add_argument(
+        "--min-accuracy",
+        type=_fraction,
+        default=None,
+        metavar="X",
+        help="refuse to publish when the held-out accuracy (test split, or val without one) is "
+        "below X, a fraction such as 0.9 (default: no floor)",
+    )
+    p.add_argument(
         "--allow-weak-model",
         action="store_true",
         dest="allow_weak",
-        help="publish even when the held-out accuracy is no better than always answering the "
-        "most common class (the card records it as forced)",
+        help="publish even when the held-out gate refuses: accuracy no better than always "
+        "answering the most common class, below --min-accuracy, or far below the run's "
+        "training accuracy (the card records it as forced)",
     )
     p.set_defaults(func=run)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         calibration=args.calibration,
         allow_weak=args.allow_weak,
+        min_accuracy=args.min_accuracy,
         label_urls=args.label_urls,
         profile_source="scikit-image's photos (the ImageNet run's test split)"
         if args.imagenet

@@ -9,9 +9,11 @@ version.
 4. The one release path (:mod:`training.release.publish`): ``--precision int8`` / ``fp16``
    makes the candidate (int8 calibrated on the training split) and publishes it only when it
    passes the labelled gate on the whole held-out split; every export must beat the majority
-   class there; reference images (held-out, at the model's size, or scikit-image's photos) with
-   the shipped model's top-1; the atomic publish (``roost.contract.publish``), into a folder or
-   an ``s3://bucket/prefix`` repository (:mod:`training.release.repository`).
+   class there, reach ``--min-accuracy`` and keep the rule of :mod:`training.evidence` on the
+   run's summary (held-out accuracy not far below training accuracy), unless
+   ``--allow-weak-model``; reference images (held-out, at the model's size, or scikit-image's
+   photos) with the shipped model's top-1; the atomic publish (``roost.contract.publish``),
+   into a folder or an ``s3://bucket/prefix`` repository (:mod:`training.release.repository`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from roost.contract.labels import Label
 from training.config import TrainConfig
 from training.data import LoadedSplit, save_json
 from training.evaluate import load_run_model, load_run_split, predict, read_labels
+from training.evidence import FitEvidence
 from training.label_urls import LabelUrlError, with_urls
 from training.release import convert
 from training.release.errors import ReleaseError
@@ -64,7 +67,9 @@ class ExportOptions:
     calibration_method: str = ""
     """int8: minmax, entropy or percentile; empty = quantize.DEFAULT_CALIBRATION."""
     allow_weak: bool = False
-    """Publish even when held-out accuracy is no better than the majority class."""
+    """Publish even when the held-out gate refuses (gate.held_out; the card records it)."""
+    min_accuracy: float | None = None
+    """The held-out accuracy below which the export is refused; None: no floor."""
     label_urls: str = ""
     """A file of ``name<TAB>url`` lines, or ``wikipedia``; empty: labels without URLs."""
     profile_source: str = ""
@@ -107,10 +112,16 @@ def _calibration(run: Path, cfg: TrainConfig, options: ExportOptions) -> Calibra
     return Calibration(train.images[chosen], "training split", method)
 
 
-def _details(run: Path, cfg: TrainConfig, options: ExportOptions) -> dict[str, Any]:
+def _summary(run: Path) -> dict[str, Any]:
+    """The run's ``summary.json`` (training.evaluate); empty when it has none."""
+    path = run / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _details(
+    run: Path, cfg: TrainConfig, options: ExportOptions, summary: dict[str, Any]
+) -> dict[str, Any]:
     """The card's details that come from the run: backbone, dataset, metrics, training."""
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     history_path = run / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else {}
     return {
@@ -185,7 +196,8 @@ def export_run(run: Path, options: ExportOptions) -> Path | str:
         f"{'float16' if use_fp16 else 'float32'} ({sizes[0]:.1f} MB vs {sizes[1]:.1f} MB)"
     )
     shipped, shipped_probs = (fp16, fp16_probs) if use_fp16 else (proto, fp32_probs)
-    details = _details(run, cfg, options)
+    summary = _summary(run)
+    details = _details(run, cfg, options, summary)
     details["storage"] = {
         "weights": "float16" if use_fp16 else "float32",
         "arithmetic": "float32",
@@ -220,6 +232,8 @@ def export_run(run: Path, options: ExportOptions) -> Path | str:
         known_probs=shipped_probs,
         calibration=_calibration(run, cfg, options),
         allow_weak=options.allow_weak,
+        fit=FitEvidence.from_summary(summary),
+        min_accuracy=options.min_accuracy,
     )
     outcome = release(plan)
     if outcome.published is None:

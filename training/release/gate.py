@@ -6,7 +6,10 @@
   photos) the agreement where float32 is confident (top-1 > 0.5) must be >= 98 % and float32's
   top-1 must be in the candidate's top 5 for >= 99 % of the images. The overall agreement is
   always reported.
-- :func:`baseline`: with labels, the model must beat always answering the most common class.
+- :func:`held_out`, with labels, before any export is published: the model must beat always
+  answering the most common class, reach the user's ``--min-accuracy`` floor, and keep the rule
+  of :mod:`training.evidence` (held-out accuracy not far below training accuracy, nor below the
+  run's best val accuracy). ``--allow-weak-model`` publishes it anyway; the card records it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from training import evidence
 from training.evaluate import majority_share
 from training.release.errors import ReleaseError
 
@@ -148,27 +152,68 @@ def judge(
     return result
 
 
-def baseline(
-    probs: np.ndarray, labels: np.ndarray, split: str, allow_weak: bool
-) -> dict[str, object]:
-    """The held-out accuracy against always answering the most common class (which is at least
-    chance). ReleaseError when the model does no better, unless ``allow_weak``."""
+def held_out(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    split: str,
+    allow_weak: bool,
+    fit: evidence.FitEvidence | None = None,
+    min_accuracy: float | None = None,
+) -> dict[str, Any]:
+    """Judge the model's ``probs`` on the held-out ``split`` (with its ``labels``) and the run's
+    ``fit`` evidence; the figures and verdict go on the card as ``baseline``.
+
+    Refused (ReleaseError naming each reason and the override) when the accuracy is no better
+    than always answering the most common class (which is at least chance), below
+    ``min_accuracy``, or when :func:`training.evidence.generalisation_problem` finds one in
+    ``fit``; unless ``allow_weak``, when the card records ``"forced": true``.
+    """
     accuracy = float(np.mean(probs.argmax(axis=1) == labels))
     majority = majority_share(labels)
-    weak = accuracy <= majority
-    figures: dict[str, object] = {
+    chance = 1.0 / probs.shape[1]
+    refusals = []
+    if accuracy <= majority:
+        refusals.append(
+            f"the model is no better than always answering the most common class on the "
+            f"{split} split (accuracy {accuracy:.3f} <= {majority:.3f}; chance is {chance:.3f}): "
+            "train longer or differently"
+        )
+    if min_accuracy is not None and accuracy < min_accuracy:
+        refusals.append(
+            f"{split} accuracy {accuracy:.3f} is below --min-accuracy {min_accuracy:.3f}"
+        )
+    problem = evidence.generalisation_problem(fit) if fit is not None else None
+    if problem:
+        refusals.append(problem)
+    weak = bool(refusals)
+    figures: dict[str, Any] = {
         "split": split,
         "accuracy": accuracy,
         "majority_class_share": majority,
-        "chance": 1.0 / probs.shape[1],
+        "chance": chance,
+        "min_accuracy": min_accuracy,
+        "fit": None if fit is None else _fit_figures(fit, problem),
+        "refusals": refusals,
         "weak": weak,
         "forced": weak and allow_weak,
     }
     if weak and not allow_weak:
         raise ReleaseError(
-            f"the model is no better than always answering the most common class on the "
-            f"{split} split (accuracy {accuracy:.3f} <= {majority:.3f}; chance is "
-            f"{1.0 / probs.shape[1]:.3f}): train longer or differently, or pass "
-            "--allow-weak-model to publish it anyway"
+            "refused to publish:\n"
+            + "".join(f"- {reason}\n" for reason in refusals)
+            + "pass --allow-weak-model to publish it anyway (the card records it as forced)"
         )
     return figures
+
+
+def _fit_figures(fit: evidence.FitEvidence, problem: str | None) -> dict[str, Any]:
+    """The card's record of the run's fit evidence: the figures, the verdict, what could not be
+    judged for lack of figures, and the thresholds it was judged by."""
+    return fit.to_dict() | {
+        "problem": problem,
+        "unchecked": evidence.unchecked(fit),
+        "thresholds": {
+            "max_train_gap": evidence.MAX_TRAIN_GAP,
+            "max_best_val_gap": evidence.MAX_BEST_VAL_GAP,
+        },
+    }

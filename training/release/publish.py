@@ -6,7 +6,8 @@
 1. For a reduced precision, the candidate (:mod:`training.release.quantize`), checked against
    the contract and judged against the base model on the check images (:func:`gate.judge`:
    the labelled rule when the images have labels). A failure publishes nothing, unless forced.
-2. With labels, the majority-class baseline (:func:`gate.baseline`).
+2. With labels, the held-out gate (:func:`gate.held_out`): the majority-class baseline, the
+   caller's accuracy floor and the run's fit evidence (:mod:`training.evidence`).
 3. The card: the caller's details with ``precision`` (and, reduced, ``calibration``,
    ``quantization`` and the storage it implies) and ``created``.
 4. Reference images re-scored by the shipped model, the prediction profile on the check
@@ -27,6 +28,7 @@ import numpy as np
 from roost.contract.card import ResizeMode, profile_predictions
 from roost.contract.labels import Label
 from roost.contract.publish import Reference, Release
+from training.evidence import FitEvidence
 from training.release import convert, gate
 from training.release.quantize import STORED_AS, Precision, make_candidate
 from training.release.repository import Repository, publish_version
@@ -39,11 +41,11 @@ class CheckSet:
     images: np.ndarray
     """uint8 ``[N, H, W, 3]`` (or a ``pipeline.FileImages`` split)."""
     labels: np.ndarray | None
-    """The labelled gate and the majority-class baseline when given; the unlabelled gate if not."""
+    """The labelled gate and the held-out gate when given; the unlabelled gate if not."""
     source: object
     """The card's ``quantization.check_source``: ``"test split"``, or photo counts by source."""
     split: str = ""
-    """The split's name, for the baseline's figures (with labels)."""
+    """The split's name, for the held-out gate's figures (with labels)."""
 
 
 @dataclass
@@ -87,7 +89,11 @@ class Plan:
     force: bool = False
     """Publish a candidate that fails the gate (the card records it)."""
     allow_weak: bool = False
-    """Publish a model no better than the majority class (the card records it)."""
+    """Publish a model the held-out gate refuses (the card records it)."""
+    fit: FitEvidence | None = None
+    """The run's evidence for the held-out gate (:mod:`training.evidence`); None: not judged."""
+    min_accuracy: float | None = None
+    """The held-out accuracy below which the held-out gate refuses; None: no floor."""
     log: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -184,15 +190,20 @@ def release(plan: Plan) -> Outcome:
     if result is not None and not result.passed and not plan.force:
         return Outcome(result, None, details)
     if plan.check.labels is not None:
-        details["baseline"] = gate.baseline(
-            probs, plan.check.labels, plan.check.split, plan.allow_weak
+        held_out = gate.held_out(
+            probs,
+            plan.check.labels,
+            plan.check.split,
+            plan.allow_weak,
+            plan.fit,
+            plan.min_accuracy,
         )
-        if details["baseline"]["forced"]:
-            print(
-                "warning: publishing a model no better than the majority class "
-                "(--allow-weak-model)",
-                file=plan.log,
-            )
+        details["baseline"] = held_out
+        if held_out["fit"] and held_out["fit"]["unchecked"]:
+            print(f"note: {held_out['fit']['unchecked']}", file=plan.log)
+        if held_out["forced"]:
+            reasons = "".join(f"\n- {reason}" for reason in held_out["refusals"])
+            print(f"warning: publishing it anyway (--allow-weak-model):{reasons}", file=plan.log)
 
     pool = plan.reference_images
     if plan.references_lead_check:

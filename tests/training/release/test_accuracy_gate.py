@@ -1,11 +1,14 @@
-"""The accuracy gate's arithmetic, on hand-made probabilities."""
+"""The accuracy gates' arithmetic, on hand-made probabilities: the reduced-precision gate
+(``judge``) and the held-out gate every export passes (``held_out``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from training.evidence import FitEvidence
 from training.release import gate
+from training.release.errors import ReleaseError
 
 
 def _probs(top1: list[int], classes: int = 10, score: float = 0.9) -> np.ndarray:
@@ -81,3 +84,64 @@ def test_unlabelled_gate_fails_when_fp32_top1_leaves_the_top5() -> None:
     assert not result.passed and "no image where fp32's top-1 score is above 0.5" in result.reason
     with pytest.raises(ValueError):
         gate.judge(fp32, cand[:, :5])
+
+
+HEALTHY = FitEvidence(0.95, 0.93, 0.91, "test", 180, 180)
+"""A small run that generalises: 4 points between training and test accuracy."""
+OVERFITTED = FitEvidence(0.98, 0.36, 0.35, "test", 180, 180)
+"""Issue #30's MiniVGGNet: train 0.98, test 0.35."""
+
+
+def _answers(right: int, wrong: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels over 10 balanced classes with ``right`` images answered right."""
+    labels = np.arange(right + wrong) % 10
+    top1 = np.concatenate([labels[:right], (labels[right:] + 1) % 10])
+    return _probs(list(top1)), labels
+
+
+def test_held_out_gate_passes_a_healthy_run_and_records_its_evidence() -> None:
+    probs, labels = _answers(91, 9)
+    figures = gate.held_out(probs, labels, "test", False, HEALTHY, min_accuracy=0.9)
+    assert figures["accuracy"] == pytest.approx(0.91) and figures["min_accuracy"] == 0.9
+    assert figures["refusals"] == [] and not figures["weak"] and not figures["forced"]
+    fit = figures["fit"]
+    assert fit["train_accuracy"] == 0.95 and fit["best_val_accuracy"] == 0.93
+    assert fit["problem"] is None and fit["unchecked"] is None
+    assert fit["thresholds"] == {"max_train_gap": 0.15, "max_best_val_gap": 0.10}
+
+
+@pytest.mark.parametrize(
+    ("right", "fit", "min_accuracy", "named"),
+    [
+        (9, HEALTHY, None, "no better than always answering the most common class"),
+        (80, HEALTHY, 0.85, "test accuracy 0.800 is below --min-accuracy 0.850"),
+        (91, OVERFITTED, None, "63 points below training accuracy 0.980"),
+    ],
+    ids=["majority-class", "min-accuracy", "generalisation"],
+)
+def test_held_out_gate_refuses_each_failure_alone_unless_allowed(
+    right: int, fit: FitEvidence, min_accuracy: float | None, named: str
+) -> None:
+    probs, labels = _answers(right, 100 - right)
+    with pytest.raises(ReleaseError) as refused:
+        gate.held_out(probs, labels, "test", False, fit, min_accuracy)
+    message = str(refused.value)
+    assert named in message and message.count("\n- ") == 1
+    assert "--allow-weak-model" in message.splitlines()[-1]
+
+    figures = gate.held_out(probs, labels, "test", True, fit, min_accuracy)
+    assert figures["weak"] and figures["forced"] and len(figures["refusals"]) == 1
+    assert named in figures["refusals"][0]
+
+
+def test_held_out_gate_names_every_reason_at_once() -> None:
+    probs, labels = _answers(5, 95)  # 5 % against a 10 % majority class
+    with pytest.raises(ReleaseError) as refused:
+        gate.held_out(probs, labels, "test", False, OVERFITTED, min_accuracy=0.5)
+    assert str(refused.value).count("\n- ") == 3
+
+
+def test_held_out_gate_without_fit_evidence_judges_the_baseline_alone() -> None:
+    probs, labels = _answers(91, 9)
+    figures = gate.held_out(probs, labels, "val", False)
+    assert figures["fit"] is None and figures["split"] == "val" and not figures["weak"]
