@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fastapi_offline
 from fastapi import FastAPI, Request
@@ -20,6 +22,11 @@ from roost.contract.images import max_decode_bytes
 from service.cpus import usable_cores
 from service.errors import install_error_handlers
 from service.observability.metrics import ServiceMetrics
+from service.observability.tracing import (
+    EXCLUDED_URLS,
+    TRACER_NAME,
+    tracer_provider_from_environ,
+)
 from service.protocols.auth import KeyFiles
 from service.protocols.http import admin, classify, explain, health, models
 from service.protocols.http.lingering import BodyBudget, RequestBodyMiddleware
@@ -34,6 +41,9 @@ from service.serving.shadow import ShadowRunner
 from service.serving.state import ServiceState
 from service.settings import ServiceSettings
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "protocols" / "http" / "static"
@@ -41,10 +51,17 @@ DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 """Swagger UI 5 and ReDoc 2, as the fastapi-offline package ships them: /docs needs no CDN."""
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ServiceSettings | None = None, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """The server. Traces go to `tracer_provider` when given, else where the OTEL_* variables
+    say (none when they are unset: observability/tracing.py); the lifespan shuts it down."""
     settings = settings or ServiceSettings()
     body_budget = BodyBudget(settings.inflight_body_budget)  # request bodies held, server-wide
     key_files = KeyFiles(settings)  # ROOST_*API_KEYS_FILE read now: a bad one stops the start
+    version = "0.1.0"
+    if tracer_provider is None:  # a bad OTEL_* value stops the start, as a bad setting does
+        tracer_provider = tracer_provider_from_environ(os.environ, version)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +89,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             decode_memory,
             decoder,
             payloads,
+            tracer_provider.get_tracer(TRACER_NAME) if tracer_provider is not None else None,
         )
         app.state.grpc = None
         app.state.keys = key_files.accepted
@@ -95,7 +113,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 )
 
                 # On this loop, sharing `state`; app.state.grpc.port is the port bound (for 0).
-                grpc_server = await start_grpc_server(state, app.version, key_files.accepted)
+                grpc_server = await start_grpc_server(
+                    state, app.version, key_files.accepted, tracer_provider
+                )
                 app.state.grpc = grpc_server
             yield
         finally:
@@ -108,12 +128,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await asyncio.to_thread(payloads.close)  # what is queued is written
             await registry.close()
             decode_pool.shutdown(wait=True)
+            if tracer_provider is not None:
+                await asyncio.to_thread(tracer_provider.shutdown)  # exports what is queued
             metrics.process_exited()
 
     app = FastAPI(
         title="Roost",
         summary="Image classification: top-k predictions from batched ONNX Runtime sessions",
-        version="0.1.0",
+        version=version,
         lifespan=lifespan,
         docs_url=None,  # served below from DOCS_ASSETS, not from a CDN
         redoc_url=None,
@@ -142,6 +164,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         access_log=settings.access_log,
         log_probes=settings.access_log_probes,
     )
+    if tracer_provider is not None:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        # Outermost of all: the server span (OpenTelemetry's ASGI instrumentation, which also
+        # continues a caller's `traceparent`) covers everything the server does for a request.
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            excluded_urls=EXCLUDED_URLS,
+            tracer_provider=tracer_provider,
+        )
     app.include_router(classify.router)
     app.include_router(explain.router)
     app.include_router(models.router)

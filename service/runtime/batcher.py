@@ -47,12 +47,31 @@ Decode = Callable[[], np.ndarray]
 fails that image's request alone."""
 
 
+@dataclass(frozen=True, slots=True)
+class BatchTiming:
+    """When an image's batch work happened (monotonic seconds), for its request's trace."""
+
+    enqueued_at: float
+    taken_at: float
+    """The batch closed and went to an inference thread: the end of the image's queue wait."""
+    run_started_at: float
+    """The session run began (after the batch's decodes on the inference thread, if any)."""
+    run_ended_at: float
+    batch_size: int
+    """Images the session ran together."""
+
+
+OnRan = Callable[[BatchTiming], None]
+"""Called on the event loop for each image of a request once its batch ran."""
+
+
 @dataclass(slots=True)
 class _Item(Generic[Result]):
     image: np.ndarray | Decode
     future: asyncio.Future[Result]
     enqueued_at: float
     deadline: float
+    on_ran: OnRan | None
 
 
 @dataclass
@@ -157,7 +176,11 @@ class DynamicBatcher(Generic[Result]):
         self._settle()
 
     def _enqueue(
-        self, images: list[np.ndarray] | list[Decode], deadline: float, reserved: int
+        self,
+        images: list[np.ndarray] | list[Decode],
+        deadline: float,
+        reserved: int,
+        on_ran: OnRan | None,
     ) -> list[asyncio.Future[Result]]:
         self._incoming -= reserved
         if self._failure is not None:  # reserved before the loop died: nobody would run these
@@ -167,7 +190,7 @@ class DynamicBatcher(Generic[Result]):
         futures = []
         for image in images:
             future: asyncio.Future[Result] = loop.create_future()
-            self._queue.append(_Item(image, future, now, deadline))
+            self._queue.append(_Item(image, future, now, deadline, on_ran))
             futures.append(future)
         self._observer.on_depth(len(self._queue))
         self._arrived.set()
@@ -253,7 +276,7 @@ class DynamicBatcher(Generic[Result]):
         images = [item.image for item in batch]
         loop = asyncio.get_running_loop()
         deadline = min(item.deadline for item in batch)
-        results, refused = await loop.run_in_executor(
+        results, refused, run_started, run_ended = await loop.run_in_executor(
             self._executor, _decode_stack_and_run, self._run_batch, images, alone, deadline
         )
         for index, exc in refused.items():
@@ -269,6 +292,9 @@ class DynamicBatcher(Generic[Result]):
         self._recent_batch_seconds.append(seconds)
         self._observer.on_batch(len(ran), seconds)
         for item, result in zip(ran, results, strict=True):
+            if item.on_ran is not None:
+                timing = BatchTiming(item.enqueued_at, started, run_started, run_ended, len(ran))
+                item.on_ran(timing)
             if not item.future.done():
                 item.future.set_result(result)
 
@@ -319,14 +345,17 @@ class Reservation(Generic[Result]):
         self._count = count
 
     def submit(
-        self, images: list[np.ndarray] | list[Decode], deadline: float
+        self,
+        images: list[np.ndarray] | list[Decode],
+        deadline: float,
+        on_ran: OnRan | None = None,
     ) -> list[asyncio.Future[Result]]:
         """Queue the images, decoded or as `Decode` calls (as many as reserved), and return a
-        future per image."""
+        future per image; `on_ran` is told each image's `BatchTiming` once its batch ran."""
         if len(images) != self._count:
             raise ValueError(f"reserved {self._count} images, got {len(images)}")
         reserved, self._count = self._count, 0
-        return self._batcher._enqueue(images, deadline, reserved)
+        return self._batcher._enqueue(images, deadline, reserved, on_ran)
 
     def __enter__(self) -> Reservation[Result]:
         return self
@@ -339,9 +368,10 @@ class Reservation(Generic[Result]):
 
 def _decode_stack_and_run(
     run_batch: RunBatch[Result], images: list[np.ndarray | Decode], alone: bool, deadline: float
-) -> tuple[Sequence[Result], dict[int, Exception]]:
-    """Results of the images that decoded, in order, and what each of the others raised (by
-    index); no results when none did."""
+) -> tuple[Sequence[Result], dict[int, Exception], float, float]:
+    """Results of the images that decoded, in order, what each of the others raised (by
+    index), and when the session run began and ended (monotonic); no results when none
+    decoded."""
     decoded: list[np.ndarray] = []
     refused: dict[int, Exception] = {}
     for index, image in enumerate(images):
@@ -353,5 +383,8 @@ def _decode_stack_and_run(
         except Exception as exc:  # this image's request fails; the batch goes on
             refused[index] = exc
     if not decoded:
-        return [], refused
-    return run_batch(np.stack(decoded), alone, deadline), refused
+        now = time.monotonic()
+        return [], refused, now, now
+    run_started = time.monotonic()
+    results = run_batch(np.stack(decoded), alone, deadline)
+    return results, refused, run_started, time.monotonic()

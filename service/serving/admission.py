@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 from service.errors import DeadlineExceeded, InvalidParameter, ServiceError
 from service.observability.metrics import UNKNOWN_MODEL
+from service.observability.tracing import record_span
 from service.policy.model_policy import Outcome
 from service.repository.registry import Route, ServedVersion, VersionSelector
-from service.request_context import note_route
+from service.request_context import current_request_id, note_route
 from service.serving.state import ServiceState
 
 
@@ -93,6 +94,9 @@ async def admitted(
     Raises what the registry and the batcher raise (404, 503) and whatever the block raises.
     """
     started = time.perf_counter()
+    tracer = state.tracer
+    admission_started_ns = time.time_ns() if tracer is not None else 0
+    admission_traced = False
     registry, metrics = state.registry, state.metrics
     model_label, version_label, code = UNKNOWN_MODEL, "", "200"
     outcome: Outcome | None = "answered"
@@ -109,9 +113,16 @@ async def admitted(
             if before_admission is not None:
                 before_admission()
             served.batcher.admit(1, deadline)  # before the input: refusal costs no upload
+            if tracer is not None:
+                attributes = _admission_attributes(model_label, version_label)
+                record_span(tracer, "roost.admission", admission_started_ns, None, attributes)
+                admission_traced = True
             body_bytes = metrics.request_body_bytes.labels(model_label)
             yield Admitted(route, deadline, body_bytes.inc)
     except ServiceError as exc:
+        if tracer is not None and not admission_traced:  # routing, lease or queue said no
+            attributes = _admission_attributes(model_label, version_label)
+            record_span(tracer, "roost.admission", admission_started_ns, None, attributes, exc)
         code = str(status_of(exc))
         clients_deadline = deadline_is_clients and isinstance(exc, DeadlineExceeded)
         outcome = "failed" if exc.model_fault and not clients_deadline else None
@@ -129,3 +140,11 @@ async def admitted(
             metrics.request_seconds.labels(model_label).observe(seconds)
         if route is not None and timed and outcome is not None:
             route.policy.observe_answer(route.served.version, outcome, seconds)
+
+
+def _admission_attributes(model: str, version: str) -> dict[str, str]:
+    attributes = {"roost.model": model, "roost.version": version}
+    request_id = current_request_id()
+    if request_id is not None:
+        attributes["roost.request_id"] = request_id
+    return attributes

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Tracer
 
 from roost.contract.errors import ImageTooLargeError, InvalidImageError
 from roost.contract.images import decode_bytes_bound
@@ -23,9 +25,10 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+from service.observability.tracing import epoch_ns, record_span
 from service.policy.result_cache import InputKind, cache_key, model_identity
 from service.repository.registry import Route, ServedVersion
-from service.runtime.batcher import Decode
+from service.runtime.batcher import BatchTiming, Decode, OnRan
 from service.runtime.decode.pillow import PillowDecoder
 from service.runtime.scores import Scores
 from service.serving.state import ServiceState
@@ -130,15 +133,16 @@ async def _score(
 async def _score_encoded(
     state: ServiceState, served: ServedVersion, uploads: list[Upload], deadline: float
 ) -> list[Scores]:
+    on_ran = _batch_spans(state.tracer)
     with served.batcher.reserve(len(uploads), deadline) as reservation:
         if _decodes_on_inference_threads(state, served):
             calls = [_decode_call(state, served, u, deadline) for u in uploads]
-            futures = reservation.submit(calls, deadline)
+            futures = reservation.submit(calls, deadline, on_ran)
         else:
             images = await asyncio.gather(
                 *(decode_upload(state, served, u, deadline) for u in uploads)
             )
-            futures = reservation.submit(list(images), deadline)
+            futures = reservation.submit(list(images), deadline, on_ran)
     return await _answers(futures, deadline, state.settings.request_timeout_s)
 
 
@@ -160,8 +164,36 @@ async def score_decoded(
     """Queue room, batch, session for decoded images: no cache, no counting, no shadow (the
     explain endpoint's masked copies are not answers)."""
     with served.batcher.reserve(len(images), deadline) as reservation:
-        futures = reservation.submit(list(images), deadline)
+        futures = reservation.submit(list(images), deadline, _batch_spans(state.tracer))
     return await _answers(futures, deadline, state.settings.request_timeout_s)
+
+
+def _batch_spans(tracer: Tracer | None) -> OnRan | None:
+    """With tracing on: what records an image's ``roost.queue_wait`` and ``roost.inference``
+    spans under the current request once its batch ran (the batch serves other requests too,
+    so its times are recorded per image, with the batch's size)."""
+    if tracer is None:
+        return None
+    parent = otel_context.get_current()
+
+    def record(timing: BatchTiming) -> None:
+        record_span(
+            tracer,
+            "roost.queue_wait",
+            epoch_ns(timing.enqueued_at),
+            epoch_ns(timing.taken_at),
+            parent=parent,
+        )
+        record_span(
+            tracer,
+            "roost.inference",
+            epoch_ns(timing.run_started_at),
+            epoch_ns(timing.run_ended_at),
+            {"roost.batch_size": timing.batch_size},
+            parent=parent,
+        )
+
+    return record
 
 
 async def _answers(
@@ -202,9 +234,13 @@ def _decode_call(
     settings = state.settings
     decoder = state.decoder
     decode_seconds = state.metrics.decode_seconds.labels(served.name)
+    tracer = state.tracer
+    # The request's trace context, for a span recorded on whichever thread decodes.
+    parent = otel_context.get_current() if tracer is not None else None
 
     def decode() -> np.ndarray:
         started = time.perf_counter()
+        started_ns = time.time_ns() if tracer is not None else 0
         try:
             # The header says what the decode can cost; it holds that much of the server's
             # decode memory (service/serving/decode_memory.py) before its turn in the CPU gate.
@@ -223,8 +259,14 @@ def _decode_call(
             kind: type[ServiceError] = (
                 PayloadTooLarge if isinstance(exc, ImageTooLargeError) else InvalidImage
             )
-            raise kind(f"{upload.filename}: {exc}" if upload.filename else str(exc)) from None
+            refusal = kind(f"{upload.filename}: {exc}" if upload.filename else str(exc))
+            if tracer is not None:
+                record_span(tracer, "roost.decode", started_ns, error=refusal, parent=parent)
+            raise refusal from None
         decode_seconds.observe(time.perf_counter() - started)
+        if tracer is not None:
+            attributes = {"roost.image_bytes": len(upload.data)}
+            record_span(tracer, "roost.decode", started_ns, attributes=attributes, parent=parent)
         return image
 
     return decode

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import Request
+from opentelemetry.trace import Tracer
 
 from service.observability.metrics import ServiceMetrics
 from service.repository.registry import ModelRegistry
@@ -33,6 +34,9 @@ class ServiceState:
     registry checks reference images with the same one."""
     payloads: PayloadLog
     """Sampled records of answers and the labelling inbox (serving/payloads.py)."""
+    tracer: Tracer | None = None
+    """OpenTelemetry's, when the OTEL_* variables turn tracing on
+    (observability/tracing.py); None, and no span is made, when they do not."""
 
 
 def state_of(request: Request) -> ServiceState:

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from servers import ADMIN_KEY
 
 from service.app import create_app
@@ -66,13 +67,18 @@ async def start_app() -> AsyncIterator[StartApp]:
 
     Settings are `ServiceSettings` fields (the ROOST_* names in lower case); as for
     `start_server`, polling is off and the admin key is `servers.ADMIN_KEY`.
+    `tracer_provider` receives the app's spans (the OTEL_* variables are not read then).
     `raise_app_exceptions=False` turns an unhandled app exception into the 500 a real server
     sends instead of raising it in the test.
     """
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(
-            repo: Path, *, raise_app_exceptions: bool = True, **overrides: Any
+            repo: Path,
+            *,
+            raise_app_exceptions: bool = True,
+            tracer_provider: TracerProvider | None = None,
+            **overrides: Any,
         ) -> InProcessRoost:
             settings = ServiceSettings(
                 model_repo=repo,
@@ -80,7 +86,7 @@ async def start_app() -> AsyncIterator[StartApp]:
                 admin_api_keys=[ADMIN_KEY],
                 **overrides,
             )
-            app = create_app(settings)
+            app = create_app(settings, tracer_provider)
             # Generous: these only fail a hung startup or shutdown (the default is 5 s).
             manager = await stack.enter_async_context(
                 LifespanManager(app, startup_timeout=60, shutdown_timeout=60)

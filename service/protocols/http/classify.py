@@ -13,6 +13,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from roost.contract.labels import Label
+from service.observability.tracing import span_around
 from service.protocols.auth import require_classify_key
 from service.protocols.http.intake import admitted_request
 from service.protocols.http.schemas import (
@@ -100,14 +101,15 @@ async def _handle(
         route = admitted.route
         k = resolve_top_k(route.served, k)
         scores = await score_uploads(state, route, uploads, admitted.deadline)
-        if len(uploads) * k <= LOOP_ANSWER_PREDICTIONS:
-            return classify_response(route, uploads, scores, k)
+        with span_around(state.tracer, "roost.answer"):
+            if len(uploads) * k <= LOOP_ANSWER_PREDICTIONS:
+                return classify_response(route, uploads, scores, k)
 
-        def answer() -> bytes:
-            return classify_response(route, uploads, scores, k).model_dump_json().encode()
+            def answer() -> bytes:
+                return classify_response(route, uploads, scores, k).model_dump_json().encode()
 
-        body = await asyncio.get_running_loop().run_in_executor(state.decode_pool, answer)
-        return Response(body, media_type="application/json")
+            body = await asyncio.get_running_loop().run_in_executor(state.decode_pool, answer)
+            return Response(body, media_type="application/json")
 
 
 def classify_response(

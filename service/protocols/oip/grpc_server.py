@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from service.errors import InvalidParameter, ServiceError
+from service.observability.tracing import span_around
 from service.protocols.auth import AcceptedKeys, check_key, presented_key, tls_files
 from service.protocols.oip import core as oip
 from service.protocols.oip.grpc_codec import add_outputs, read_request, scan_request
@@ -40,6 +41,9 @@ from service.request_context import (
 from service.serving.admission import admitted, version_selector
 from service.serving.state import ServiceState
 from service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +113,15 @@ class GrpcServer:
         log.info("gRPC server on %s stopped", self.address)
 
 
-async def start_grpc_server(state: ServiceState, version: str, keys: AcceptedKeys) -> GrpcServer:
+async def start_grpc_server(
+    state: ServiceState,
+    version: str,
+    keys: AcceptedKeys,
+    tracer_provider: TracerProvider | None = None,
+) -> GrpcServer:
     """Serve the Open Inference Protocol over gRPC on `settings.host:settings.grpc_port`, with
-    the keys HTTP accepts (`keys`, kept current by the key files).
+    the keys HTTP accepts (`keys`, kept current by the key files), and a server span per call
+    (OpenTelemetry's gRPC instrumentation) when `tracer_provider` is given.
 
     Port 0 picks a free port: `GrpcServer.port` says which.
 
@@ -122,7 +132,13 @@ async def start_grpc_server(state: ServiceState, version: str, keys: AcceptedKey
     grpc, service_pb2, service_pb2_grpc = _import_grpc()
     settings = state.settings
     assert settings.grpc_port is not None
+    interceptors = []
+    if tracer_provider is not None:
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        interceptors.append(aio_server_interceptor(tracer_provider=tracer_provider))
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             # The same cap as /v1's request body; gRPC refuses a larger message itself
             # (RESOURCE_EXHAUSTED) before it is handed to a method.
@@ -132,7 +148,7 @@ async def start_grpc_server(state: ServiceState, version: str, keys: AcceptedKey
             # (ROOST_WORKERS) do share it, the kernel spreading connections over them; their
             # supervisor has checked that the port was free (service/server.py).
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-        ]
+        ],
     )
     # The generated servicer answers UNIMPLEMENTED for every RPC; ours overrides those it serves.
     servicer_class = type(
@@ -344,10 +360,11 @@ class InferenceServicer:
                 else:  # large, or many typed values: on the decode pool, while the loop serves
                     read = await oip.off_loop(state, deadline, read_request, *args)
                 scores = await oip.infer(state, admission.route, read.tensor, deadline)
-                response = self._pb.ModelInferResponse(
-                    model_name=served.name, model_version=str(served.version), id=read.id
-                )
-                add_outputs(response, scores, read.outputs, served.artifacts.labels)
+                with span_around(state.tracer, "roost.answer"):
+                    response = self._pb.ModelInferResponse(
+                        model_name=served.name, model_version=str(served.version), id=read.id
+                    )
+                    add_outputs(response, scores, read.outputs, served.artifacts.labels)
                 return response
         except ServiceError as exc:
             error = exc

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.routing import Match
 
 from service.errors import BadRequest, ModelNotFound, NotReady, ServiceError
+from service.observability.tracing import span_around
 from service.protocols.auth import require_classify_key
 from service.protocols.http.intake import admitted_request, read_body
 from service.protocols.oip import core as oip
@@ -378,9 +379,10 @@ async def _infer(
         else:  # large or compressed: on the decode pool, while the loop serves the others
             parsed = await oip.off_loop(state, admitted.deadline, rest_codec.parse_request, *args)
         scores = await oip.infer(state, admitted.route, parsed.tensor, admitted.deadline)
-        encoded = rest_codec.encode_response(
-            parsed, served.name, served.version, scores, served.artifacts.labels
-        )
+        with span_around(state.tracer, "roost.answer"):
+            encoded = rest_codec.encode_response(
+                parsed, served.name, served.version, scores, served.artifacts.labels
+            )
     if encoded.header_length is None:
         return Response(encoded.body, media_type="application/json")
     return Response(
