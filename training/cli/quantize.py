@@ -14,6 +14,7 @@ from training.release.quantize import (
     DEFAULT_CALIBRATION,
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_CHECK_IMAGES,
+    MIN_CHECK_IMAGES,
 )
 
 
@@ -22,13 +23,18 @@ def add_parser(subparsers: Any) -> None:
         subparsers,
         "quantize",
         help="publish an int8 (or fp16) version of a published model, if it holds accuracy",
-        description="Calibrates (int8) and checks the reduced-precision model on offline natural "
-        "photos (scikit-image's, the Tux Paint stamp photos, the desktop wallpapers; disjoint "
-        "calibration and check sets) decoded as the server decodes them, and publishes it as "
-        "the model's next version only when it passes the gate: where fp32's top-1 score is "
-        "above 0.5 the top-1 agrees on >= 98% of the images, and fp32's top-1 is in the "
-        "candidate's top 5 on >= 99%. Exit 1 (nothing published) when it does not; exit 2 "
-        "for a model or version that does not exist.",
+        description="Calibrates (int8) and checks the reduced-precision model on the model's "
+        "own data, decoded as the server decodes a request: by default its training run (the "
+        "run folder its card's training command names): a sample of the training split to "
+        "calibrate, the held-out test and val splits with their labels to check (accuracy drop "
+        "<= 1 point, top-1 agreement with fp32 >= 98%%). --images DIR instead: class folders "
+        "named as its labels are used the same way; other image files are split in two and "
+        "checked without labels (where fp32's top-1 score is above 0.5 the top-1 agrees on >= "
+        "98%%, and fp32's top-1 is in the candidate's top 5 on >= 99%%). --natural-photos: the "
+        "offline natural photos, for a model of natural photos only. It publishes the model's "
+        "next version only when the gate passes. Exit 1 (nothing published) when it does not; "
+        "exit 2 for a model or version that does not exist, no data to use (no run on this "
+        f"machine and neither option), or fewer than {MIN_CHECK_IMAGES} check images.",
     )
     p.add_argument(
         "model",
@@ -43,24 +49,35 @@ def add_parser(subparsers: Any) -> None:
         type=positive,
         default=DEFAULT_CALIBRATION_IMAGES,
         metavar="N",
-        help=f"int8: photos to calibrate on (default {DEFAULT_CALIBRATION_IMAGES})",
+        help=f"int8: images to calibrate on, at most (default {DEFAULT_CALIBRATION_IMAGES})",
     )
     p.add_argument(
         "--check",
         type=positive,
-        default=DEFAULT_CHECK_IMAGES,
+        default=None,
         metavar="N",
-        help=f"other photos to check the gate on (default {DEFAULT_CHECK_IMAGES})",
+        help="other images to check the gate on, at most (default: every held-out image, or "
+        f"{DEFAULT_CHECK_IMAGES} natural photos; at least {MIN_CHECK_IMAGES})",
     )
     add_calibration_method(p)
-    p.add_argument(
+    data = p.add_mutually_exclusive_group()
+    data.add_argument(
         "--images",
         type=Path,
         default=None,
         metavar="DIR",
-        help="your own photos (any image files under DIR) instead of the offline ones",
+        help="images like the model's own, instead of its training run's: class folders named "
+        "as its labels (roost train's layout) give the labelled gate",
     )
-    p.add_argument("--seed", type=int, default=1234, help="shuffle of the calibration/check split")
+    data.add_argument(
+        "--natural-photos",
+        action="store_true",
+        help="the offline natural photos (scikit-image's, Tux Paint stamp photos, desktop "
+        "wallpapers): only for a model trained on natural photos",
+    )
+    p.add_argument(
+        "--seed", type=int, default=1234, help="the seeded samples and calibration/check split"
+    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -77,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         QuantizeOptions,
         quantize_published,
     )
+    from training.release.gate_data import GateDataError
 
     name, version = args.model
     options = QuantizeOptions(
@@ -89,11 +107,12 @@ def run(args: argparse.Namespace) -> int:
         method=args.calibration_method or DEFAULT_CALIBRATION,
         force=args.force,
         images=args.images,
+        natural_photos=args.natural_photos,
         seed=args.seed,
     )
     try:
         outcome = quantize_published(options)
-    except ModelNotFoundError as exc:
+    except (ModelNotFoundError, GateDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ReleaseError, ContractError) as exc:

@@ -1,9 +1,10 @@
 """``roost quantize MODEL[:VERSION]``: a reduced-precision version of a published float32 one.
 
 The base version's model is checked against its card's sha256, calibrated (int8) and checked on
-offline photos (:mod:`training.release.photos`: disjoint calibration and check sets, or your own
-with ``images``), and goes the one release path (:mod:`training.release.publish`) under the
-unlabelled gate: published as the model's next version only when it passes, or when forced.
+the images :mod:`training.release.gate_data` chooses (the model's own training run by default,
+``images``, or the offline natural photos when asked for by name), and goes the one release path
+(:mod:`training.release.publish`) under the gate those images allow (labelled or unlabelled):
+published as the model's next version only when it passes, or when forced.
 From an ``s3://bucket/prefix`` repository the base version is one whose card.json is stored
 (complete), downloaded into a temporary folder, and the new version is published into the bucket.
 """
@@ -25,21 +26,12 @@ from roost.contract.card import ModelCard, read_card
 from roost.contract.errors import ContractError
 from roost.contract.labels import read_labels
 from training.release.errors import ReleaseError
-from training.release.photos import (
-    Photo,
-    check_photos_source,
-    decode_photos,
-    folder_photos,
-    offline_photos,
-    skimage_photos,
-    source_counts,
-    split_photos,
-)
+from training.release.gate_data import gate_data
+from training.release.photos import Photo, decode_photos, skimage_photos
 from training.release.publish import Calibration, CheckSet, Outcome, Plan, release
 from training.release.quantize import (
     DEFAULT_CALIBRATION,
     DEFAULT_CALIBRATION_IMAGES,
-    DEFAULT_CHECK_IMAGES,
     Precision,
 )
 from training.release.repository import (
@@ -63,12 +55,18 @@ class QuantizeOptions:
     version: int | None = None
     precision: Precision = "int8"
     calibration: int = DEFAULT_CALIBRATION_IMAGES
-    check: int = DEFAULT_CHECK_IMAGES
+    """int8: images to calibrate on, at most."""
+    check: int | None = None
+    """Images to check on, at most; None: every held-out image (DEFAULT_CHECK_IMAGES natural
+    photos)."""
     method: str = DEFAULT_CALIBRATION
     force: bool = False
     images: Path | None = None
-    """Your own photos instead of the offline ones (calibration and check drawn from them)."""
+    """A folder of images like the model's own, instead of its training run's splits."""
+    natural_photos: bool = False
+    """The offline natural photos instead (a model of natural photos only)."""
     seed: int = 1234
+    """The seeded samples and the split of an unlabelled folder or of the natural photos."""
 
 
 def _card_precision(repo: Repository, name: str, version: int) -> str:
@@ -151,20 +149,23 @@ def _quantize(options: QuantizeOptions, folder: Path, where: str) -> Outcome:
             f"({options.name}:VERSION)"
         )
 
-    photos = folder_photos(options.images) if options.images else offline_photos()
-    wanted = options.calibration if options.precision == "int8" else 0
-    cal_photos, check_photos = split_photos(photos, wanted, options.check, options.seed)
-    check_images, check_photos = decode_photos(check_photos, size, card.resize, "check images")
-    if len(check_images) == 0:
-        raise ReleaseError("none of the check photos could be decoded")
+    data = gate_data(
+        card,
+        [label.name for label in labels],
+        images=options.images,
+        natural_photos=options.natural_photos,
+        calibration=options.calibration if options.precision == "int8" else 0,
+        check=options.check,
+        seed=options.seed,
+    )
     calibration = None
-    if cal_photos:
-        cal_images, cal_photos = decode_photos(cal_photos, size, card.resize, "calibration images")
-        calibration = Calibration(cal_images, source_counts(cal_photos), options.method)
+    if data.calibration is not None:
+        calibration = Calibration(data.calibration, data.calibration_source, options.method)
     print(
         f"{options.name}:{card.version} -> {options.precision}: "
-        f"{len(cal_photos)} calibration images {source_counts(cal_photos)}, "
-        f"{len(check_images)} check images {source_counts(check_photos)}",
+        f"{0 if data.calibration is None else len(data.calibration)} calibration images, "
+        f"{len(data.check)} check images ({data.held_out}; "
+        f"{'labelled' if data.check_labels is not None else 'unlabelled'})",
         file=sys.stderr,
     )
     details: dict[str, Any] = {
@@ -182,8 +183,8 @@ def _quantize(options: QuantizeOptions, folder: Path, where: str) -> Outcome:
             image_size=size,
             resize=card.resize,
             details=details,
-            check=CheckSet(check_images, None, source_counts(check_photos)),
-            profile_source=check_photos_source(check_photos, options.seed),
+            check=CheckSet(data.check, data.check_labels, data.check_source, data.split),
+            profile_source=data.held_out,
             references=max(len(card.references), 1),
             reference_images=_reference_images(folder, card),
             calibration=calibration,

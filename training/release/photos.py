@@ -1,10 +1,11 @@
-"""Offline photos, loaded one way: scikit-image's, the Tux Paint stamp photos, the desktop
-wallpapers, or a folder of your own, each kept encoded (as a client would send it) and decoded
-as the server decodes a request.
+"""Offline natural photos, loaded one way: scikit-image's, the Tux Paint stamp photos, the
+desktop wallpapers, each kept encoded (as a client would send it) and decoded as the server
+decodes a request.
 
 They serve where a model's own data cannot: the held-out images of the ImageNet run, reference
 images for data whose licence keeps its images out of the repository, and the calibration and
-check sets of ``roost quantize`` (and ``roost profile --offline-photos``).
+check sets of ``roost quantize --natural-photos`` (and ``roost profile --offline-photos``), for a
+model of natural photos only: for any other they are another domain's images.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from roost.contract.card import ResizeMode
 from roost.contract.errors import ContractError
-from training.data import decode, images_under
+from training.data import decode
 from training.progress import progress
 from training.release.errors import ReleaseError
 
@@ -53,7 +54,7 @@ REFERENCE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 @dataclass(frozen=True)
 class Photo:
     source: str
-    """Where it comes from: ``tuxpaint-stamps``, ``wallpapers``, ``scikit-image``, ``folder``."""
+    """Where it comes from: ``tuxpaint-stamps``, ``wallpapers``, ``scikit-image``."""
     name: str
     group: str
     """Images of one group (crops of one wallpaper) all go to calibration or all to check."""
@@ -131,17 +132,6 @@ def _wallpaper_photos(root: Path) -> list[Photo]:
     return photos
 
 
-def folder_photos(folder: Path) -> list[Photo]:
-    """Every image file under ``folder`` (your own photos)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ReleaseError(f"{folder} is not a folder")
-    return [
-        Photo("folder", str(p.relative_to(folder)), str(p), p.read_bytes())
-        for p in images_under(folder)
-    ]
-
-
 def offline_photos(
     stamps: Path | None = TUXPAINT_STAMPS, wallpapers: Path | None = WALLPAPERS
 ) -> list[Photo]:
@@ -184,7 +174,7 @@ def split_photos(
     if (calibration and not cal) or not rest:
         raise ReleaseError(
             f"{total} photos in {len(groups)} groups: not enough for separate calibration and "
-            "check sets (install tuxpaint-stamps-default, or pass --images DIR)"
+            "check sets (install tuxpaint-stamps-default)"
         )
     return cal, rest
 
