@@ -172,6 +172,7 @@ def create_app(
         app.add_middleware(
             OpenTelemetryMiddleware,
             excluded_urls=EXCLUDED_URLS,
+            exclude_spans=["receive", "send"],  # one span per ASGI message says nothing
             tracer_provider=tracer_provider,
         )
     app.include_router(classify.router)
