@@ -40,17 +40,9 @@ def phoenix_venv() -> Path:
     done = venv / "installed"
     if not done.exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run(
-            [
-                str(venv / "bin" / "pip"),
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                PHOENIX,
-            ],
-            check=True,
-            timeout=900,
-        )
+        pip = [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", PHOENIX]
+        installed = subprocess.run(pip, capture_output=True, text=True, timeout=900)
+        assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
         done.touch()
     return venv
 
