@@ -83,6 +83,13 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="publish even when the gate fails (the card records it)",
     )
+    p.add_argument(
+        "--allow-weak-model",
+        action="store_true",
+        dest="allow_weak",
+        help="labelled data: publish even when the held-out accuracy is no better than always "
+        "answering the most common class (the card records it as forced)",
+    )
     p.set_defaults(func=run)
 
 
@@ -106,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         check=args.check,
         method=args.calibration_method or DEFAULT_CALIBRATION,
         force=args.force,
+        allow_weak=args.allow_weak,
         images=args.images,
         natural_photos=args.natural_photos,
         seed=args.seed,

@@ -61,6 +61,9 @@ class QuantizeOptions:
     photos)."""
     method: str = DEFAULT_CALIBRATION
     force: bool = False
+    """Publish even when the gate fails (the card records it)."""
+    allow_weak: bool = False
+    """Labelled data: publish even when the held-out gate refuses (the card records it)."""
     images: Path | None = None
     """A folder of images like the model's own, instead of its training run's splits."""
     natural_photos: bool = False
@@ -190,6 +193,7 @@ def _quantize(options: QuantizeOptions, folder: Path, where: str) -> Outcome:
             calibration=calibration,
             quantization={"from_version": card.version, "from_sha256": card.sha256},
             force=options.force,
+            allow_weak=options.allow_weak,
             log=sys.stderr,
         )
     )

@@ -161,6 +161,29 @@ def test_quantize_on_a_labelled_folder_splits_it_as_training_did(tmp_path: Path)
     assert card["quantization"]["gate"]["rule"] == "labelled"
 
 
+def test_labelled_data_also_gets_the_held_out_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """int8 that agrees with float32 is still refused when both are wrong on the held-out
+    labels (each colour's images filed under the next colour); --allow-weak-model publishes."""
+    repo = tmp_path / "repo"
+    data = _colour_data(tmp_path, per_class=60)
+    for index, name in enumerate(COLOUR_LABELS):  # red -> green, green -> blue, blue -> red
+        (data / name).rename(data / f"was-{COLOUR_LABELS[(index + 1) % 3]}")
+    for name in COLOUR_LABELS:
+        (data / f"was-{name}").rename(data / name)
+    publish_fixture(repo, "colours", 1, card_extra={"training": {"split_ratios": list(_SPLIT)}})
+    argv = ["quantize", "colours", "--repo", str(repo), "--images", str(data)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "gate PASS (labelled)" in err and "most common class" in err
+    assert "--allow-weak-model" in err
+    assert sorted(p.name for p in (repo / "colours").iterdir()) == ["1"]
+    assert main([*argv, "--allow-weak-model"]) == 0
+    baseline = _card(repo, 2)["baseline"]
+    assert baseline["accuracy"] == 0.0 and baseline["forced"] is True
+
+
 def test_quantize_on_unlabelled_images_then_fp16(tmp_path: Path) -> None:
     """--images with no class folders: calibration first, the rest checked without labels; fp16
     (no calibration) checks on all of them and starts from the latest fp32 version."""
