@@ -27,14 +27,15 @@ def add_parser(subparsers: Any) -> None:
         "own data, decoded as the server decodes a request: by default its training run (the "
         "run folder its card's training command names): a sample of the training split to "
         "calibrate, the held-out test and val splits with their labels to check (accuracy drop "
-        "<= 1 point, top-1 agreement with fp32 >= 98%%). --images DIR instead: class folders "
-        "named as its labels are used the same way; other image files are split in two and "
-        "checked without labels (where fp32's top-1 score is above 0.5 the top-1 agrees on >= "
-        "98%%, and fp32's top-1 is in the candidate's top 5 on >= 99%%). --natural-photos: the "
-        "offline natural photos, for a model of natural photos only. It publishes the model's "
-        "next version only when the gate passes. Exit 1 (nothing published) when it does not; "
-        "exit 2 for a model or version that does not exist, no data to use (no run on this "
-        f"machine and neither option), or fewer than {MIN_CHECK_IMAGES} check images.",
+        "<= 1 point, top-1 agreement with fp32 >= 98%). --images DIR instead: class folders "
+        "named as its labels are used the same way; other image files calibrate, leaving at "
+        f"least {MIN_CHECK_IMAGES} to check without labels (where fp32's top-1 score is above "
+        "0.5 the top-1 agrees on >= 98%, and fp32's top-1 is in the candidate's top 5 on >= "
+        "99%). --natural-photos: the offline natural photos, for a model of natural photos "
+        "only. It publishes the model's next version only when the gate passes. Exit 1 "
+        "(nothing published) when it does not; exit 2 for a model or version that does not "
+        "exist, no data to use (no run on this machine and neither option), or fewer than "
+        f"{MIN_CHECK_IMAGES} check images.",
     )
     p.add_argument(
         "model",
