@@ -97,6 +97,12 @@ def settings_help(settings_class: type[BaseSettings] | None = None, width: int =
             lines += textwrap.wrap(
                 about, width=max(40, width), initial_indent=" " * 6, subsequent_indent=" " * 6
             )
+    lines += textwrap.wrap(
+        "traces: OpenTelemetry's own OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT turns them "
+        "on; docs/operations.md, 'Traces')",
+        width=max(40, width),
+        subsequent_indent=" " * 6,
+    )
     return "\n".join(lines)
 
 

@@ -100,6 +100,7 @@ def test_serve_help_lists_every_setting_with_its_variable_and_default() -> None:
     assert listed["ROOST_API_KEYS"] == "empty"
     assert "ROOST_MODEL_REPO (--model-repo)  default model_repo" in done.stdout
     assert "      Deadline per request: past it the client gets 504" in done.stdout
+    assert "traces: OpenTelemetry's own OTEL_* variables" in done.stdout
 
 
 def test_a_new_setting_appears_in_the_help_with_its_docstring() -> None:
