@@ -112,18 +112,15 @@ def _calibration(run: Path, cfg: TrainConfig, options: ExportOptions) -> Calibra
     return Calibration(train.images[chosen], "training split", method)
 
 
-def _summary(run: Path) -> dict[str, Any]:
-    """The run's ``summary.json`` (training.evaluate); empty when it has none."""
-    path = run / "summary.json"
+def _run_record(path: Path) -> dict[str, Any]:
+    """One of the run's JSON records (``summary.json``, ``history.json``); empty when absent."""
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _details(
-    run: Path, cfg: TrainConfig, options: ExportOptions, summary: dict[str, Any]
+    cfg: TrainConfig, options: ExportOptions, summary: dict[str, Any], history: dict[str, Any]
 ) -> dict[str, Any]:
     """The card's details that come from the run: backbone, dataset, metrics, training."""
-    history_path = run / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.exists() else {}
     return {
         "backbone": cfg.backbone,
         "dataset": options.dataset or cfg.extra.get("dataset") or cfg.data.name,
@@ -196,8 +193,8 @@ def export_run(run: Path, options: ExportOptions) -> Path | str:
         f"{'float16' if use_fp16 else 'float32'} ({sizes[0]:.1f} MB vs {sizes[1]:.1f} MB)"
     )
     shipped, shipped_probs = (fp16, fp16_probs) if use_fp16 else (proto, fp32_probs)
-    summary = _summary(run)
-    details = _details(run, cfg, options, summary)
+    summary, history = _run_record(run / "summary.json"), _run_record(run / "history.json")
+    details = _details(cfg, options, summary, history)
     details["storage"] = {
         "weights": "float16" if use_fp16 else "float32",
         "arithmetic": "float32",
@@ -232,7 +229,7 @@ def export_run(run: Path, options: ExportOptions) -> Path | str:
         known_probs=shipped_probs,
         calibration=_calibration(run, cfg, options),
         allow_weak=options.allow_weak,
-        fit=FitEvidence.from_summary(summary),
+        fit=FitEvidence.from_summary(summary, history.get("history")),
         min_accuracy=options.min_accuracy,
     )
     outcome = release(plan)

@@ -86,7 +86,9 @@ def test_unlabelled_gate_fails_when_fp32_top1_leaves_the_top5() -> None:
         gate.judge(fp32, cand[:, :5])
 
 
-HEALTHY = FitEvidence(0.95, 0.93, 0.91, "test", 180, 180)
+HEALTHY = FitEvidence(
+    0.95, 0.93, 0.91, "test", 180, 180, fitted_train_accuracy=0.94, restored_epoch=6
+)
 """A small run that generalises: 4 points between training and test accuracy."""
 OVERFITTED = FitEvidence(0.98, 0.36, 0.35, "test", 180, 180)
 """Issue #30's MiniVGGNet: train 0.98, test 0.35."""

@@ -97,6 +97,8 @@ def test_the_issues_generalisation_gap_is_refused_then_published_when_allowed(
     fit = baseline["fit"]
     assert (fit["train_accuracy"], fit["best_val_accuracy"]) == (0.98, 0.36)
     assert (fit["held_out_accuracy"], fit["held_out_split"]) == (0.35, "test")
+    fitted = json.loads((run / "history.json").read_text())["history"]["accuracy"][0]
+    assert (fit["restored_epoch"], fit["fitted_train_accuracy"]) == (1, fitted)
     assert fit["problem"] == baseline["refusals"][0]
     assert fit["thresholds"] == {"max_train_gap": 0.15, "max_best_val_gap": 0.10}
 
@@ -104,7 +106,13 @@ def test_the_issues_generalisation_gap_is_refused_then_published_when_allowed(
 def test_min_accuracy_refuses_below_the_floor_and_the_card_records_it(
     trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    healthy = {"train_accuracy": 0.7, "best_val_accuracy": 0.7, "test_accuracy": 0.67}
+    # The floor alone: the evidence agrees with the 2/3 this test makes the accuracy.
+    healthy = {
+        "train_accuracy": 0.7,
+        "best_val_accuracy": 0.7,
+        "test_accuracy": 0.67,
+        "restored_epoch": None,
+    }
     run = _copy_run(trained_run, tmp_path, **healthy)
     first, second = _two_predicted_classes(run)
     # Three labels, one each of three classes, two answered right: accuracy 2/3, majority 1/3.
@@ -154,7 +162,7 @@ def test_a_run_made_before_training_accuracy_was_recorded_is_published_with_a_no
     repo = tmp_path / "repo"
 
     assert _export(run, repo) == 0
-    assert "note: the run's summary has no training accuracy" in capsys.readouterr().out
+    assert "note: the run has no training accuracy, best val" in capsys.readouterr().out
     fit = read_card(repo / "gated" / "1").details["baseline"]["fit"]
     assert fit["train_accuracy"] is None and fit["problem"] is None
     assert "not compared" in fit["unchecked"]
