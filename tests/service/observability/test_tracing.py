@@ -6,7 +6,9 @@ receives over OTLP/HTTP is checked in tests/service/observability/test_tracing_o
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -83,11 +85,26 @@ def test_otel_service_name_wins_over_the_default(monkeypatch: pytest.MonkeyPatch
         provider.shutdown()
 
 
-def memory_traced() -> tuple[TracerProvider, InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
+Traced = Callable[..., Awaitable[tuple[Any, InMemorySpanExporter]]]
+"""`start_app`'s InProcessRoost (tests/service/conftest.py) and the spans it made."""
+
+
+@pytest.fixture
+def traced(repo: Path, start_app: Any) -> Traced:
+    """`await traced(**settings)`: a ready app serving `colours` 1, its spans (none yet) kept
+    by the SDK's in-memory exporter."""
+
+    async def start(**settings: Any) -> tuple[Any, InMemorySpanExporter]:
+        publish(repo, "colours", 1)
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        roost = await start_app(repo, tracer_provider=provider, **settings)
+        await roost.wait_ready()
+        exporter.clear()
+        return roost, exporter
+
+    return start
 
 
 def by_name(spans: tuple[ReadableSpan, ...], trace_id: int) -> dict[str, list[ReadableSpan]]:
@@ -104,12 +121,8 @@ def server_span(spans: tuple[ReadableSpan, ...], path_part: str) -> ReadableSpan
     return servers[0]
 
 
-async def test_a_request_s_spans_hang_under_its_server_span(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
-    publish(repo, "colours", 1)
-    provider, exporter = memory_traced()
-    roost = await start_app(repo, tracer_provider=provider)
-    await roost.wait_ready()
-    exporter.clear()
+async def test_a_request_s_spans_hang_under_its_server_span(traced: Traced) -> None:
+    roost, exporter = await traced()
     caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     r = await roost.client.post(
         "/v1/classify",
@@ -149,12 +162,8 @@ async def test_a_request_s_spans_hang_under_its_server_span(repo: Path, start_ap
     assert exporter.get_finished_spans() == ()
 
 
-async def test_every_image_of_a_batch_request_gets_its_spans(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
-    publish(repo, "colours", 1)
-    provider, exporter = memory_traced()
-    roost = await start_app(repo, tracer_provider=provider)
-    await roost.wait_ready()
-    exporter.clear()
+async def test_every_image_of_a_batch_request_gets_its_spans(traced: Traced) -> None:
+    roost, exporter = await traced()
     files = [("file", (f"{i}.png", solid_png((i * 80, 0, 0)), "image/png")) for i in range(3)]
     r = await roost.client.post("/v1/classify", files=files)
     assert r.status_code == 200
@@ -164,12 +173,8 @@ async def test_every_image_of_a_batch_request_gets_its_spans(repo: Path, start_a
     assert all(1 <= s.attributes["roost.batch_size"] <= 3 for s in named["roost.inference"])
 
 
-async def test_a_refusal_and_a_bad_image_are_failed_spans(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
-    publish(repo, "colours", 1)
-    provider, exporter = memory_traced()
-    roost = await start_app(repo, tracer_provider=provider)
-    await roost.wait_ready()
-    exporter.clear()
+async def test_a_refusal_and_a_bad_image_are_failed_spans(traced: Traced) -> None:
+    roost, exporter = await traced()
     missing = await roost.client.post("/v1/classify?model=nope", **PNG)
     assert missing.status_code == 404
     spans = exporter.get_finished_spans()
@@ -191,12 +196,8 @@ async def test_a_refusal_and_a_bad_image_are_failed_spans(repo: Path, start_app)
     assert "roost.inference" not in named
 
 
-async def test_grpc_calls_are_traced_with_the_same_spans(repo: Path, start_app) -> None:  # type: ignore[no-untyped-def]
-    publish(repo, "colours", 1)
-    provider, exporter = memory_traced()
-    roost = await start_app(repo, grpc_port=0, tracer_provider=provider)
-    await roost.wait_ready()
-    exporter.clear()
+async def test_grpc_calls_are_traced_with_the_same_spans(traced: Traced) -> None:
+    roost, exporter = await traced(grpc_port=0)
     pixels = np.zeros((1, 32, 32, 3), np.uint8)
     request = service_pb2.ModelInferRequest(model_name="colours")
     request.inputs.add(name="PIXELS", datatype="UINT8", shape=list(pixels.shape))
