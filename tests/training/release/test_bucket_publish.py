@@ -54,10 +54,11 @@ def _card(store: S3Store, key: str) -> Any:
 def test_export_twice_then_quantize_from_the_bucket(
     s3_store: S3Store,
     trained_run: Path,
-    photo_data: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from photo_data import make_photo_dataset
+
     s3_store.bucket("models")
     for version in (1, 2):
         assert main(["export", str(trained_run), "--repo", REPO, "--name", "photos"]) == 0
@@ -81,9 +82,10 @@ def test_export_twice_then_quantize_from_the_bucket(
         for ref in card["references"]:
             assert f"photos/{version}/{ref['file']}" in objects
 
-    argv = ["quantize", "photos", "--repo", REPO, "--images", str(photo_data)]
+    more = make_photo_dataset(tmp_path / "more", per_class=60, size=48, seed=3)  # >= 50 to check
+    argv = ["quantize", "photos", "--repo", REPO, "--images", str(more)]
     # --force: a tiny, briefly trained net; the figures are recorded either way.
-    assert main([*argv, "--calibration", "12", "--check", "20", "--force"]) == 0
+    assert main([*argv, "--force"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"{REPO}/photos/3"
     card = _card(s3_store, "repo/photos/3/card.json")
     first = _card(s3_store, "repo/photos/2/card.json")
@@ -112,8 +114,8 @@ def test_a_half_uploaded_version_is_never_read_and_its_number_stays_taken(
     s3_store.upload_tree(tmp_path / "local", "models", "repo/")
     client = s3_store.client()
     client.put_object(Bucket="models", Key="repo/colours/9/model.onnx", Body=b"half uploaded")
-    photos = _colour_photos(tmp_path / "photos", count=20)
-    argv = ["--repo", REPO, "--images", str(photos), "--calibration", "8", "--check", "12"]
+    photos = _colour_photos(tmp_path / "photos", count=160)
+    argv = ["--repo", REPO, "--images", str(photos), "--calibration", "100"]
 
     assert main(["quantize", "colours", *argv]) == 0
     assert capsys.readouterr().out.strip() == f"{REPO}/colours/10"
