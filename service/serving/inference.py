@@ -31,6 +31,7 @@ from service.repository.registry import Route, ServedVersion
 from service.runtime.batcher import BatchTiming, Decode, OnRan
 from service.runtime.decode.pillow import PillowDecoder
 from service.runtime.scores import Scores
+from service.serving.payloads import Pixels, RequestRecorder
 from service.serving.state import ServiceState
 
 
@@ -57,14 +58,8 @@ async def score_uploads(
         return await _score_encoded(state, served, [uploads[i] for i in todo], deadline)
 
     recorder = state.payloads.recorder(route, uploads)
-    on_disagreement = None
-    if recorder is not None and recorder.wants_disagreements:
-        on_disagreement = recorder.shadow_disagreed
     data = [u.data for u in uploads]
-    scores = await _score(state, route, "image", data, score, deadline, on_disagreement)
-    if recorder is not None:
-        recorder.answered(scores)  # before the shadow copy (a task) can run
-    return scores
+    return await _recorded(state, route, "image", data, score, deadline, recorder)
 
 
 async def score_arrays(
@@ -83,13 +78,33 @@ async def score_arrays(
             raise InvalidParameter("decoded images do not fit the shadow version's input size")
         return await score_decoded(state, served, list(images[todo]), deadline)
 
-    return await _score(
-        state, route, "pixels", [image.tobytes() for image in images], score, deadline
-    )
+    recorder = state.payloads.recorder(route, [Pixels(image) for image in images])
+    data = [image.tobytes() for image in images]
+    return await _recorded(state, route, "pixels", data, score, deadline, recorder)
 
 
 ScoreSome = Callable[[ServedVersion, float, list[int]], Awaitable[list[Scores]]]
 """Scores the request's images at the given indices on a version by a deadline."""
+
+
+async def _recorded(
+    state: ServiceState,
+    route: Route,
+    kind: InputKind,
+    data: list[bytes],
+    score: ScoreSome,
+    deadline: float,
+    recorder: RequestRecorder | None,
+) -> list[Scores]:
+    """`_score`, its answers (and the shadow's disagreements) told to the payload log's
+    `recorder` when the model has one."""
+    on_disagreement = None
+    if recorder is not None and recorder.wants_disagreements:
+        on_disagreement = recorder.shadow_disagreed
+    scores = await _score(state, route, kind, data, score, deadline, on_disagreement)
+    if recorder is not None:
+        recorder.answered(scores)  # before the shadow copy (a task) can run
+    return scores
 
 
 async def _score(

@@ -8,6 +8,9 @@ logger also sends); and every image answered `uncertain`, or answered otherwise 
 shadow version, is saved into `inbox/<model>/<predicted label>/`, the class-folder layout
 `roost train --data` reads.
 
+Decoded inputs (the v2 protocol's uint8 tensors) are recorded as PNG files, encoded by the
+writer thread only for a record that keeps its image.
+
 Nothing here may slow or fail a request: `offer` only puts the record on a bounded queue
 (full: the record is dropped and counted), and one writer thread does the disk and network
 work. A sink that fails is counted and logged once per kind of failure; requests go on.
@@ -16,6 +19,7 @@ work. A sink that fails is counted and logged once per kind of failure; requests
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -30,6 +34,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
+from PIL import Image
 
 from service.model_config import PayloadLogConfig
 from service.observability.metrics import ServiceMetrics
@@ -50,7 +57,8 @@ IMAGE_SUFFIXES = {b"\xff\xd8\xff": ".jpg", b"\x89PNG": ".png", b"RIFF": ".webp",
 class Answered:
     """One image a model answered."""
 
-    image: bytes
+    image: bytes | np.ndarray
+    """As it was sent: the encoded file, or decoded uint8 pixels `[H, W, 3]` (`image_file`)."""
     filename: str | None
     top: list[tuple[str, float]]
     """(label, score), highest first: the answer's top k."""
@@ -72,14 +80,23 @@ class PayloadRecord:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-class EncodedImage(Protocol):
-    """An uploaded image as the request path holds it (serving/inference.py `Upload`)."""
+class SentImage(Protocol):
+    """An image as the request path holds it: an upload (serving/inference.py `Upload`), or
+    decoded pixels (`Pixels`)."""
 
     @property
     def filename(self) -> str | None: ...
 
     @property
-    def data(self) -> bytes: ...
+    def data(self) -> bytes | np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """A decoded image of a request, uint8 `[H, W, 3]`, held as it is until a record keeps it."""
+
+    data: np.ndarray
+    filename: str | None = None
 
 
 class RequestRecorder:
@@ -92,7 +109,7 @@ class RequestRecorder:
         log: PayloadLog,
         config: PayloadLogConfig,
         route: Route,
-        images: Sequence[EncodedImage],
+        images: Sequence[SentImage],
     ) -> None:
         self._log, self._config, self._route, self._images = log, config, route, images
         self._request_id = current_request_id()
@@ -135,9 +152,9 @@ class PayloadLog:
         self._failing: set[str] = set()
         """Kinds of failure already logged (a full disk is said once, not per record)."""
 
-    def recorder(self, route: Route, images: Sequence[EncodedImage]) -> RequestRecorder | None:
-        """A recorder for a request of encoded `images` on `route`; None when its model has
-        no `payload_log`."""
+    def recorder(self, route: Route, images: Sequence[SentImage]) -> RequestRecorder | None:
+        """A recorder for a request of `images` on `route`; None when its model has no
+        `payload_log`."""
         config = route.policy.config.payload_log
         return None if config is None else RequestRecorder(self, config, route, images)
 
@@ -187,13 +204,14 @@ class PayloadLog:
     def _write(self, record: PayloadRecord) -> None:
         config, model = record.config, record.model
         try:
+            image = image_file(record.answered.image) if _keeps_image(record) else b""
             if record.sampled:
                 if config.folder is not None:
-                    self._to_folder(Path(config.folder), record)
+                    self._to_folder(Path(config.folder), record, image)
                 if config.url is not None:
-                    self._to_url(config.url, record)
+                    self._to_url(config.url, record, image)
             if _for_inbox(record.answered) and config.inbox is not None:
-                self._to_inbox(Path(config.inbox), record)
+                self._to_inbox(Path(config.inbox), record, image)
         except (OSError, ValueError) as exc:
             self._metrics.payload_records.labels(model, "failed").inc()
             kind = f"{model}:{type(exc).__name__}"
@@ -203,25 +221,25 @@ class PayloadLog:
             return
         self._metrics.payload_records.labels(model, "written").inc()
 
-    def _to_folder(self, folder: Path, record: PayloadRecord) -> None:
+    def _to_folder(self, folder: Path, record: PayloadRecord, image: bytes) -> None:
         """`<folder>/<model>/<UTC date>.jsonl`, and the image as `images/<id><suffix>`."""
         model_dir = folder / record.model
         model_dir.mkdir(parents=True, exist_ok=True)
         event = _event_data(record)
         if record.config.images:
-            image = model_dir / "images" / f"{record.id}{_suffix(record.answered.image)}"
-            image.parent.mkdir(exist_ok=True)
-            image.write_bytes(record.answered.image)
-            event["image"] = image.relative_to(model_dir).as_posix()
+            path = model_dir / "images" / f"{record.id}{_suffix(image)}"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(image)
+            event["image"] = path.relative_to(model_dir).as_posix()
         with (model_dir / f"{record.time[:10]}.jsonl").open("a", encoding="utf-8") as out:
             out.write(json.dumps(event) + "\n")
 
-    def _to_url(self, url: str, record: PayloadRecord) -> None:
+    def _to_url(self, url: str, record: PayloadRecord, image: bytes) -> None:
         """One CloudEvent (structured mode, JSON) per record; the image base64-encoded in
         `data.image_base64` when `images` is true."""
         data = _event_data(record)
         if record.config.images:
-            data["image_base64"] = base64.b64encode(record.answered.image).decode()
+            data["image_base64"] = base64.b64encode(image).decode()
         event = {
             "specversion": "1.0",
             "id": record.id,
@@ -241,21 +259,35 @@ class PayloadLog:
             if not 200 <= answer.status < 300:
                 raise ValueError(f"{url} answered {answer.status}")
 
-    def _to_inbox(self, inbox: Path, record: PayloadRecord) -> None:
+    def _to_inbox(self, inbox: Path, record: PayloadRecord, image: bytes) -> None:
         """`<inbox>/<model>/<predicted label>/<time>-<id><suffix>`: a person moves each image
         to the folder of its true class, and the inbox is a `roost train --data` folder."""
         label = record.answered.top[0][0] if record.answered.top else "unknown"
         folder = inbox / record.model / _safe_folder_name(label)
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        target = folder / f"{stamp}-{record.id[:12]}{_suffix(record.answered.image)}"
+        target = folder / f"{stamp}-{record.id[:12]}{_suffix(image)}"
         temporary = target.with_name(f".{target.name}")
-        temporary.write_bytes(record.answered.image)
+        temporary.write_bytes(image)
         os.replace(temporary, target)  # never a half-written image in a class folder
 
 
 def _for_inbox(answered: Answered) -> bool:
     return answered.uncertain or answered.disagreed
+
+
+def _keeps_image(record: PayloadRecord) -> bool:
+    inbox = _for_inbox(record.answered) and record.config.inbox is not None
+    return inbox or (record.sampled and record.config.images)
+
+
+def image_file(image: bytes | np.ndarray) -> bytes:
+    """The image as a file: an upload as it was sent, decoded pixels as a PNG (lossless)."""
+    if isinstance(image, bytes):
+        return image
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG", compress_level=1)  # fast: the writer's CPU
+    return buffer.getvalue()
 
 
 def _event_data(record: PayloadRecord) -> dict[str, object]:

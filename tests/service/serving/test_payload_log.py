@@ -6,6 +6,7 @@ fails for any of it."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -13,14 +14,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from modelkit import publish, solid_png
+from PIL import Image
 from pydantic import ValidationError
 from servers import sample
 
 from service.model_config import ModelConfigFile
 from service.observability.metrics import ServiceMetrics
-from service.serving.payloads import Answered, PayloadLog
+from service.serving.payloads import Answered, PayloadLog, image_file
 from training.data import find_splits
 
 CLEAR = solid_png((250, 5, 5))  # the colour model is sure of these
@@ -85,6 +88,46 @@ async def test_records_images_and_the_inbox_of_uncertain_answers(
     assert len(splits.splits["train"]) == 3
     metrics = (await roost.client.get("/metrics")).text
     assert sample(metrics, "roost_payload_records_total", model="colours", outcome="written") == 5
+
+
+async def test_decoded_pixel_tensors_are_recorded_as_png(
+    repo: Path, tmp_path: Path, start_app
+) -> None:  # type: ignore[no-untyped-def]
+    """The v2 protocol's uint8 tensors are decoded images: recorded losslessly as PNG files,
+    encoded by the writer, not the request."""
+    payloads, inbox = tmp_path / "payloads", tmp_path / "inbox"
+    config = {
+        "min_confidence": 0.6,
+        "payload_log": {"sample": 1.0, "folder": str(payloads), "images": True,
+                        "inbox": str(inbox)},
+    }  # fmt: skip
+    publish(repo, "colours", 1, config=config)
+    roost = await start_app(repo)
+    await roost.wait_ready()
+    pixels = np.stack([np.full((32, 32, 3), (250, 5, 5), np.uint8),
+                       np.full((32, 32, 3), (120, 110, 115), np.uint8)])  # fmt: skip
+    pixels[0, 0, 0] = (1, 2, 3)  # not a solid colour: the PNG must keep every pixel
+    tensor = {"name": "PIXELS", "datatype": "UINT8", "shape": list(pixels.shape)}
+    r = await roost.client.post(
+        "/v2/models/colours/infer", json={"inputs": [{**tensor, "data": pixels.ravel().tolist()}]}
+    )
+    assert r.status_code == 200, r.text
+    await until(lambda: len(records(payloads)) == 2, "two records")
+    written = records(payloads)
+    assert all(r["request_id"] == written[0]["request_id"] for r in written)
+    saved = [np.asarray(Image.open(payloads / "colours" / r["image"])) for r in written]
+    assert sorted(a.tobytes() for a in saved) == sorted(p.tobytes() for p in pixels)
+    assert all(r["image"].endswith(".png") for r in written)
+    await until(lambda: len(list((inbox / "colours").rglob("*.png"))) == 1, "the unsure one")
+    (boxed,) = (inbox / "colours").rglob("*.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(boxed)), pixels[1])
+
+
+def test_an_upload_is_kept_as_sent_and_pixels_become_png() -> None:
+    upload = solid_png((9, 9, 9))
+    assert image_file(upload) is upload
+    pixels = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(image_file(pixels)))), pixels)
 
 
 async def test_images_the_shadow_version_answers_otherwise_go_to_the_inbox(
