@@ -1,6 +1,8 @@
 """One log format for the app and uvicorn: text (the default) or one JSON object per line
 (`ROOST_LOG_FORMAT=json`, python-json-logger). Every line written while a request is served
-carries its request id, and the model and version once routed (service/request_context.py).
+carries its request id, and the model and version once routed (service/request_context.py);
+with tracing on, also the trace and span ids it was written under, so a log line leads to its
+trace and a trace to its lines.
 
 `log_config` is a `logging.config.dictConfig` dictionary: `serve` applies it and hands it to
 uvicorn (which applies it again in each worker process), so uvicorn's own lines (start-up,
@@ -13,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from opentelemetry import trace
+
 from service.request_context import CURRENT
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(request)s"
@@ -21,7 +25,8 @@ JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 class RequestContextFilter(logging.Filter):
     """Adds the request's id, model and version to each record written while serving it:
-    as attributes (JSON) and as one ` [request_id=... model=... version=...]` suffix (text)."""
+    as attributes (JSON) and as one ` [request_id=... model=... version=...]` suffix (text);
+    and `trace_id`, `span_id` (W3C hex) when the request is traced."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = CURRENT.get()
@@ -35,6 +40,11 @@ class RequestContextFilter(logging.Filter):
         parts = [f"request_id={context.request_id}"]
         if context.model is not None:
             parts.append(f"model={context.model} version={context.version}")
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:  # never without a tracer provider (observability/tracing.py)
+            record.trace_id = format(span.trace_id, "032x")
+            record.span_id = format(span.span_id, "016x")
+            parts.append(f"trace_id={record.trace_id}")
         record.request = f" [{' '.join(parts)}]"
         return True
 

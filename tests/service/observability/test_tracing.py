@@ -6,6 +6,7 @@ receives over OTLP/HTTP is checked in tests/service/observability/test_tracing_o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from service.observability.logs import RequestContextFilter
 from service.observability.tracing import TracingConfigError, tracer_provider_from_environ
+from service.request_context import CURRENT, RequestContext
 
 PNG = {"content": solid_png((200, 10, 10)), "headers": {"content-type": "image/png"}}
 PER_REQUEST = {"roost.admission", "roost.decode", "roost.queue_wait", "roost.inference"}
@@ -226,3 +229,21 @@ async def test_without_otel_settings_the_app_has_no_tracer(repo: Path, start_app
     assert roost.app.state.roost.tracer is None
     assert all("OpenTelemetry" not in m.cls.__name__ for m in roost.app.user_middleware)
     assert (await roost.client.post("/v1/classify", **PNG)).status_code == 200
+
+
+def test_log_lines_of_a_traced_request_carry_its_trace() -> None:
+    provider = TracerProvider(shutdown_on_exit=False)
+    token = CURRENT.set(RequestContext("r-1"))
+    try:
+        with provider.get_tracer("test").start_as_current_span("request") as span:
+            traced = logging.LogRecord("roost.access", logging.INFO, __file__, 1, "ok", None, None)
+            RequestContextFilter().filter(traced)
+        untraced = logging.LogRecord("roost.access", logging.INFO, __file__, 1, "ok", None, None)
+        RequestContextFilter().filter(untraced)
+    finally:
+        CURRENT.reset(token)
+    ids = span.get_span_context()
+    assert traced.trace_id == format(ids.trace_id, "032x")
+    assert traced.span_id == format(ids.span_id, "016x")
+    assert traced.request == f" [request_id=r-1 trace_id={traced.trace_id}]"
+    assert not hasattr(untraced, "trace_id") and untraced.request == " [request_id=r-1]"
