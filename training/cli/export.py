@@ -18,9 +18,11 @@ def add_parser(subparsers: Any) -> None:
         subparsers,
         "export",
         help="export a run to ONNX and publish it as a new version",
-        description="Checks ONNX against Keras (max prob diff 1e-4) and "
-        "publishes atomically into REPO/NAME/<next version> (REPO: a folder, or "
-        "s3://BUCKET/PREFIX, where card.json is uploaded last).",
+        description="Checks ONNX against Keras (max prob diff 1e-4), refuses a model whose "
+        "held-out accuracy is no better than the majority class, below --min-accuracy, or far "
+        "below its training accuracy (unless --allow-weak-model), and publishes atomically "
+        "into REPO/NAME/<next version> (REPO: a folder, or s3://BUCKET/PREFIX, where card.json "
+        "is uploaded last).",
     )
     p.add_argument(
         "run",
