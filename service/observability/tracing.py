@@ -6,7 +6,9 @@ rest itself: the endpoint, headers, certificate and timeout of the OTLP/HTTP exp
 sampler (``OTEL_TRACES_SAMPLER``, ``..._ARG``), the batch processor's queue
 (``OTEL_BSP_*``), ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``. Off, the server
 builds no provider, adds no middleware, and every span helper here is skipped by its caller
-(``ServiceState.tracer is None``): a request pays nothing for tracing it does not do.
+(``ServiceState.tracer is None``): a request pays nothing for tracing it does not do. On, a
+request the sampler leaves out gets its server span (not recorded) and none of Roost's own
+(`recording`).
 
 A request's spans: the protocol's server span (HTTP by the ASGI middleware, gRPC by its
 interceptor, both OpenTelemetry's own instrumentation), and under it ``roost.admission``,
@@ -24,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
@@ -110,6 +113,14 @@ def tracer_provider_from_environ(
     return provider
 
 
+def recording(tracer: Tracer | None) -> Tracer | None:
+    """`tracer` when the current request's span is recorded; None when tracing is off or the
+    sampler left this request out (its spans would be dropped: they are not made at all)."""
+    if tracer is None or not trace.get_current_span().is_recording():
+        return None
+    return tracer
+
+
 def epoch_ns(monotonic_s: float) -> int:
     """A `time.monotonic()` reading as the wall-clock nanoseconds spans are stamped with."""
     return time.time_ns() - int((time.monotonic() - monotonic_s) * 1e9)
@@ -136,7 +147,9 @@ def record_span(
 @contextlib.contextmanager
 def span_around(tracer: Tracer | None, name: str) -> Iterator[None]:
     """A span `name` around the block, under the current context (an exception the block
-    raises marks it failed); nothing at all when `tracer` is None."""
+    raises marks it failed); nothing at all when `tracer` is None or the request is not
+    sampled."""
+    tracer = recording(tracer)
     if tracer is None:
         yield
         return

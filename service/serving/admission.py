@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from service.errors import DeadlineExceeded, InvalidParameter, ServiceError
 from service.observability.metrics import UNKNOWN_MODEL
-from service.observability.tracing import record_span
+from service.observability.tracing import record_span, recording
 from service.policy.model_policy import Outcome
 from service.repository.registry import Route, ServedVersion, VersionSelector
 from service.request_context import current_request_id, note_route
@@ -94,7 +94,7 @@ async def admitted(
     Raises what the registry and the batcher raise (404, 503) and whatever the block raises.
     """
     started = time.perf_counter()
-    tracer = state.tracer
+    tracer = recording(state.tracer)
     admission_started_ns = time.time_ns() if tracer is not None else 0
     admission_traced = False
     registry, metrics = state.registry, state.metrics

@@ -25,7 +25,7 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
-from service.observability.tracing import epoch_ns, record_span
+from service.observability.tracing import epoch_ns, record_span, recording
 from service.policy.result_cache import InputKind, cache_key, model_identity
 from service.repository.registry import Route, ServedVersion
 from service.runtime.batcher import BatchTiming, Decode, OnRan
@@ -148,7 +148,7 @@ async def _score(
 async def _score_encoded(
     state: ServiceState, served: ServedVersion, uploads: list[Upload], deadline: float
 ) -> list[Scores]:
-    on_ran = _batch_spans(state.tracer)
+    on_ran = _batch_spans(recording(state.tracer))
     with served.batcher.reserve(len(uploads), deadline) as reservation:
         if _decodes_on_inference_threads(state, served):
             calls = [_decode_call(state, served, u, deadline) for u in uploads]
@@ -179,7 +179,7 @@ async def score_decoded(
     """Queue room, batch, session for decoded images: no cache, no counting, no shadow (the
     explain endpoint's masked copies are not answers)."""
     with served.batcher.reserve(len(images), deadline) as reservation:
-        futures = reservation.submit(list(images), deadline, _batch_spans(state.tracer))
+        futures = reservation.submit(list(images), deadline, _batch_spans(recording(state.tracer)))
     return await _answers(futures, deadline, state.settings.request_timeout_s)
 
 
@@ -249,7 +249,7 @@ def _decode_call(
     settings = state.settings
     decoder = state.decoder
     decode_seconds = state.metrics.decode_seconds.labels(served.name)
-    tracer = state.tracer
+    tracer = recording(state.tracer)
     # The request's trace context, for a span recorded on whichever thread decodes.
     parent = otel_context.get_current() if tracer is not None else None
 

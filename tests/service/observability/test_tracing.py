@@ -18,11 +18,16 @@ from modelkit import publish, solid_png
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from service.observability.logs import RequestContextFilter
-from service.observability.tracing import TracingConfigError, tracer_provider_from_environ
+from service.observability.tracing import (
+    TracingConfigError,
+    recording,
+    tracer_provider_from_environ,
+)
 from service.request_context import CURRENT, RequestContext
 
 PNG = {"content": solid_png((200, 10, 10)), "headers": {"content-type": "image/png"}}
@@ -247,3 +252,15 @@ def test_log_lines_of_a_traced_request_carry_its_trace() -> None:
     assert traced.span_id == format(ids.span_id, "016x")
     assert traced.request == f" [request_id=r-1 trace_id={traced.trace_id}]"
     assert not hasattr(untraced, "trace_id") and untraced.request == " [request_id=r-1]"
+
+
+def test_roost_s_spans_are_made_only_for_a_recorded_request() -> None:
+    """A request the sampler leaves out costs its server span only."""
+    sampled_out = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False).get_tracer("t")
+    with sampled_out.start_as_current_span("POST /v1/classify"):
+        assert recording(sampled_out) is None
+    sampled = TracerProvider(shutdown_on_exit=False).get_tracer("t")
+    with sampled.start_as_current_span("POST /v1/classify"):
+        assert recording(sampled) is sampled
+    assert recording(sampled) is None, "outside a request"
+    assert recording(None) is None
