@@ -43,7 +43,9 @@ class CheckSet:
     labels: np.ndarray | None
     """The labelled gate and the held-out gate when given; the unlabelled gate if not."""
     source: object
-    """The card's ``quantization.check_source``: ``"test split"``, or photo counts by source."""
+    """The card's ``quantization.check_source``: ``"test split"`` (``roost export``), or what
+    ``roost quantize`` checked on (``training/release/gate_data.py``: the data, whether it was
+    labelled, its splits and their image counts; or offline photo counts by source)."""
     split: str = ""
     """The split's name, for the held-out gate's figures (with labels)."""
 
@@ -52,7 +54,8 @@ class CheckSet:
 class Calibration:
     images: np.ndarray
     source: object
-    """The card's ``calibration.source``: ``"training split"``, or photo counts by source."""
+    """The card's ``calibration.source``: ``"training split"`` (``roost export``), or what
+    ``roost quantize`` calibrated on (as ``CheckSet.source``)."""
     method: str
 
 
