@@ -149,6 +149,9 @@ def test_dashboard_shows_what_on_call_needs() -> None:
         "roost_gpu_utilization_ratio",
         "roost_gpu_memory_used_bytes",
         "roost_gpu_memory_total_bytes",
+        "roost_payload_records_total",
+        "roost_model_store_up",
+        "roost_model_store_errors_total",
     ):
         assert needed in text, f"no panel queries {needed}"
     assert "[$__rate_interval]" in text and not re.search(r"\[\d+[smh]\]", text)
@@ -170,7 +173,9 @@ def test_dashboard_structure_and_variables() -> None:
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
             expr = target["expr"]
-            model_metrics = re.findall(r"\broost_(?!models_loaded|ready|gpu_)\w+\{[^}]*\}", expr)
+            # Per model unless server-wide: models loaded, readiness, GPUs, the model store.
+            server_wide = r"(?!models_loaded|ready|gpu_|model_store_)"
+            model_metrics = re.findall(rf"\broost_{server_wide}\w+\{{[^}}]*\}}", expr)
             for selector in model_metrics:
                 assert 'model=~"$model"' in selector, f"{panel['title']}: {selector}"
 

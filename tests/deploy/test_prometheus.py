@@ -151,8 +151,10 @@ PROFILE = {
 def stack(
     tmp_path: Path, repo: Path, start_server: Callable[..., RoostServer]
 ) -> Iterator[tuple[RoostServer, Prometheus]]:
+    # Half the answers recorded: the payload-log panel has records to show.
+    config = {**POLICY, "payload_log": {"sample": 0.5, "folder": str(tmp_path / "payloads")}}
     for name in MODELS:
-        publish(repo, name, 1, config=POLICY, card_extra=PROFILE)
+        publish(repo, name, 1, config=config, card_extra=PROFILE)
         publish(repo, name, 2, model=b"not an onnx model")  # refused: a load failure per model
         publish(repo, name, 3, card_extra=PROFILE)  # the canary
     server = start_server(repo)
