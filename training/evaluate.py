@@ -1,6 +1,6 @@
 """``roost evaluate``: test-split metrics, report, plots and per-image CSV into the run folder.
 
-Writes ``summary.json`` (accuracy, macro-F1, val accuracy, parameters),
+Writes ``summary.json`` (held-out accuracy and macro-F1, val and training accuracy, parameters),
 ``classification_report.txt``, ``confusion_matrix.png``, ``curves.png`` and ``predictions.csv``
 (every test image, its true label, prediction and top-k scores).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from training.data import LoadedSplit, read_run_splits, save_json
+from training.evidence import FitEvidence, generalisation_problem
 from training.pipeline import decode_to_cache, on_demand, release
 
 
@@ -104,7 +106,14 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title
     plt.close(fig)
 
 
-def plot_curves(history: dict[str, list[float]], phase2_start: int | None, path: Path) -> None:
+def plot_curves(
+    history: dict[str, list[float]],
+    phase2_start: int | None,
+    path: Path,
+    restored: int | None = None,
+) -> None:
+    """Accuracy and loss per epoch, training (as fitted: dropout and augmentation on) beside
+    validation, with the start of fine-tuning and the epoch whose weights were kept marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,12 +126,25 @@ def plot_curves(history: dict[str, list[float]], phase2_start: int | None, path:
                 ax.plot(range(1, len(history[key]) + 1), history[key], marker=".", label=label)
         if phase2_start:
             ax.axvline(phase2_start + 0.5, color="grey", linestyle="--", label="fine-tune")
+        if restored:
+            ax.axvline(restored, color="green", linestyle=":", label=f"restored (epoch {restored})")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def restored_epoch(history: dict[str, list[float]], phase2_start: int | None) -> int | None:
+    """The epoch (1-based) whose weights the run kept: the lowest val loss of the last phase,
+    the first of equals (each phase's ``EarlyStopping`` restores its best weights)."""
+    losses = history.get("val_loss") or []
+    first = phase2_start if phase2_start is not None and phase2_start < len(losses) else 0
+    last_phase = losses[first:]
+    if not last_phase:
+        return None
+    return first + int(np.argmin(last_phase)) + 1
 
 
 def write_predictions(
@@ -156,14 +178,16 @@ def evaluate_run(
     cfg = TrainConfig.load(run / "config.json")
     class_names = read_labels(run)
     model = model if model is not None else load_run_model(run)
-    loaded = loaded or {name: load_run_split(run, name) for name in ("val", "test")}
-    val, test = loaded["val"], loaded["test"]
+    loaded = loaded or {name: load_run_split(run, name) for name in ("train", "val", "test")}
+    train, val, test = loaded["train"], loaded["val"], loaded["test"]
     # No test split (--split 0.8,0.2,0): the reports are on val, and say so.
     split = "test" if len(test.labels) else "val"
     part = loaded[split]
     if len(part.labels) == 0:
         raise ValueError("neither a test nor a val split with readable images to evaluate on")
     val_probs, test_probs = predict(model, val.images), predict(model, test.images)
+    # inference mode, no augmentation: the network that is served, on the images it fitted
+    train_probs = predict(model, train.images)
     probs = test_probs if split == "test" else val_probs
     y_pred = probs.argmax(axis=1)
     indices = list(range(len(class_names)))
@@ -185,8 +209,10 @@ def evaluate_run(
     )
     history_path = run / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else {}
-    if history.get("history"):
-        plot_curves(history["history"], history.get("phase2_start_epoch"), run / "curves.png")
+    epochs = history.get("history") or {}
+    restored = restored_epoch(epochs, history.get("phase2_start_epoch"))
+    if epochs:
+        plot_curves(epochs, history.get("phase2_start_epoch"), run / "curves.png", restored)
     write_predictions(run / "predictions.csv", part, probs, class_names, top_k)
 
     def accuracy(part: LoadedSplit, probs: np.ndarray) -> float | None:
@@ -202,6 +228,9 @@ def evaluate_run(
         "classes": class_names,
         "params": count_params(model),
         "evaluated_on": split,
+        "train_accuracy": accuracy(train, train_probs),
+        "best_val_accuracy": max(epochs["val_accuracy"]) if epochs.get("val_accuracy") else None,
+        "restored_epoch": restored,
         "val_accuracy": accuracy(val, val_probs),
         "test_accuracy": accuracy(test, test_probs),
         "val_loss": cross_entropy(val_probs, val.labels),
@@ -213,7 +242,8 @@ def evaluate_run(
         "majority_class_share": majority_share(part.labels),
         "per_class": {c: report[c] for c in class_names},
         "confusion_matrix": matrix.tolist(),
-        "epochs_run": len(history.get("history", {}).get("loss", [])),
+        "train_images": len(train.labels),
+        "epochs_run": len(epochs.get("loss", [])),
         "train_seconds": history.get("train_seconds"),
     }
     if history.get("params"):
@@ -222,9 +252,27 @@ def evaluate_run(
     print(report_text)
     if split == "val":
         print("no test split: the report, matrix and predictions are on the val split")
-    print(
-        f"{split} accuracy {summary[f'{split}_accuracy']}, macro-F1 {macro_f1}, "
-        f"val accuracy {summary['val_accuracy']}  ({run / 'summary.json'})",
-        flush=True,
-    )
+    print(result_line(summary, run / "summary.json"), flush=True)
+    problem = generalisation_problem(FitEvidence.from_summary(summary))
+    if problem:
+        print(f"warning: {problem}", file=sys.stderr, flush=True)
     return summary
+
+
+def result_line(summary: dict[str, Any], path: Path) -> str:
+    """The evaluation in one line: held-out accuracy and macro-F1, val accuracy when held-out
+    is the test split, and training accuracy at the restored epoch beside them."""
+    split = summary["evaluated_on"]
+    macro_f1 = summary[f"{split}_macro_f1"]
+    parts = [f"{split} accuracy {_figure(summary[f'{split}_accuracy'])}, macro-F1 {macro_f1:.3f}"]
+    if split == "test":
+        parts.append(f"val accuracy {_figure(summary['val_accuracy'])}")
+    train = f"train accuracy {_figure(summary['train_accuracy'])}"
+    if summary.get("restored_epoch"):
+        train += f" (epoch {summary['restored_epoch']})"
+    parts.append(train)
+    return f"{', '.join(parts)}  ({path})"
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -51,7 +51,10 @@ def test_export_refuses_a_model_no_better_than_the_majority_class(
 
 
 def test_no_test_split_and_relative_paths(
-    photo_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    photo_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`--split 0.8,0.2,0` from one directory; evaluate and export from another."""
     work = tmp_path / "work"
@@ -69,6 +72,13 @@ def test_no_test_split_and_relative_paths(
     assert split["test"] == [] and all(Path(f).is_absolute() for f, _ in split["val"])
     summary = json.loads((run / "summary.json").read_text())
     assert summary["evaluated_on"] == "val" and summary["test_accuracy"] is None
+    assert 0 <= summary["train_accuracy"] <= 1 and summary["train_images"] > 0
+    assert summary["restored_epoch"] in (1, 2)
+    history = json.loads((run / "history.json").read_text())["history"]
+    assert summary["best_val_accuracy"] == max(history["val_accuracy"])
+    result = [line for line in capsys.readouterr().out.splitlines() if "macro-F1" in line][-1]
+    assert result.startswith("val accuracy ") and result.count("val accuracy") == 1
+    assert f"train accuracy {summary['train_accuracy']:.3f}" in result
     assert 0 <= summary["val_macro_f1"] <= 1 and summary["test_macro_f1"] is None
     assert (run / "classification_report.txt").read_text().startswith("val split")
     for name in ("confusion_matrix.png", "predictions.csv"):
