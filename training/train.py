@@ -108,15 +108,19 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return {c: out.get(c, 1.0) for c in range(num_classes)}
 
 
-def _callbacks(cfg: TrainConfig, phase: int, images: int) -> list[Any]:
+def _callbacks(cfg: TrainConfig, phase: int, train: LoadedSplit) -> list[Any]:
     import keras
 
+    from training.batchnorm import EstimateBatchNorm
     from training.scale import Throughput
 
     checkpoints = cfg.out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     backup = cfg.out / "backup"
+    # Its own shuffled batches (another seed), so the training batches' order stays the seed's.
+    estimate = EstimateBatchNorm(pipeline.batches(train, cfg.batch_size, cfg.seed + 1))
     return [
+        estimate,  # first: validation, and every callback that reads it, sees its statistics
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, verbose=1),
         keras.callbacks.EarlyStopping(
             monitor="val_loss",
@@ -127,7 +131,7 @@ def _callbacks(cfg: TrainConfig, phase: int, images: int) -> list[Any]:
         keras.callbacks.ModelCheckpoint(
             checkpoints / f"phase{phase}_best.keras", monitor="val_loss", save_best_only=True
         ),
-        Throughput(cfg.batch_size, images),  # before the loggers: they record its figures
+        Throughput(cfg.batch_size, len(train.labels)),  # before the loggers: they record it
         keras.callbacks.CSVLogger(backup / f"phase{phase}.csv", append=True),
         keras.callbacks.BackupAndRestore(backup / f"phase{phase}"),
     ]
@@ -230,7 +234,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 initial_epoch=first,
                 epochs=first + epochs,
                 class_weight=class_weight,
-                callbacks=_callbacks(cfg, phase, len(loaded["train"].labels)),
+                callbacks=_callbacks(cfg, phase, loaded["train"]),
                 verbose=cfg.verbose,
             )
             model.save_weights(finished)
