@@ -20,7 +20,7 @@ from roost.contract.card import RESIZE_MODES, ResizeMode
 from training.backbones import SPECS
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
+FLIPS = ("auto", "horizontal", "vertical", "horizontal_and_vertical", "none")
 PIPELINES = ("auto", "memory", "cache", "stream")
 OPTION_GROUPS = {
     "augmentation": "augmentation (training only; a factor of 0 turns one off)",
@@ -256,7 +256,13 @@ class TrainConfig:
     )
     # Augmentation magnitudes (Keras' factors; 0 leaves a transform out).
     augment: bool = option(True, flag="--no-augment", group="augmentation", help="none at all")
-    flip: str = option("horizontal", choices=FLIPS, group="augmentation")
+    flip: str = option(
+        "auto",
+        choices=FLIPS,
+        group="augmentation",
+        help="auto: horizontal for a pretrained base (photos: a mirror image is the same "
+        "class), none for random weights (the from-scratch nets; letters, digits, symbols)",
+    )
     rotation: float = option(0.05, group="augmentation", help="fraction of a full turn")
     translation: float = option(0.1, group="augmentation", help="fraction of height/width")
     zoom: float = option(0.1, group="augmentation", help="fraction, in and out")
@@ -277,7 +283,9 @@ class TrainConfig:
     early_stopping_patience: int = option(
         4, flag="--patience", help="early-stopping patience in epochs (val loss)"
     )
-    max_per_class: int | None = option(None, help="subsample each class and split")
+    max_per_class: int | None = option(
+        None, help="at most N images per class, over all splits (sampled before splitting)"
+    )
     # Input pipeline (training/pipeline.py); the cache folder None is RUNDIR/cache.
     pipeline: str = option(
         "auto",
@@ -371,6 +379,16 @@ class TrainConfig:
     @property
     def pretrained(self) -> bool:
         return self.weights.lower() != "none"
+
+    @property
+    def flip_mode(self) -> str:
+        """The flip augmentation applies: ``flip``, with ``auto`` made horizontal for a
+        pretrained base (natural photos, whose mirror image is the same class) and none for
+        random weights (the from-scratch nets' letters, digits and symbols, whose mirror image
+        can be another class or none)."""
+        if self.flip != "auto":
+            return self.flip
+        return "horizontal" if self.pretrained else "none"
 
     def command(self) -> str:
         """The ``roost train`` command line that gives these settings (defaults left out)."""

@@ -143,7 +143,8 @@ def find_splits(
     (``validation/`` or ``valid/`` are val too). File paths are absolute.
 
     In a pre-split folder a missing ``val/`` or ``test/`` is carved out of ``train/`` with the
-    given ratios. ``max_per_class`` subsamples each class of each split (seeded).
+    given ratios. ``max_per_class`` caps each class's images over all splits (seeded): class
+    folders are sampled before they are split, a pre-split class keeps its splits' shares.
     """
     root = Path(root).resolve()  # run folders name files absolutely: any cwd can read them
     if not root.is_dir():
@@ -160,8 +161,13 @@ def find_splits(
             by_split["train"] = carved["train"]
             for s in missing:
                 by_split[s] = carved[s]
+        if max_per_class is not None:
+            by_split = _cap_presplit(by_split, max_per_class, seed)
     else:
-        by_split = stratified_split(_class_files(root), ratios, seed)
+        by_class = _class_files(root)
+        if max_per_class is not None:
+            by_class = {c: _sample(files, max_per_class, seed, c) for c, files in by_class.items()}
+        by_split = stratified_split(by_class, ratios, seed)
     class_names = sorted(set().union(*(set(c) for c in by_split.values())))
     if len(class_names) < 2:
         raise ValueError(f"{root} needs at least two class folders, found {class_names}")
@@ -170,12 +176,36 @@ def find_splits(
         split = Split()
         for index, cls in enumerate(class_names):
             files = list(by_split[s].get(cls, []))
-            if max_per_class is not None and len(files) > max_per_class:
-                files = sorted(random.Random(f"{seed}:{s}:{cls}").sample(files, max_per_class))
             split.files += files
             split.labels += [index] * len(files)
         splits[s] = split
     return DataSplits(class_names, splits, presplit)
+
+
+def _sample(files: list[Path], count: int, seed: int, key: str) -> list[Path]:
+    """``count`` of ``files`` (all when there are no more), seeded by ``key``, sorted."""
+    if len(files) <= count:
+        return files
+    return sorted(random.Random(f"{seed}:{key}").sample(files, count))
+
+
+def _cap_presplit(
+    by_split: dict[str, dict[str, list[Path]]], max_per_class: int, seed: int
+) -> dict[str, dict[str, list[Path]]]:
+    """Each class capped at ``max_per_class`` images over the splits, each split keeping its
+    share of the class (rounded; train takes the rounding)."""
+    capped: dict[str, dict[str, list[Path]]] = {s: dict(by_split[s]) for s in SPLITS}
+    for cls in set().union(*(set(c) for c in by_split.values())):
+        counts = {s: len(by_split[s].get(cls, [])) for s in SPLITS}
+        total = sum(counts.values())
+        if total <= max_per_class:
+            continue
+        keep = {s: math.floor(max_per_class * counts[s] / total + 0.5) for s in ("val", "test")}
+        keep["train"] = max_per_class - keep["val"] - keep["test"]
+        for s in SPLITS:
+            if cls in by_split[s]:
+                capped[s][cls] = _sample(by_split[s][cls], keep[s], seed, f"{s}:{cls}")
+    return capped
 
 
 def decode(data: bytes, size: tuple[int, int], resize: ResizeMode = "stretch") -> np.ndarray:

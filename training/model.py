@@ -20,8 +20,8 @@ def augmentation(cfg: TrainConfig) -> keras.Sequential | None:
     """The configured random transforms (identity outside training); None when all are off."""
     seed = cfg.seed
     steps: list[keras.layers.Layer] = []
-    if cfg.flip != "none":
-        steps.append(layers.RandomFlip(cfg.flip, seed=seed))
+    if cfg.flip_mode != "none":
+        steps.append(layers.RandomFlip(cfg.flip_mode, seed=seed))
     if cfg.rotation:
         steps.append(layers.RandomRotation(cfg.rotation, seed=seed + 1))
     if cfg.translation:
@@ -35,6 +35,26 @@ def augmentation(cfg: TrainConfig) -> keras.Sequential | None:
     if cfg.brightness:
         steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 6))
     return keras.Sequential(steps, name="augmentation") if steps else None
+
+
+def describe_augmentation(cfg: TrainConfig) -> str:
+    """The augmentation a run applies, in one line (``--flip auto`` says what it chose, why)."""
+    if not cfg.augment:
+        return "augmentation: none (--no-augment)"
+    flip = f"flip {cfg.flip_mode}"
+    if cfg.flip == "auto":
+        why = "pretrained base" if cfg.pretrained else "random weights"
+        flip += f" (--flip auto: {why})"
+    magnitudes = {
+        "rotation": cfg.rotation,
+        "translation": cfg.translation,
+        "zoom": cfg.zoom,
+        "contrast": cfg.contrast,
+        "shear": cfg.shear,
+        "brightness": cfg.brightness,
+    }
+    shown = [flip] + [f"{name} {value:g}" for name, value in magnitudes.items() if value]
+    return "augmentation: " + ", ".join(shown)
 
 
 def base_is_frozen(cfg: TrainConfig, spec: BackboneSpec) -> bool:

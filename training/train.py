@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from training import pipeline
+from training.backbones import get_spec
 from training.config import TrainConfig
 from training.data import (
     DataSplits,
@@ -45,6 +47,39 @@ STALE_OUTPUTS = (
 
 class SetupError(ValueError):
     """A setting that cannot work, found before any image is decoded."""
+
+
+RANDOM_BASE_MIN_IMAGES = 10_000
+"""Fewer training images than this for an ImageNet-sized base from random weights gets a
+warning: such networks (millions of parameters, built for 1.3 million images) fit a few
+thousand images and stay near chance on new ones (docs/training.md, "Model")."""
+
+
+def check_fine_tuning(cfg: TrainConfig) -> None:
+    """``--fine-tune-layers`` re-freezes all but the top layers of a base that, from random
+    weights, trained end to end in phase 1 and has nothing pretrained to keep: refused."""
+    if cfg.fine_tune_layers > 0 and not cfg.pretrained:
+        raise SetupError(
+            f"--fine-tune-layers fine-tunes a pretrained base, but {cfg.backbone} starts from "
+            "random weights and trains end to end in phase 1 already: drop --fine-tune-layers "
+            "and --fine-tune-epochs (train longer with --epochs), or start from pretrained "
+            "weights (--weights imagenet or FILE)"
+        )
+
+
+def random_base_warning(cfg: TrainConfig, kind: str, base_params: int, images: int) -> str | None:
+    """A warning for an ImageNet-sized base (``kind`` not "scratch") from random weights on
+    fewer than RANDOM_BASE_MIN_IMAGES training images, naming the figures and the ways out."""
+    if kind == "scratch" or cfg.pretrained or images >= RANDOM_BASE_MIN_IMAGES:
+        return None
+    return (
+        f"warning: {cfg.backbone} from random weights (--weights none): {base_params:,} "
+        f"parameters to learn from {images:,} training images (fewer than "
+        f"{RANDOM_BASE_MIN_IMAGES:,}); such a run usually stays near chance on held-out "
+        "images. Use a network made for small sets from scratch (--backbone minivggnet, lenet "
+        "or shallownet) or pretrained weights (--weights imagenet or FILE; offline: "
+        "--backbone efficientnet_lite0)"
+    )
 
 
 def decode_data(
@@ -159,8 +194,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     from training import scale
     from training.evaluate import evaluate_run
-    from training.model import compile_model, count_params, unfreeze_top
+    from training.model import compile_model, count_params, describe_augmentation, unfreeze_top
 
+    check_fine_tuning(cfg)
     # Absolute, so that evaluate and export work from any directory.
     cfg.data, cfg.out = cfg.data.resolve(), cfg.out.resolve()
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +219,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         keras.utils.set_random_seed(cfg.seed)
         with scale.scope(distribution):
             model, base = build_checked(cfg, num_classes)
+        warning = random_base_warning(
+            cfg, get_spec(cfg.backbone).kind, base.count_params(), len(splits.splits["train"])
+        )
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        print(describe_augmentation(cfg), flush=True)
         cfg.save(cfg.out / "config.json")
         loaded, report = decode_data(cfg, splits)
         print(format_report(report), flush=True)

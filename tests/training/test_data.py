@@ -110,3 +110,28 @@ def test_relative_files_of_an_older_run_resolve_against_the_run_folder(
     run.mkdir(parents=True)
     monkeypatch.chdir(run)  # not where the run was trained
     assert resolve_file(Path("data/a/000.png"), run) == tmp_path / "data" / "a" / "000.png"
+
+
+def test_max_per_class_caps_each_class_over_all_splits(tmp_path: Path) -> None:
+    """`--max-per-class 30` keeps 30 images of a class, then splits them (21 + 6 + 3), not 30
+    per split; a smaller class keeps all of its images."""
+    files = _folders(tmp_path / "d", {"a": 60, "b": 12})
+    splits = find_splits(files, (0.7, 0.2, 0.1), seed=0, max_per_class=30)
+    per_class = {
+        s: np.bincount(splits.splits[s].labels, minlength=2).tolist()
+        for s in ("train", "val", "test")
+    }
+    assert per_class == {"train": [21, 9], "val": [6, 2], "test": [3, 1]}
+    assert find_splits(files, (0.7, 0.2, 0.1), seed=0, max_per_class=30).to_json() == (
+        splits.to_json()
+    )
+
+
+def test_max_per_class_keeps_a_presplit_class_s_shares(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    _folders(root / "train", {"x": 40, "y": 8})
+    _folders(root / "val", {"x": 10, "y": 2})
+    _folders(root / "test", {"x": 10, "y": 2})
+    splits = find_splits(root, (0.7, 0.2, 0.1), seed=0, max_per_class=30)
+    counts = {s: np.bincount(splits.splits[s].labels).tolist() for s in ("train", "val", "test")}
+    assert counts == {"train": [20, 8], "val": [5, 2], "test": [5, 2]}

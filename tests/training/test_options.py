@@ -43,6 +43,31 @@ def test_older_configs_with_one_hidden_layer_still_load() -> None:
     assert _cfg().hidden_units is None  # the backbone's default
 
 
+def test_flip_auto_flips_only_a_pretrained_base_s_images() -> None:
+    """Horizontal flips suit photos (a pretrained base), not the letters, digits and symbols
+    the from-scratch nets are for (b and d, p and q are each other's mirror images)."""
+    from training.model import augmentation, describe_augmentation
+
+    def stages(cfg: TrainConfig) -> list[str]:
+        pipeline = augmentation(cfg)
+        return [type(layer).__name__ for layer in pipeline.layers] if pipeline else []
+
+    scratch = _cfg(backbone="minivggnet", weights="none")
+    assert scratch.flip == "auto" and scratch.flip_mode == "none"
+    assert "RandomFlip" not in stages(scratch)
+    assert describe_augmentation(scratch).startswith(
+        "augmentation: flip none (--flip auto: random weights), rotation 0.05"
+    )
+    pretrained = _cfg(weights="imagenet")
+    assert pretrained.flip_mode == "horizontal" and stages(pretrained)[0] == "RandomFlip"
+    assert "flip horizontal (--flip auto: pretrained base)" in describe_augmentation(pretrained)
+    chosen = _cfg(weights="none", flip="vertical")
+    assert chosen.flip_mode == "vertical" and describe_augmentation(chosen).startswith(
+        "augmentation: flip vertical, "
+    )
+    assert describe_augmentation(_cfg(augment=False)) == "augmentation: none (--no-augment)"
+
+
 def test_train_with_sgd_two_hidden_layers_and_shear(photo_data: Path, tmp_path: Path) -> None:
     from training.evaluate import load_run_model
 

@@ -13,6 +13,7 @@ from packaging.requirements import Requirement
 
 from roost.contract.card import read_card
 from training.__main__ import main
+from training.config import TrainConfig
 
 pytestmark = [
     pytest.mark.training,
@@ -138,6 +139,42 @@ def test_fine_tune_layers_without_epochs_is_an_error(
     args = ["train", "--data", str(photo_data), "--out", str(tmp_path / "r")]
     assert main([*args, "--fine-tune-layers", "20"]) == 2
     assert "--fine-tune-epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "base", [["--backbone", "minivggnet"], ["--backbone", "mobilenetv2", "--weights", "none"]]
+)
+def test_fine_tuning_a_random_base_is_refused_before_decoding(
+    base: list[str], photo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", str(photo_data), "--out", str(out), *base, *TINY]
+    assert main([*args, "--fine-tune-layers", "2", "--fine-tune-epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --fine-tune-layers fine-tunes a pretrained")
+    assert "random weights" in err[0] and "--weights imagenet" in err[0]
+    assert not (out / "data_report.json").exists()
+
+
+def test_a_random_imagenet_sized_base_on_a_small_set_is_warned_about_before_training(
+    photo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.train import random_base_warning
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(photo_data), "--out", str(out), "--backbone", "mobilenetv2"]
+    assert main([*args, "--weights", "none", "--epochs", "1", *TINY]) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if line.startswith("warning:")][0]
+    assert "mobilenetv2 from random weights" in warning and "27 training images" in warning
+    assert "--backbone minivggnet" in warning and "--weights imagenet" in warning
+    assert captured.out.index("augmentation:") < captured.out.index("phase 1")
+
+    cfg = TrainConfig(data=photo_data, out=out, backbone="mobilenetv2", weights="none")
+    assert random_base_warning(cfg, "keras", 2_000_000, 50_000) is None  # a large set
+    scratch = TrainConfig(data=photo_data, out=out, backbone="minivggnet", weights="none")
+    assert random_base_warning(scratch, "scratch", 2_000_000, 24) is None
+    assert random_base_warning(TrainConfig(data=photo_data, out=out), "keras", 2, 24) is None
 
 
 def test_fine_tune_layers_count_layers_with_weights_not_batch_norm() -> None:
