@@ -1,5 +1,6 @@
-"""``roost compare RUNDIR...``: one markdown table of backbones, sizes, losses, accuracy and
-latency, best run first (test accuracy, then val accuracy, then the lower val loss)."""
+"""``roost compare RUNDIR...``: one markdown table of backbones, sizes, losses, accuracy (training
+beside held-out) and latency, best run first (test accuracy, then val accuracy, then the lower
+val loss)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ COLUMNS = (
     "input",
     "trainable params",
     "total params",
+    "train acc",
     "val loss",
     "val acc",
     "test loss",
@@ -105,6 +107,7 @@ def row(run: Path, scratch: Path, repeats: int) -> tuple[tuple[float, float, flo
         f"{size[0]}x{size[1]}",
         _fmt(params.get("trainable")),
         _fmt(params.get("total")),
+        _fmt(summary.get("train_accuracy")),  # "-" for runs evaluated before it was recorded
         _fmt(val_loss),
         _fmt(summary.get("val_accuracy")),
         _fmt(summary.get("test_loss")),

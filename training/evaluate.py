@@ -80,7 +80,7 @@ def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float | None:
     if len(labels) == 0:
         return None
     picked = probs[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    return float(np.mean(np.log(1.0 / np.clip(picked, 1e-7, 1.0))))  # 0.0, never -0.0
 
 
 def majority_share(labels: np.ndarray) -> float:

@@ -28,6 +28,7 @@ def test_compare_writes_a_markdown_table(
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:3] == ["rank", "run", "backbone"] and len(lines) == 4
     assert {"val loss", "test loss"} <= set(header)
+    assert header.index("train acc") + 2 == header.index("val acc")  # beside the held-out ones
     rows = [
         dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
         for line in lines[2:]
@@ -36,4 +37,5 @@ def test_compare_writes_a_markdown_table(
     assert {r["backbone"] for r in rows} == {"minivggnet", "mobilenetv2"}
     accuracies = [float(r["test acc"]) for r in rows]
     assert accuracies == sorted(accuracies, reverse=True)
-    assert all(float(r["val loss"]) > 0 for r in rows)
+    assert all(float(r["val loss"]) >= 0 for r in rows)
+    assert all(0 <= float(r["train acc"]) <= 1 for r in rows)
