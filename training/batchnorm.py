@@ -15,10 +15,11 @@ restores, ``ModelCheckpoint`` saves or ``fit`` ends with carries statistics of i
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
+import numpy as np
 
 ESTIMATE_BATCHES = 100
 """At most this many training batches per estimate: the averages settle well before (a few
@@ -42,29 +43,52 @@ def _nested_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield from _nested_layers(layer)
 
 
+def training_forward(model: keras.Model) -> Callable[[Any], Any]:
+    """``model`` called in training mode as one compiled TensorFlow function (eager calls cost
+    several times more per batch); it keeps the BatchNormalization momentum it was traced with,
+    so it is for :func:`estimate_statistics` only."""
+    import tensorflow as tf
+
+    return tf.function(lambda images: model(images, training=True), reduce_retracing=True)
+
+
 def estimate_statistics(
-    model: keras.Model, batches: Any, max_batches: int = ESTIMATE_BATCHES
+    model: keras.Model,
+    batches: Any,
+    max_batches: int = ESTIMATE_BATCHES,
+    forward: Callable[[Any], Any] | None = None,
 ) -> int:
     """Replace the moving statistics of the updating BatchNormalization layers with their mean
-    over up to ``max_batches`` of ``batches`` (images, labels) run in training mode; returns the
+    over up to ``max_batches`` of ``batches`` (images, labels) run in training mode (through
+    ``forward``, a :func:`training_forward` of ``model``: made here when not given); returns the
     number of batches used (0: no such layer)."""
     layers = updating_batch_norm(model)
     if not layers:
         return 0
     momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.moving_mean.assign(keras.ops.zeros_like(layer.moving_mean))
-        layer.moving_variance.assign(keras.ops.zeros_like(layer.moving_variance))
+    sums = [
+        [np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)]
+        for layer in layers
+    ]
     used = 0
     try:
-        for used, (images, _) in enumerate(itertools.islice(batches, max_batches), 1):
-            # average = average * (k-1)/k + batch / k: the mean over the k batches so far
-            for layer in layers:
-                layer.momentum = (used - 1) / used
-            model(images, training=True)
+        # momentum 0: after a training-mode pass each layer's moving statistics are the batch's
+        for layer in layers:
+            layer.momentum = 0.0
+        forward = forward or training_forward(model)
+        for images, _ in itertools.islice(batches, max_batches):
+            forward(images)
+            used += 1
+            for (means, variances), layer in zip(sums, layers, strict=True):
+                means += keras.ops.convert_to_numpy(layer.moving_mean)
+                variances += keras.ops.convert_to_numpy(layer.moving_variance)
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
+    if used:
+        for (means, variances), layer in zip(sums, layers, strict=True):
+            layer.moving_mean.assign(means / used)
+            layer.moving_variance.assign(variances / used)
     return used
 
 
@@ -76,6 +100,9 @@ class EstimateBatchNorm(keras.callbacks.Callback):
         super().__init__()
         self.batches = batches
         self.max_batches = max_batches
+        self._forward: Callable[[Any], Any] | None = None  # traced once, on first use
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        estimate_statistics(self.model, self.batches, self.max_batches)
+        if self._forward is None and updating_batch_norm(self.model):
+            self._forward = training_forward(self.model)
+        estimate_statistics(self.model, self.batches, self.max_batches, self._forward)

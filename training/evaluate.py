@@ -253,7 +253,8 @@ def evaluate_run(
     if split == "val":
         print("no test split: the report, matrix and predictions are on the val split")
     print(result_line(summary, run / "summary.json"), flush=True)
-    problem = generalisation_problem(FitEvidence.from_summary(summary))
+    # the export gate's rule on the same figures (training/release/from_run.py)
+    problem = generalisation_problem(FitEvidence.from_summary(summary, epochs))
     if problem:
         print(f"warning: {problem}", file=sys.stderr, flush=True)
     return summary
