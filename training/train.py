@@ -182,7 +182,9 @@ def float32_copy(cfg: TrainConfig, model: Any, num_classes: int) -> Any:
     keeps float32 variables), so that export and serving see a float32 model."""
     from training.model import build_classifier
 
-    copy, _ = build_classifier(dataclasses.replace(cfg, weights="none"), num_classes)
+    # weights "none" skips loading them again; the flip stays the one the model was built with
+    same = dataclasses.replace(cfg, weights="none", flip=cfg.flip_mode)
+    copy, _ = build_classifier(same, num_classes)
     copy.set_weights(model.get_weights())
     return copy
 
