@@ -284,7 +284,9 @@ class TrainConfig:
         4, flag="--patience", help="early-stopping patience in epochs (val loss)"
     )
     max_per_class: int | None = option(
-        None, help="at most N images per class, over all splits (sampled before splitting)"
+        None,
+        metavar="N",
+        help="at most N images per class, over all splits (sampled before splitting)",
     )
     # Input pipeline (training/pipeline.py); the cache folder None is RUNDIR/cache.
     pipeline: str = option(
