@@ -6,7 +6,8 @@ few dozen steps per epoch those averages are still mostly their initial values, 
 weights long gone, when validation runs: validation, early stopping and the saved model then see
 another network than the one training fitted (docs/training.md, "Model"). As
 ``torch.optim.swa_utils.update_bn`` does, :class:`EstimateBatchNorm` replaces them, before every
-validation, with the plain average over training batches run through the current weights.
+validation, with the plain average over training batches run through the current weights in
+training mode (augmentation and dropout on: the inputs the layers were fitted to).
 
 Because validation is the last thing an epoch does, every weight set ``EarlyStopping``
 restores, ``ModelCheckpoint`` saves or ``fit`` ends with carries statistics of its own weights.
