@@ -35,6 +35,7 @@ def vgg_like(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
         weights="none",
         image_size=(24, 24),
         seed=3,
+        flip="horizontal",  # --flip auto gives random weights none
         shear=0.2,
         brightness=0.1,
         hidden_units=[16, 8],
