@@ -9,6 +9,7 @@ A run folder holds everything needed to evaluate, export and compare later::
 from __future__ import annotations
 
 import dataclasses
+import math
 import resource
 import shutil
 import sys
@@ -143,10 +144,11 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return {c: out.get(c, 1.0) for c in range(num_classes)}
 
 
-def _callbacks(cfg: TrainConfig, phase: int, train: LoadedSplit) -> list[Any]:
+def _callbacks(cfg: TrainConfig, phase: int, train: LoadedSplit, classes: int) -> list[Any]:
     import keras
 
     from training.batchnorm import EstimateBatchNorm
+    from training.plateau import EarlyStoppingPastChance, ReduceLROnPlateauPastChance
     from training.scale import Throughput
 
     checkpoints = cfg.out / "checkpoints"
@@ -156,8 +158,10 @@ def _callbacks(cfg: TrainConfig, phase: int, train: LoadedSplit) -> list[Any]:
     estimate = EstimateBatchNorm(pipeline.batches(train, cfg.batch_size, cfg.seed + 1))
     return [
         estimate,  # first: validation, and every callback that reads it, sees its statistics
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, verbose=1),
-        keras.callbacks.EarlyStopping(
+        # Both count no epoch while the training loss is at chance (training/plateau.py).
+        ReduceLROnPlateauPastChance(classes, monitor="val_loss", factor=0.5, patience=2, verbose=1),
+        EarlyStoppingPastChance(
+            classes,
             monitor="val_loss",
             patience=cfg.early_stopping_patience,
             restore_best_weights=True,
@@ -278,7 +282,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 initial_epoch=first,
                 epochs=first + epochs,
                 class_weight=class_weight,
-                callbacks=_callbacks(cfg, phase, loaded["train"]),
+                callbacks=_callbacks(cfg, phase, loaded["train"], num_classes),
                 verbose=cfg.verbose,
             )
             model.save_weights(finished)
@@ -303,5 +307,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         },
     )
+    stuck = chance_warning(history.get("loss", []), num_classes)
+    if stuck is not None:
+        print(stuck, flush=True)
     evaluate_run(cfg.out, model=final, loaded=loaded)
     return cfg.out
+
+
+def chance_warning(losses: list[float], classes: int) -> str | None:
+    """A warning when the training loss never left chance (training/plateau.py): the model
+    guesses, and held-out accuracy cannot disagree with a training accuracy at chance too."""
+    from training.plateau import at_chance
+
+    if not losses or not all(at_chance(loss, classes) for loss in losses):
+        return None
+    return (
+        f"warning: the training loss stayed at chance ({losses[-1]:.3f}, ln {classes} = "
+        f"{math.log(classes):.3f}) for all {len(losses)} epochs: the network has not started "
+        "to learn. A net from random weights on a hard set can take a dozen epochs or more to "
+        "leave chance: train longer (--epochs 40), or try --lr 3e-4 or --no-augment"
+    )
