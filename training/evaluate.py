@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from training.data import LoadedSplit, read_run_splits, save_json
-from training.evidence import FitEvidence, generalisation_problem
+from training.evidence import FitEvidence, generalisation_problem, not_learned
 from training.pipeline import decode_to_cache, on_demand, release
 
 
@@ -253,10 +253,11 @@ def evaluate_run(
     if split == "val":
         print("no test split: the report, matrix and predictions are on the val split")
     print(result_line(summary, run / "summary.json"), flush=True)
-    # the export gate's rule on the same figures (training/release/from_run.py)
-    problem = generalisation_problem(FitEvidence.from_summary(summary, epochs))
-    if problem:
-        print(f"warning: {problem}", file=sys.stderr, flush=True)
+    # the export gate's rules on the same figures (training/release/from_run.py)
+    fit = FitEvidence.from_summary(summary, epochs)
+    for problem in (not_learned(fit), generalisation_problem(fit)):
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr, flush=True)
     return summary
 
 

@@ -13,6 +13,10 @@ is, beyond what the held-out sample's size explains,
 - more than :data:`MAX_BEST_VAL_GAP` below the best validation accuracy the same run reached
   while fitting (the weights kept are not the ones validation judged well).
 
+A second verdict, :func:`not_learned`: the training loss never left chance (ln C for C
+classes) in any epoch, so the model guesses, and its held-out accuracy cannot disagree with a
+training accuracy at chance too.
+
 Each judgement is made only where both of its figures exist: a run made before ``summary.json``
 recorded training accuracy is judged on what it has, and :func:`unchecked` says what was not.
 """
@@ -37,6 +41,17 @@ val and test are samples of the same data; 10 points more means the restored wei
 BatchNormalization statistics, are not what validation saw."""
 
 
+CHANCE_SHARE = 0.9
+"""A training loss above this share of ln(classes) is still at chance: a uniform guess scores
+exactly ln(C), and a net that has begun to separate the classes is below it within an epoch
+(the digits recipes of docs/training.md: below 0.5 ln(10) after their first epoch)."""
+
+
+def at_chance(loss: float | None, classes: int) -> bool:
+    """Whether a training loss says the network has not left chance yet."""
+    return loss is not None and classes > 1 and loss > CHANCE_SHARE * math.log(classes)
+
+
 @dataclass(frozen=True)
 class FitEvidence:
     """What a run's ``summary.json`` says about how well the model fits beyond its training
@@ -59,6 +74,10 @@ class FitEvidence:
     dropout and augmentation on, BatchNormalization on each batch's own statistics)."""
     restored_epoch: int | None = None
     """The epoch (1-based, over both phases) whose weights the run kept."""
+    epoch_losses: tuple[float, ...] = ()
+    """The training loss of every epoch (``history.json``; empty when not given)."""
+    classes: int = 0
+    """How many classes the model tells apart (0: unknown)."""
 
     @classmethod
     def from_summary(
@@ -86,6 +105,8 @@ class FitEvidence:
             if restored and restored <= len(fitted)
             else None,
             restored_epoch=restored,
+            epoch_losses=tuple(float(loss) for loss in (history or {}).get("loss") or []),
+            classes=len(summary.get("classes") or []),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +120,8 @@ class FitEvidence:
             "val_images": self.val_images,
             "fitted_train_accuracy": self.fitted_train_accuracy,
             "restored_epoch": self.restored_epoch,
+            "final_training_loss": self.epoch_losses[-1] if self.epoch_losses else None,
+            "classes": self.classes or None,
         }
 
 
@@ -195,6 +218,20 @@ def generalisation_problem(evidence: FitEvidence) -> str | None:
         "more data, augmentation that suits the images, or a pretrained backbone (the default "
         "mobilenetv2 with --weights imagenet); `roost export` refuses such a model unless "
         "--allow-weak-model"
+    )
+
+
+def not_learned(evidence: FitEvidence) -> str | None:
+    """One sentence when the training loss stayed at chance in every epoch (the model guesses),
+    naming the fix; None when it left chance, or without the epochs' losses."""
+    losses, classes = evidence.epoch_losses, evidence.classes
+    if not losses or not all(at_chance(loss, classes) for loss in losses):
+        return None
+    return (
+        f"the training loss stayed at chance ({losses[-1]:.3f}; ln {classes} = "
+        f"{math.log(classes):.3f}) in all {len(losses)} epochs: the network has not started to "
+        "learn. A net from random weights on a hard set can take a dozen epochs or more to "
+        "leave chance: train longer (--epochs 40), or try --lr 3e-4 or --no-augment"
     )
 
 

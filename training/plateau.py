@@ -5,25 +5,17 @@ for C classes, for a dozen epochs before it starts to learn (LeNet on digits dra
 typefaces: 14 epochs; docs/training.md, "Recipes"). Judged from epoch 1, `ReduceLROnPlateau`
 (patience 2) halves the learning rate every other epoch of that wait and `EarlyStopping`
 (patience 4) ends the run at chance, so it never learns. Here both count no epoch while the
-training loss is still above `CHANCE_SHARE` of ln(C): an epoch at chance is not a plateau.
+training loss is still at chance (`training.evidence.at_chance`: above 0.9 ln(C)): an epoch at
+chance is not a plateau.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 
-CHANCE_SHARE = 0.9
-"""A training loss above this share of ln(classes) is still at chance: a uniform guess scores
-exactly ln(C), and a net that has begun to separate the classes is below it within an epoch
-(the digits recipes: below 0.5 ln(10) after their first epoch)."""
-
-
-def at_chance(loss: float | None, classes: int) -> bool:
-    """Whether a training loss says the network has not left chance yet."""
-    return loss is not None and classes > 1 and loss > CHANCE_SHARE * math.log(classes)
+from training.evidence import at_chance
 
 
 class ReduceLROnPlateauPastChance(keras.callbacks.ReduceLROnPlateau):

@@ -9,7 +9,6 @@ A run folder holds everything needed to evaluate, export and compare later::
 from __future__ import annotations
 
 import dataclasses
-import math
 import resource
 import shutil
 import sys
@@ -307,23 +306,5 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         },
     )
-    stuck = chance_warning(history.get("loss", []), num_classes)
-    if stuck is not None:
-        print(stuck, flush=True)
     evaluate_run(cfg.out, model=final, loaded=loaded)
     return cfg.out
-
-
-def chance_warning(losses: list[float], classes: int) -> str | None:
-    """A warning when the training loss never left chance (training/plateau.py): the model
-    guesses, and held-out accuracy cannot disagree with a training accuracy at chance too."""
-    from training.plateau import at_chance
-
-    if not losses or not all(at_chance(loss, classes) for loss in losses):
-        return None
-    return (
-        f"warning: the training loss stayed at chance ({losses[-1]:.3f}, ln {classes} = "
-        f"{math.log(classes):.3f}) for all {len(losses)} epochs: the network has not started "
-        "to learn. A net from random weights on a hard set can take a dozen epochs or more to "
-        "leave chance: train longer (--epochs 40), or try --lr 3e-4 or --no-augment"
-    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.training
@@ -59,10 +60,22 @@ def test_no_rate_cut_and_no_stop_while_the_loss_is_at_chance() -> None:
     assert stop.best_epoch == 3, "an epoch at chance is never the one restored"
 
 
-def test_a_run_that_never_left_chance_says_so() -> None:
-    from training.train import chance_warning
+def test_a_run_that_never_left_chance_says_so_and_is_not_published() -> None:
+    from training.evidence import FitEvidence, not_learned
+    from training.release.errors import ReleaseError
+    from training.release.gate import held_out
 
-    stuck = chance_warning([2.31, 2.30, 2.303], CLASSES)
-    assert stuck is not None and "all 3 epochs" in stuck and "--epochs" in stuck
-    assert chance_warning([2.31, 1.2], CLASSES) is None
-    assert chance_warning([], CLASSES) is None
+    summary = {"classes": [str(c) for c in range(CLASSES)], "test_accuracy": 0.133,
+               "test_images": 300, "evaluated_on": "test", "train_accuracy": 0.162}  # fmt: skip
+    stuck = FitEvidence.from_summary(summary, {"loss": [2.31, 2.30, 2.303]})
+    message = not_learned(stuck)
+    assert message is not None and "all 3 epochs" in message and "--epochs" in message
+    assert not_learned(FitEvidence.from_summary(summary, {"loss": [2.31, 1.2]})) is None
+    assert not_learned(FitEvidence.from_summary(summary)) is None, "no losses: not judged"
+    # 13 % beats the majority class (10 %) and held-out agrees with training: only this refuses
+    probs = np.eye(CLASSES)[[i % CLASSES for i in range(300)]]
+    labels = np.array([(i + (0 if i % 7 == 0 else 1)) % CLASSES for i in range(300)])
+    with pytest.raises(ReleaseError, match="stayed at chance"):
+        held_out(probs, labels, "test", allow_weak=False, fit=stuck)
+    forced = held_out(probs, labels, "test", allow_weak=True, fit=stuck)
+    assert forced["forced"] and forced["fit"]["final_training_loss"] == 2.303

@@ -165,8 +165,10 @@ def held_out(
 
     Refused (ReleaseError naming each reason and the override) when the accuracy is no better
     than always answering the most common class (which is at least chance), below
-    ``min_accuracy``, or when :func:`training.evidence.generalisation_problem` finds one in
-    ``fit``; unless ``allow_weak``, when the card records ``"forced": true``.
+    ``min_accuracy``, when ``fit``'s training loss never left chance
+    (:func:`training.evidence.not_learned`), or when
+    :func:`training.evidence.generalisation_problem` finds one in ``fit``; unless
+    ``allow_weak``, when the card records ``"forced": true``.
     """
     accuracy = float(np.mean(probs.argmax(axis=1) == labels))
     majority = majority_share(labels)
@@ -182,6 +184,9 @@ def held_out(
         refusals.append(
             f"{split} accuracy {accuracy:.3f} is below --min-accuracy {min_accuracy:.3f}"
         )
+    guessing = evidence.not_learned(fit) if fit is not None else None
+    if guessing:
+        refusals.append(guessing)
     problem = evidence.generalisation_problem(fit) if fit is not None else None
     if problem:
         refusals.append(problem)
