@@ -49,9 +49,9 @@ def records(folder: Path, model: str = "colours") -> list[dict[str, Any]]:
     return lines
 
 
-async def test_records_images_and_the_inbox_of_uncertain_answers(
-    repo: Path, tmp_path: Path, start_app
-) -> None:  # type: ignore[no-untyped-def]
+async def start_recording(repo: Path, tmp_path: Path, start_app: Any) -> tuple[Any, Path, Path]:
+    """`colours` 1 served, every answer recorded with its image into a folder, the uncertain
+    ones (top-1 below 0.6) into an inbox: the app, the folder and the inbox."""
     payloads, inbox = tmp_path / "payloads", tmp_path / "inbox"
     config = {
         "min_confidence": 0.6,
@@ -61,6 +61,13 @@ async def test_records_images_and_the_inbox_of_uncertain_answers(
     publish(repo, "colours", 1, config=config)
     roost = await start_app(repo)
     await roost.wait_ready()
+    return roost, payloads, inbox
+
+
+async def test_records_images_and_the_inbox_of_uncertain_answers(
+    repo: Path, tmp_path: Path, start_app
+) -> None:  # type: ignore[no-untyped-def]
+    roost, payloads, inbox = await start_recording(repo, tmp_path, start_app)
     answers = [await roost.client.post("/v1/classify", **post(png)) for png in
                (CLEAR, MUDDY, CLEAR, MUDDY, MUDDY)]  # fmt: skip
     flags = [a.json()["results"][0]["uncertain"] for a in answers]
@@ -95,15 +102,7 @@ async def test_decoded_pixel_tensors_are_recorded_as_png(
 ) -> None:  # type: ignore[no-untyped-def]
     """The v2 protocol's uint8 tensors are decoded images: recorded losslessly as PNG files,
     encoded by the writer, not the request."""
-    payloads, inbox = tmp_path / "payloads", tmp_path / "inbox"
-    config = {
-        "min_confidence": 0.6,
-        "payload_log": {"sample": 1.0, "folder": str(payloads), "images": True,
-                        "inbox": str(inbox)},
-    }  # fmt: skip
-    publish(repo, "colours", 1, config=config)
-    roost = await start_app(repo)
-    await roost.wait_ready()
+    roost, payloads, inbox = await start_recording(repo, tmp_path, start_app)
     pixels = np.stack([np.full((32, 32, 3), (250, 5, 5), np.uint8),
                        np.full((32, 32, 3), (120, 110, 115), np.uint8)])  # fmt: skip
     pixels[0, 0, 0] = (1, 2, 3)  # not a solid colour: the PNG must keep every pixel
