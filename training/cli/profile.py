@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> None:
         "decodes them and writes the predicted-class counts and top-1 score histogram into "
         "its card.json (prediction_profile); nothing else in the version changes. Images: "
         "files or folders, the test split `roost train` makes of --split-of DATA, or "
-        "--offline-photos. Exit 2 for a model or version that does not exist.",
+        "--natural-photos. Exit 2 for a model or version that does not exist.",
     )
     p.add_argument(
         "model",
@@ -47,9 +47,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--split", type=parse_ratios, default=(0.7, 0.2, 0.1), metavar="TRAIN,VAL,TEST")
     p.add_argument(
-        "--offline-photos",
+        "--natural-photos",
+        "--offline-photos",  # its name before `roost quantize --natural-photos` named the set
+        dest="natural_photos",
         action="store_true",
-        help="the offline photos `roost quantize` checks its gate on (same --check, --seed)",
+        help="the offline natural photos `roost quantize --natural-photos` checks its gate on "
+        "(same --check, --seed)",
     )
     p.add_argument("--check", type=positive, default=DEFAULT_CHECK_IMAGES, metavar="N")
     p.add_argument("--seed", type=int, default=1234)
@@ -71,13 +74,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     name, version = args.model
-    chosen = sum((bool(args.images), args.split_of is not None, args.offline_photos))
+    chosen = sum((bool(args.images), args.split_of is not None, args.natural_photos))
     if chosen != 1:
-        print("error: give IMAGES, --split-of DATA or --offline-photos (one)", file=sys.stderr)
+        print("error: give IMAGES, --split-of DATA or --natural-photos (one)", file=sys.stderr)
         return 2
     try:
         folder = version_folder(args.repo, name, version)
-        if args.offline_photos:
+        if args.natural_photos:
             held_out = gate_photos(args.check, args.seed)
         else:
             files = (

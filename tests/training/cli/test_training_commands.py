@@ -30,6 +30,14 @@ def test_commands_are_registered_with_functions() -> None:
     assert args.split == pytest.approx((0.6, 0.2, 0.2)) and args.image_size == (96, 128)
 
 
+def test_profile_names_the_photo_set_as_quantize_does() -> None:
+    parser = argparse.ArgumentParser()
+    add_training_commands(parser.add_subparsers(dest="command", required=True))
+    for flag in ("--natural-photos", "--offline-photos"):  # the old name still works
+        assert parser.parse_args(["profile", "imagenet:2", flag]).natural_photos
+    assert not parser.parse_args(["profile", "imagenet:2", "x.jpg"]).natural_photos
+
+
 def test_importing_the_cli_does_not_import_tensorflow() -> None:
     code = (
         "import os, sys, training.cli; "

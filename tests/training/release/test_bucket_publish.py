@@ -201,6 +201,6 @@ def test_profile_writes_into_a_version_and_takes_a_folder_only(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["profile", "p", "--offline-photos", "--repo", REPO])
+        main(["profile", "p", "--natural-photos", "--repo", REPO])
     assert exc.value.code == 2
     assert "folder repository" in capsys.readouterr().err
