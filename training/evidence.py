@@ -140,15 +140,28 @@ def _allowance(threshold: float, margin: float) -> str:
     return allowed + (f" + {100 * margin:.0f} for sample size" if margin else "")
 
 
+def _past_allowance(
+    reference: float | None, evidence: FitEvidence, threshold: float, *image_counts: int
+) -> tuple[float, float] | None:
+    """How far held-out accuracy is below ``reference``, and the sampling margin allowed on
+    top of ``threshold`` for ``image_counts``, when the gap is past both; else None (also when
+    a figure is missing)."""
+    if reference is None or evidence.held_out_accuracy is None:
+        return None
+    gap = reference - evidence.held_out_accuracy
+    margin = sampling_margin(*image_counts)
+    return (gap, margin) if gap > threshold + margin else None
+
+
 def _train_gap(evidence: FitEvidence) -> str | None:
     """The first half of the rule's verdict: held-out far below training accuracy."""
-    if evidence.train_accuracy is None or evidence.held_out_accuracy is None:
-        return None
-    gap = evidence.train_accuracy - evidence.held_out_accuracy
     # The training split is the larger one: the held-out sample's noise is the one that counts.
-    margin = sampling_margin(evidence.held_out_images)
-    if gap <= MAX_TRAIN_GAP + margin:
+    past = _past_allowance(
+        evidence.train_accuracy, evidence, MAX_TRAIN_GAP, evidence.held_out_images
+    )
+    if past is None:
         return None
+    gap, margin = past
     return (
         f"{evidence.held_out_split} accuracy {evidence.held_out_accuracy:.3f} is "
         f"{100 * gap:.0f} points below training accuracy {evidence.train_accuracy:.3f} "
@@ -159,12 +172,12 @@ def _train_gap(evidence: FitEvidence) -> str | None:
 def _fitted_gap(evidence: FitEvidence) -> str | None:
     """Held-out far below the accuracy while fitting; when the saved model also scores far below
     it on the training split, the saved network is not the fitted one, and it says so."""
-    if evidence.fitted_train_accuracy is None or evidence.held_out_accuracy is None:
+    past = _past_allowance(
+        evidence.fitted_train_accuracy, evidence, MAX_TRAIN_GAP, evidence.held_out_images
+    )
+    if past is None:
         return None
-    gap = evidence.fitted_train_accuracy - evidence.held_out_accuracy
-    margin = sampling_margin(evidence.held_out_images)
-    if gap <= MAX_TRAIN_GAP + margin:
-        return None
+    gap, margin = past
     verdict = (
         f"{evidence.held_out_split} accuracy {evidence.held_out_accuracy:.3f} is "
         f"{100 * gap:.0f} points below the accuracy on the training batches while fitting "
@@ -183,16 +196,14 @@ def _fitted_gap(evidence: FitEvidence) -> str | None:
 
 def _best_val_gap(evidence: FitEvidence) -> str | None:
     """The second half: held-out far below the run's best validation accuracy."""
-    if evidence.best_val_accuracy is None or evidence.held_out_accuracy is None:
-        return None
-    gap = evidence.best_val_accuracy - evidence.held_out_accuracy
     # The same val images at two epochs differ by choice, not by sample: count them once.
     counts = [evidence.held_out_images]
     if evidence.held_out_split != "val":
         counts.append(evidence.val_images)
-    margin = sampling_margin(*counts)
-    if gap <= MAX_BEST_VAL_GAP + margin:
+    past = _past_allowance(evidence.best_val_accuracy, evidence, MAX_BEST_VAL_GAP, *counts)
+    if past is None:
         return None
+    gap, margin = past
     return (
         f"{evidence.held_out_split} accuracy {evidence.held_out_accuracy:.3f} is "
         f"{100 * gap:.0f} points below the run's best val accuracy "

@@ -148,7 +148,7 @@ async def _score(
 async def _score_encoded(
     state: ServiceState, served: ServedVersion, uploads: list[Upload], deadline: float
 ) -> list[Scores]:
-    on_ran = _batch_spans(recording(state.tracer))
+    on_ran = _batch_spans(state.tracer)
     with served.batcher.reserve(len(uploads), deadline) as reservation:
         if _decodes_on_inference_threads(state, served):
             calls = [_decode_call(state, served, u, deadline) for u in uploads]
@@ -179,14 +179,15 @@ async def score_decoded(
     """Queue room, batch, session for decoded images: no cache, no counting, no shadow (the
     explain endpoint's masked copies are not answers)."""
     with served.batcher.reserve(len(images), deadline) as reservation:
-        futures = reservation.submit(list(images), deadline, _batch_spans(recording(state.tracer)))
+        futures = reservation.submit(list(images), deadline, _batch_spans(state.tracer))
     return await _answers(futures, deadline, state.settings.request_timeout_s)
 
 
 def _batch_spans(tracer: Tracer | None) -> OnRan | None:
-    """With tracing on: what records an image's ``roost.queue_wait`` and ``roost.inference``
-    spans under the current request once its batch ran (the batch serves other requests too,
-    so its times are recorded per image, with the batch's size)."""
+    """With the current request traced: what records an image's ``roost.queue_wait`` and
+    ``roost.inference`` spans under it once its batch ran (the batch serves other requests
+    too, so its times are recorded per image, with the batch's size)."""
+    tracer = recording(tracer)
     if tracer is None:
         return None
     parent = otel_context.get_current()

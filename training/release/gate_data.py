@@ -128,7 +128,7 @@ def _labelled(
     seed: int,
 ) -> GateData:
     """Calibration from the training split, check on the held-out splits with labels."""
-    size = (int(card.image_size[0]), int(card.image_size[1]))
+    size = card.image_size
     to_model = _label_map(splits.class_names, labels, where)
     held_out = [n for n in _HELD_OUT if len(splits.splits[n])]
     source = {"data": where, "labelled": True}
@@ -158,7 +158,7 @@ def _unlabelled_folder(
 ) -> GateData:
     """Image files without labels, shuffled: ``calibration`` of them calibrate (fewer when the
     check would keep under MIN_CHECK_IMAGES), the rest check."""
-    size = (int(card.image_size[0]), int(card.image_size[1]))
+    size = card.image_size
     files = images_under(folder)
     random.Random(seed).shuffle(files)
     taken = min(calibration, max(len(files) - MIN_CHECK_IMAGES, 0))
@@ -183,7 +183,7 @@ def _unlabelled_folder(
 
 def _natural_photos(card: ModelCard, calibration: int, check: int | None, seed: int) -> GateData:
     """The offline natural photos, split into disjoint calibration and check sets."""
-    size = (int(card.image_size[0]), int(card.image_size[1]))
+    size = card.image_size
     cal_photos, check_photos = split_photos(
         offline_photos(), calibration, check or DEFAULT_CHECK_IMAGES, seed
     )
